@@ -1,0 +1,1 @@
+"""The three mentornet services; each runs alone with `python -m services.<name>`."""

@@ -1,0 +1,1 @@
+"""mentornet's own library: event contract, settings, logging, Kafka and PostgreSQL plumbing."""

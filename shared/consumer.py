@@ -1,0 +1,150 @@
+"""The one path every ingress record takes: decode, dead-letter, dedupe, apply, in one transaction.
+
+For a batch of records, a single transaction
+  1. skips records at or below the partition offset already applied (a replay after a crash),
+  2. decodes each record against the contract; a rejected one becomes a dead letter,
+  3. records event ids in the inbox and drops those seen before (republished duplicates),
+  4. lets the service apply the fresh events, which returns the records to publish,
+  5. writes dead letters and published records to the outbox and stores the offsets.
+Nothing is half-done: a crash anywhere before the commit redoes the whole batch, one after it
+changes nothing. A database or broker outage raises, so the subscriber rewinds and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+
+from shared.contract.envelope import MAX_EVENT_BYTES, CloudEvent, Rejected, decode_record
+from shared.db.inbox import first_seen
+from shared.db.outbox import OutboxRecord, enqueue
+from shared.db.pool import transaction
+from shared.dead_letters import dead_letter
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A valid event and the record it came in."""
+
+    record: Any  # aiokafka ConsumerRecord
+    event: CloudEvent
+
+
+Apply = Callable[[asyncpg.Connection, list[Incoming]], Awaitable[list[OutboxRecord]]]
+
+
+class EventPipeline:
+    def __init__(
+        self,
+        service: str,
+        schema: str,
+        apply: Apply,
+        registry: CollectorRegistry,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
+        self.service = service
+        self.schema = schema
+        self.apply = apply
+        self.max_event_bytes = max_event_bytes
+        self.pool: asyncpg.Pool | None = None
+        self._failures = 0
+        self.events = Counter(
+            "mentornet_events",
+            "Ingress records by outcome",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+
+    async def handle(self, records: Sequence[Any]) -> None:
+        """Process a batch; raises (after a backoff pause) when the database is unreachable."""
+        assert self.pool is not None, "pipeline used before the service started"
+        try:
+            async with transaction(self.pool) as conn:
+                await self._process(conn, records)
+            self._failures = 0
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            self._failures += 1
+            pause = min(0.2 * 2**self._failures, 10.0)
+            log.warning("batch failed; will retry", error=repr(exc), retry_in=pause)
+            await asyncio.sleep(pause)
+            raise
+
+    async def _process(self, conn: asyncpg.Connection, records: Sequence[Any]) -> None:
+        records = await _skip_applied(conn, records)
+        outgoing: list[OutboxRecord] = []
+        decoded: list[Incoming] = []
+        for record in records:
+            try:
+                event = decode_record(
+                    record.value,
+                    record.headers,
+                    topic=record.topic,
+                    key=record.key,
+                    max_bytes=self.max_event_bytes,
+                )
+            except Rejected as rejected:
+                outgoing.append(dead_letter(record, self.service, rejected.code, rejected.reason))
+                self.events.labels(record.topic, f"rejected:{rejected.code}").inc()
+                log.info(
+                    "event rejected", topic=record.topic, offset=record.offset, code=rejected.code
+                )
+                continue
+            decoded.append(Incoming(record, event))
+
+        fresh_ids = await first_seen(conn, [i.event for i in decoded])
+        fresh: list[Incoming] = []
+        for incoming in decoded:
+            if incoming.event.id in fresh_ids:
+                fresh_ids.discard(
+                    incoming.event.id
+                )  # a second copy in the same batch is a duplicate
+                fresh.append(incoming)
+            else:
+                self.events.labels(incoming.record.topic, "duplicate").inc()
+        if fresh:
+            outgoing += await self.apply(conn, fresh)
+        for incoming in fresh:
+            self.events.labels(incoming.record.topic, "accepted").inc()
+        await enqueue(conn, self.schema, outgoing)
+        await _store_offsets(conn, records)
+
+
+def bind_event(event: CloudEvent) -> Any:
+    """Bind the event and correlation ids to every log line written inside the block."""
+    return structlog.contextvars.bound_contextvars(
+        event_id=event.id, correlation_id=event.correlation_id, tenant=event.tenantid
+    )
+
+
+async def _skip_applied(conn: asyncpg.Connection, records: Sequence[Any]) -> list[Any]:
+    partitions = {(r.topic, r.partition) for r in records}
+    rows = await conn.fetch(
+        """SELECT topic, partition, "offset" FROM consumed_offsets
+           WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[]))""",
+        [t for t, _ in partitions],
+        [p for _, p in partitions],
+    )
+    applied = {(r["topic"], r["partition"]): r["offset"] for r in rows}
+    return [r for r in records if r.offset > applied.get((r.topic, r.partition), -1)]
+
+
+async def _store_offsets(conn: asyncpg.Connection, records: Sequence[Any]) -> None:
+    latest: dict[tuple[str, int], int] = {}
+    for r in records:
+        latest[(r.topic, r.partition)] = max(r.offset, latest.get((r.topic, r.partition), -1))
+    if latest:
+        await conn.executemany(
+            """INSERT INTO consumed_offsets (topic, partition, "offset") VALUES ($1, $2, $3)
+               ON CONFLICT (topic, partition)
+               DO UPDATE SET "offset" = GREATEST(consumed_offsets."offset", EXCLUDED."offset")""",
+            [(t, p, o) for (t, p), o in latest.items()],
+        )

@@ -1,0 +1,229 @@
+"""CloudEvents 1.0 envelope: decoding a Kafka record (structured or binary mode) and encoding ours.
+
+`decode_record` never raises anything but `Rejected`, whose `code` and `reason` go to the
+dead-letter topic: the reason names the field and the problem so a person can fix the publisher.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.contract.events import EVENT_MODELS, Identifier, Payload
+
+MAX_EVENT_BYTES = 256 * 1024
+MAX_DEPTH = 16
+MAX_ARRAY_ITEMS = 1000
+MAX_HEADERS = 64
+MAX_HEADER_BYTES = 16 * 1024
+SPECVERSION = "1.0"
+
+# Keys of events published per person may carry the tenant ("acme:p-1") or not ("p-1").
+PERSON_KEYED = frozenset({"mentor-registered", "mentee-registered", "person-offboarded"})
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class Rejected(Exception):
+    """An input that breaks the contract. `code` is stable (documented); `reason` is for people."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class CloudEvent(BaseModel):
+    """The envelope. Extensions we know: tenantid (required), correlationid, traceparent, signature."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: str = SPECVERSION
+    id: Identifier
+    source: str = Field(min_length=1, max_length=256)
+    type: str = Field(min_length=1, max_length=128)
+    time: datetime
+    datacontenttype: str = "application/json"
+    tenantid: Identifier
+    correlationid: str | None = Field(default=None, max_length=128)
+    data: Any = None
+
+    @property
+    def correlation_id(self) -> str:
+        """The id that ties a chain of events together: the first cause's id."""
+        return self.correlationid or self.id
+
+    @classmethod
+    def new(
+        cls,
+        type: str,
+        source: str,
+        tenantid: str,
+        data: Payload,
+        *,
+        cause: CloudEvent | None = None,
+        id: str | None = None,
+        time: datetime | None = None,
+    ) -> CloudEvent:
+        return cls(
+            id=id or str(uuid.uuid4()),
+            source=source,
+            type=type,
+            time=time or datetime.now(UTC),
+            tenantid=tenantid,
+            correlationid=cause.correlation_id if cause else None,
+            data=data,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        body = self.model_dump(mode="json", exclude_none=True)
+        if isinstance(self.data, BaseModel):
+            body["data"] = self.data.model_dump(mode="json", exclude_none=True)
+        return body
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_record(
+    value: bytes | None,
+    headers: Headers = (),
+    *,
+    topic: str,
+    key: bytes | None = None,
+    max_bytes: int = MAX_EVENT_BYTES,
+) -> CloudEvent:
+    """Validate one Kafka record against the v1 contract and return its event with typed `data`."""
+    _check_headers(headers)
+    if value is None:
+        raise Rejected("empty", "the record has no value (a tombstone is not an event)")
+    if len(value) > max_bytes:
+        raise Rejected("too_large", f"the record is {len(value)} bytes; the limit is {max_bytes}")
+    body = _parse_json(value, "the record value")
+    ce_headers = {k[3:]: v for k, v in headers if k.startswith("ce_")}
+    if "specversion" in ce_headers:
+        envelope = {name: _header_text(name, raw) for name, raw in ce_headers.items()}
+        envelope["data"] = body
+    elif isinstance(body, dict):
+        envelope = body
+    else:
+        raise Rejected("not_an_object", f"the event must be a JSON object, not {_json_kind(body)}")
+    _check_shape(envelope)
+
+    if "specversion" not in envelope:
+        raise Rejected("missing_field", "'specversion' is required (CloudEvents 1.0)")
+    if envelope["specversion"] != SPECVERSION:
+        raise Rejected(
+            "unknown_specversion",
+            f"'specversion' is {envelope['specversion']!r}; only '1.0' is supported",
+        )
+    event_type = envelope.get("type")
+    if isinstance(event_type, str) and event_type not in EVENT_MODELS:
+        raise Rejected("unknown_type", f"'type' {event_type!r} is not an event of contract v1")
+    try:
+        event = CloudEvent.model_validate(envelope)
+    except ValidationError as exc:
+        raise Rejected(*_explain(exc, prefix="")) from None
+    if event.type != topic:
+        raise Rejected("type_mismatch", f"'type' is {event.type!r} but the topic is {topic!r}")
+    try:
+        data = EVENT_MODELS[event.type].model_validate(event.data)
+    except ValidationError as exc:
+        raise Rejected(*_explain(exc, prefix="data.")) from None
+    event = event.model_copy(update={"data": data})
+    _check_key(event, key)
+    return event
+
+
+def _check_headers(headers: Headers) -> None:
+    if len(headers) > MAX_HEADERS:
+        raise Rejected("too_many_headers", f"{len(headers)} headers; the limit is {MAX_HEADERS}")
+    size = sum(len(k) + len(v or b"") for k, v in headers)
+    if size > MAX_HEADER_BYTES:
+        raise Rejected(
+            "too_many_headers", f"headers total {size} bytes; the limit is {MAX_HEADER_BYTES}"
+        )
+
+
+def _header_text(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected("invalid_utf8", f"header 'ce_{name}' is not valid UTF-8") from None
+
+
+def _parse_json(raw: bytes, what: str) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected("invalid_utf8", f"{what} is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise Rejected("too_deep", f"{what} nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        raise Rejected("not_json", f"{what} is not JSON: {exc}") from None
+
+
+def _check_shape(node: Any) -> None:
+    """Reject deep nesting and huge arrays before pydantic walks them."""
+    stack: list[tuple[Any, int]] = [(node, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise Rejected("too_deep", f"the event nests deeper than {MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            if len(item) > MAX_ARRAY_ITEMS:
+                raise Rejected(
+                    "array_too_long",
+                    f"an array has {len(item)} items; the limit is {MAX_ARRAY_ITEMS}",
+                )
+            stack.extend((v, depth + 1) for v in item)
+
+
+def _check_key(event: CloudEvent, key: bytes | None) -> None:
+    if event.type not in PERSON_KEYED or key is None:
+        return
+    person_id = getattr(event.data, "person_id", None)
+    text = key.decode("utf-8", errors="replace")
+    tenant, sep, person = text.rpartition(":") if text.count(":") == 1 else ("", "", text)
+    if sep and tenant != event.tenantid:
+        raise Rejected(
+            "tenant_mismatch", f"the key's tenant {tenant!r} is not 'tenantid' {event.tenantid!r}"
+        )
+    if person != person_id:
+        raise Rejected(
+            "key_mismatch", f"the key {text!r} does not name data.person_id {person_id!r}"
+        )
+
+
+def _explain(exc: ValidationError, prefix: str) -> tuple[str, str]:
+    problems = []
+    code = "invalid_field"
+    for error in exc.errors()[:5]:
+        where = (
+            prefix + ".".join(str(p) for p in error["loc"]) if error["loc"] else prefix.rstrip(".")
+        )
+        if error["type"] == "missing":
+            code = "missing_field" if code == "invalid_field" and len(problems) == 0 else code
+            problems.append(f"'{where}' is required")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"'{where}': {message}")
+    more = len(exc.errors()) - 5
+    if more > 0:
+        problems.append(f"and {more} more")
+    return code, "; ".join(problems)
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )

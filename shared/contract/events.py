@@ -1,0 +1,250 @@
+"""Payload (`data`) models of every v1 event, ingress and egress.
+
+Unknown extra fields are ignored, not rejected, so publishers can add fields before we read them
+(forward compatibility). Every limit here is part of the contract and listed in docs/contract.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.contract.codes import ISO_639_1, iana_timezones
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
+]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+FreeText = Annotated[str, StringConstraints(max_length=2000)]
+Topic = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        max_length=254,
+        pattern=r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$",
+    ),
+]
+
+
+def _language(code: str) -> str:
+    code = code.strip().lower()
+    if code not in ISO_639_1:
+        raise ValueError(
+            f"'{code}' is not an ISO 639-1 language code (two letters, e.g. 'en', 'fr')"
+        )
+    return code
+
+
+def _timezone(name: str) -> str:
+    if name not in iana_timezones():
+        raise ValueError(f"'{name}' is not an IANA timezone name (e.g. 'Europe/Paris')")
+    return name
+
+
+Language = Annotated[str, AfterValidator(_language)]
+Timezone = Annotated[str, AfterValidator(_timezone)]
+
+
+class Payload(BaseModel):
+    """Base of every payload: tolerant of unknown fields, strict about the ones it knows."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Expertise(Payload):
+    topic: Topic
+    level: int = Field(ge=1, le=5, description="1 = some experience, 5 = recognised expert")
+
+
+class Goal(Payload):
+    topic: Topic
+    priority: int = Field(ge=1, le=3, description="1 = most important")
+
+
+class PersonFields(Payload):
+    person_id: Identifier
+    program_id: Identifier
+    display_name: ShortText
+    email: Email
+    languages: list[Language] = Field(min_length=1, max_length=20)
+    timezone: Timezone
+    department: ShortText | None = None
+    seniority: int | None = Field(default=None, ge=1, le=10)
+    manager_id: Identifier | None = None
+
+
+class MentorRegistered(PersonFields):
+    """An HR system enrols a person as a mentor in a program (or updates that enrolment)."""
+
+    expertise: list[Expertise] = Field(min_length=1, max_length=50)
+    capacity: int = Field(ge=1, le=50, description="mentees at once in this program")
+
+
+class MenteeRegistered(PersonFields):
+    """An HR system enrols a person as a mentee in a program (or updates that enrolment)."""
+
+    goals: list[Goal] = Field(min_length=1, max_length=20)
+
+
+class PersonOffboarded(Payload):
+    """The person left or withdrew: personal data is erased, open relations end."""
+
+    person_id: Identifier
+
+
+class MatchResponded(Payload):
+    """A mentor or mentee answers a proposal."""
+
+    match_id: Identifier
+    person_id: Identifier
+    decision: Literal["accepted", "declined"]
+    reason: FreeText | None = None
+
+
+class SessionCompleted(Payload):
+    """A mentoring session took place; ratings are optional, from each side."""
+
+    match_id: Identifier
+    session_id: Identifier
+    duration_minutes: int = Field(ge=1, le=1440)
+    mentor_rating: int | None = Field(
+        default=None, ge=1, le=5, description="the mentee rates the mentor"
+    )
+    mentee_rating: int | None = Field(
+        default=None, ge=1, le=5, description="the mentor rates the mentee"
+    )
+    topics: list[Topic] | None = Field(default=None, max_length=20)
+
+
+Criterion = Literal[
+    "topic_fit", "languages", "timezone", "seniority", "department", "reputation", "load"
+]
+
+
+class ProgramRules(Payload):
+    max_timezone_difference_hours: float | None = Field(default=None, ge=0, le=24)
+    department: Literal["any", "cross", "same"] = "any"
+    min_seniority_gap: int = Field(default=0, ge=-9, le=9)
+
+
+class ProgramConfigured(Payload):
+    """A program manager sets weights, hard rules, deadline, mode and candidate count."""
+
+    program_id: Identifier
+    weights: dict[Criterion, float] = Field(default_factory=dict)
+    rules: ProgramRules = Field(default_factory=ProgramRules)
+    response_deadline_hours: float = Field(default=72, gt=0, le=24 * 60)
+    mode: Literal["continuous", "cohort"] = "continuous"
+    candidates: int = Field(default=20, ge=1, le=200)
+
+
+class CohortMatchRequested(Payload):
+    """Assign every waiting mentee of a cohort-mode program at once."""
+
+    program_id: Identifier
+
+
+# --- canonical events published by profiles -------------------------------------------------
+
+
+class EnrolmentUpdated(Payload):
+    """Canonical state of one enrolment after a registration was accepted (latest `time` wins)."""
+
+    program_id: Identifier
+    person_id: Identifier
+    role: Literal["mentor", "mentee"]
+    display_name: str
+    email: str
+    languages: list[str]
+    timezone: str
+    department: str | None = None
+    seniority: int | None = None
+    manager_id: str | None = None
+    expertise: list[Expertise] = Field(default_factory=list)
+    goals: list[Goal] = Field(default_factory=list)
+    capacity: int = 0
+    registered_at: datetime
+
+
+class EnrolmentEnded(Payload):
+    """An enrolment ended; with `erase` the person's personal data must be erased everywhere."""
+
+    program_id: Identifier
+    person_id: Identifier
+    reason: Literal["offboarded"] = "offboarded"
+    erase: bool = True
+
+
+# --- events published by matching ------------------------------------------------------------
+
+
+class ExplanationItem(Payload):
+    criterion: str
+    weight: float
+    contribution: float
+    reason: str
+
+
+class MatchProposed(Payload):
+    match_id: Identifier
+    program_id: Identifier
+    mentee_id: Identifier
+    mentor_id: Identifier
+    score: float = Field(ge=0, le=1)
+    explanation: list[ExplanationItem]
+    expires_at: datetime
+
+
+class MatchConfirmed(Payload):
+    """Both sides accepted: the relationship starts."""
+
+    match_id: Identifier
+    program_id: Identifier
+    mentee_id: Identifier
+    mentor_id: Identifier
+    confirmed_at: datetime
+
+
+class MatchEnded(Payload):
+    """A proposal or relationship ended without (or after) confirmation; the slot is free again."""
+
+    match_id: Identifier
+    program_id: Identifier
+    mentee_id: Identifier
+    mentor_id: Identifier
+    outcome: Literal["declined", "expired", "cancelled"]
+    ended_by: str | None = None
+
+
+# --- events published by notifications ---------------------------------------------------------
+
+
+class NotificationOutcome(Payload):
+    notification_id: str
+    kind: str
+    recipient_id: str
+    channel: Literal["email", "webhook"]
+    source_event_id: str
+    attempts: int
+    error: str | None = None
+
+
+EVENT_MODELS: dict[str, type[Payload]] = {
+    "mentor-registered": MentorRegistered,
+    "mentee-registered": MenteeRegistered,
+    "person-offboarded": PersonOffboarded,
+    "match-responded": MatchResponded,
+    "session-completed": SessionCompleted,
+    "program-configured": ProgramConfigured,
+    "cohort-match-requested": CohortMatchRequested,
+    "enrolment-updated": EnrolmentUpdated,
+    "enrolment-ended": EnrolmentEnded,
+    "match-proposed": MatchProposed,
+    "match-confirmed": MatchConfirmed,
+    "match-ended": MatchEnded,
+    "notification-delivered": NotificationOutcome,
+    "notification-failed": NotificationOutcome,
+}

@@ -1,0 +1,145 @@
+"""Transactional outbox: records are written with the state change, then relayed to Kafka.
+
+The relay wakes on LISTEN/NOTIFY (and polls once a second as a safety net), publishes a batch with
+the idempotent producer, waits for every ack, then deletes the batch. A crash between publish and
+delete republishes the same events with the same ids, which consumers drop in their inbox. One
+relay per schema at a time holds an advisory lock, so a key's records leave in write order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, Gauge
+
+from shared.contract.envelope import CloudEvent
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """A Kafka record to publish once the transaction that wrote it commits."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of_event(cls, topic: str, key: str, event: CloudEvent) -> OutboxRecord:
+        headers = [("ce_id", event.id.encode()), ("ce_type", event.type.encode())]
+        if event.correlationid:
+            headers.append(("ce_correlationid", event.correlationid.encode()))
+        return cls(topic, key.encode(), event.to_bytes(), tuple(headers))
+
+
+async def enqueue(conn: asyncpg.Connection, schema: str, records: Sequence[OutboxRecord]) -> None:
+    """Write records to the outbox inside the caller's transaction; NOTIFY fires on commit."""
+    if not records:
+        return
+    await conn.copy_records_to_table(
+        "outbox",
+        schema_name=schema,
+        columns=["topic", "key", "value", "headers"],
+        records=[
+            (r.topic, r.key, r.value, [[k, base64.b64encode(v).decode()] for k, v in r.headers])
+            for r in records
+        ],
+    )
+    await conn.execute(f"NOTIFY {schema}_outbox")
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        schema: str,
+        producer: AIOKafkaProducer,
+        registry: CollectorRegistry,
+        batch_size: int = 2000,
+    ) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.schema = schema
+        self.producer = producer
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.backlog = Gauge(
+            "mentornet_outbox_backlog", "Records waiting in the outbox", registry=registry
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.schema}-outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = 0.5
+        listener: asyncpg.Connection | None = None
+        try:
+            while True:
+                try:
+                    if listener is None or listener.is_closed():
+                        listener = await asyncpg.connect(self.dsn)
+                        await listener.add_listener(f"{self.schema}_outbox", self._on_notify)
+                    sent = await self.relay_once()
+                    delay = 0.5
+                    if sent < self.batch_size:
+                        self._wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the relay must outlive any outage and resume by itself
+                    log.warning("outbox relay failed; retrying", error=repr(exc), retry_in=delay)
+                    listener = None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        finally:
+            if listener is not None and not listener.is_closed():
+                listener.terminate()
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many records left the outbox."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            lock = f"outbox:{self.schema}"
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", lock):
+                return 0
+            rows = await conn.fetch(
+                "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1",
+                self.batch_size,
+            )
+            if rows:
+                futures = [
+                    await self.producer.send(
+                        r["topic"],
+                        r["value"],
+                        key=r["key"],
+                        headers=[(k, base64.b64decode(v)) for k, v in r["headers"]],
+                    )
+                    for r in rows
+                ]
+                await asyncio.gather(*futures)
+                await conn.execute(
+                    "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+                )
+            if len(rows) < self.batch_size:  # counting is cheap once the backlog is drained
+                self.backlog.set(await conn.fetchval("SELECT count(*) FROM outbox") - len(rows))
+            return len(rows)

@@ -1,0 +1,89 @@
+"""Kafka plumbing shared by the services: client security, the FastStream broker, a raw producer.
+
+The raw aiokafka producer is idempotent with acks=all; the outbox relay and the dead-letter writer
+use it because they forward bytes and headers exactly as they are.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLScram512
+from prometheus_client import CollectorRegistry
+
+from shared.settings import KafkaSettings, ServiceSettings
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+    return context
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for the configured security (PLAINTEXT or SASL_SSL/SCRAM-512)."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return {"bootstrap_servers": kafka.bootstrap_servers}
+    return {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": kafka.sasl_username,
+        "sasl_plain_password": kafka.sasl_password.get_secret_value()
+        if kafka.sasl_password
+        else None,
+        "ssl_context": ssl_context(kafka),
+    }
+
+
+def check_production_security(settings: ServiceSettings) -> None:
+    """In production, refuse to start without TLS and authentication to Kafka."""
+    if settings.environment != "production":
+        return
+    kafka = settings.kafka
+    if kafka.security_protocol != "SASL_SSL" or not kafka.sasl_username or not kafka.sasl_password:
+        raise SystemExit(
+            "ENVIRONMENT=production requires KAFKA_SECURITY_PROTOCOL=SASL_SSL with "
+            "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+        )
+
+
+def make_broker(
+    settings: ServiceSettings, service: str, registry: CollectorRegistry
+) -> KafkaBroker:
+    from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+
+    kafka = settings.kafka
+    security: BaseSecurity | None = None
+    if kafka.security_protocol == "SASL_SSL":
+        security = SASLScram512(
+            username=kafka.sasl_username or "",
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else "",
+            ssl_context=ssl_context(kafka),
+        )
+    return KafkaBroker(
+        kafka.bootstrap_servers,
+        client_id=f"mentornet-{service}",
+        security=security,
+        graceful_timeout=settings.graceful_timeout,
+        acks="all",
+        enable_idempotence=True,
+        allow_auto_create_topics=False,
+        middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=service)],
+        logger=None,
+        description=f"mentornet {service}",
+    )
+
+
+def make_producer(kafka: KafkaSettings, service: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **client_options(kafka),
+        client_id=f"mentornet-{service}-relay",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=30000,
+    )

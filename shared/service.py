@@ -1,0 +1,131 @@
+"""What every service is made of: a runtime (broker, pool, producer, outbox relay), an ASGI app
+with /healthz, /readyz, /metrics and the AsyncAPI page, and `serve` with graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from shared.db.outbox import OutboxRelay
+from shared.db.pool import create_pool
+from shared.kafka import check_production_security, make_broker, make_producer
+from shared.logging import configure_logging, get_logger
+from shared.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+class Runtime:
+    """The live resources of one service process; created before start, opened on startup."""
+
+    def __init__(self, name: str, settings: ServiceSettings) -> None:
+        check_production_security(settings)
+        self.name = name
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.broker: KafkaBroker = make_broker(settings, name, self.registry)
+        self.producer = make_producer(settings.kafka, name)
+        self._pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
+        self.on_ready: list[Callable[[Runtime], Awaitable[None]]] = []
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, f"{self.name} used its database before startup"
+        return self._pool
+
+    @property
+    def dsn(self) -> str:
+        return self.settings.database_url.get_secret_value()
+
+    async def start(self) -> None:
+        """Open the database and the producer, start the relay; the broker starts after this."""
+        self._pool = await create_pool(
+            self.dsn, self.name, max_size=self.settings.database_pool_size
+        )
+        await self.producer.start()
+        self.relay = OutboxRelay(self._pool, self.dsn, self.name, self.producer, self.registry)
+        self.relay.start()
+        for hook in self.on_ready:
+            await hook(self)
+        log.info("service started", http_port=self.settings.http_port)
+
+    async def stop(self) -> None:
+        """Runs after the broker has drained in-flight messages."""
+        for hook in self.on_stop:
+            await hook()
+        if self.relay:
+            await self.relay.stop()
+        await self.producer.stop()
+        if self._pool:
+            await self._pool.close()
+        log.info("service stopped")
+
+    async def ready(self) -> dict[str, bool]:
+        """Whether the broker and the database answer now (each within two seconds)."""
+        broker_ok = False
+        with contextlib.suppress(Exception):
+            broker_ok = bool(await self.broker.ping(timeout=2.0))
+        database_ok = False
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                database_ok = await asyncio.wait_for(self._pool.fetchval("SELECT true"), 2.0)
+        return {"broker": broker_ok, "database": bool(database_ok)}
+
+
+def create_app(runtime: Runtime) -> AsgiFastStream:
+    @get(include_in_schema=False)
+    async def healthz(scope: Any) -> AsgiResponse:
+        return AsgiResponse(
+            b'{"status":"alive"}', 200, headers={"content-type": "application/json"}
+        )
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Any) -> AsgiResponse:
+        checks = await runtime.ready()
+        ok = all(checks.values())
+        body = ("{" + ",".join(f'"{k}":{str(v).lower()}' for k, v in checks.items()) + "}").encode()
+        return AsgiResponse(body, 200 if ok else 503, headers={"content-type": "application/json"})
+
+    @get(include_in_schema=False)
+    async def metrics(scope: Any) -> AsgiResponse:
+        return AsgiResponse(
+            generate_latest(runtime.registry), 200, headers={"content-type": CONTENT_TYPE_LATEST}
+        )
+
+    return AsgiFastStream(
+        runtime.broker,
+        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)],
+        asyncapi_path="/docs/asyncapi",
+        on_startup=[runtime.start],
+        after_shutdown=[runtime.stop],
+        logger=None,
+    )
+
+
+def serve(
+    name: str, build: Callable[[ServiceSettings], AsgiFastStream], settings: ServiceSettings
+) -> None:
+    """Run one service until SIGTERM/SIGINT; uvicorn's lifespan drains the broker first."""
+    configure_logging(name, settings.log_level, settings.log_format)
+    app = build(settings)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.graceful_timeout),
+    )

@@ -1,0 +1,39 @@
+"""Settings shared by every service, read from environment variables with local defaults.
+
+Every variable is documented in the README; the defaults match `mentornet stack up`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the Kafka cluster."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT or SASL_SSL
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: broker, database, HTTP port for probes and metrics, logging."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database_url: SecretStr = SecretStr("postgresql://mentornet:mentornet@127.0.0.1:5433/mentornet")
+    database_pool_size: int = 5
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    log_level: str = "INFO"
+    log_format: str = "json"  # json or console
+    graceful_timeout: float = 15.0
+    max_event_bytes: int = 256 * 1024  # larger ingress records are dead-lettered
+    batch_max_records: int = 1000  # records handled per transaction
+    environment: str = "local"  # "production" refuses to start without TLS and authentication

@@ -1,0 +1,803 @@
+"""The local stack without Docker: Kafka (KRaft), PostgreSQL, a mail catcher and the services.
+
+Machines without Docker still need the real broker and database, so this module runs them as
+plain processes under one folder (the stack home, default `<repo>/.stack`). Every process it
+starts is recorded in `<home>/stack.json`, so `down` stops exactly those and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_VERSION = "4.1.1"
+SLF4J_BINDING = "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3"  # Kafka 4.1 uses slf4j 1.7
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+SERVICES: tuple[str, ...] = ("profiles", "matching", "notifications")
+INFRA: tuple[str, ...] = ("kafka", "postgres", "mailcatcher")
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+DB_NAME = DB_USER = DB_PASSWORD = "mentornet"
+
+Step = Callable[[str], None]
+
+
+def _print_step(message: str) -> None:
+    print(f"stack: {message}", file=sys.stderr, flush=True)
+
+
+class StackError(RuntimeError):
+    """A component could not be prepared or started; the message says why (with log tails)."""
+
+
+class StackConfig(BaseSettings):
+    """Where the stack lives and which ports it uses; every field reads `MENTORNET_<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MENTORNET_", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(default_factory=lambda: REPO_ROOT / ".stack")
+    cache: Path = Field(default_factory=lambda: Path("~/.cache/mentornet").expanduser())
+    kafka_port: int = 9092
+    controller_port: int = Field(9093, validation_alias="MENTORNET_KAFKA_CONTROLLER_PORT")
+    pg_port: int = 5433
+    smtp_port: int = 1025
+    profiles_port: int = 8001
+    matching_port: int = 8002
+    notifications_port: int = 8003
+    with_mailcatcher: bool = True
+
+    @field_validator("home", "cache")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{self.pg_port}/{DB_NAME}"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.cache / f"kafka-{KAFKA_VERSION}" / "libs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.home / "mail"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    def port_of(self, name: str) -> int:
+        """The port a component listens on (`kafka` means its client port)."""
+        ports = {"kafka": self.kafka_port, "postgres": self.pg_port, "mailcatcher": self.smtp_port}
+        return ports.get(name) or int(getattr(self, f"{name}_port"))
+
+
+@dataclass
+class ComponentStatus:
+    """One line of `mentornet stack status`."""
+
+    name: str
+    running: bool
+    pid: int | None
+    address: str
+    log: str
+
+
+# ---------------------------------------------------------------- processes and state
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # reaped on poll so exited ones don't linger
+
+
+def _load_state(cfg: StackConfig) -> dict[str, dict[str, Any]]:
+    try:
+        data: dict[str, dict[str, Any]] = json.loads(cfg.state_file.read_text())
+        return data
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _save_state(cfg: StackConfig, state: dict[str, dict[str, Any]]) -> None:
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    tmp = cfg.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, cfg.state_file)
+
+
+def _record(cfg: StackConfig, name: str, **entry: Any) -> None:
+    state = _load_state(cfg)
+    state[name] = {"name": name, **entry}
+    _save_state(cfg, state)
+
+
+def _forget(cfg: StackConfig, name: str) -> None:
+    state = _load_state(cfg)
+    if state.pop(name, None) is not None:
+        _save_state(cfg, state)
+
+
+def _pid_alive(pid: int, command: list[str] | None = None) -> bool:
+    """True if `pid` runs (not a zombie) and, when given, still runs `command` (pids get reused)."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        _CHILDREN.pop(pid, None)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():
+        return True  # no procfs: trust the signal check
+    try:
+        if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        argv = proc.joinpath("cmdline").read_bytes().split(b"\0")[:-1]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return command is None or argv == [c.encode() for c in command]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+    return f"--- last lines of {path} ---\n" + "\n".join(text)
+
+
+def _spawn(
+    cfg: StackConfig,
+    name: str,
+    command: list[str],
+    log: Path,
+    main_log: Path | None = None,
+    **kw: Any,
+) -> int:
+    """Start `command` detached (own session, so `down` can signal its whole group)."""
+    if _port_open(cfg.port_of(name)):
+        raise StackError(
+            f"{name}: port {cfg.port_of(name)} is already in use by a process this stack did not "
+            f"start; stop it or pick another port (MENTORNET_*_PORT)"
+        )
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **kw,
+        )
+    _CHILDREN[proc.pid] = proc
+    _record(
+        cfg,
+        name,
+        pid=proc.pid,
+        pgid=proc.pid,
+        port=cfg.port_of(name),
+        command=command,
+        log=str(main_log or log),
+    )
+    return proc.pid
+
+
+def _kill_group(pid: int, pgid: int, force: bool = False) -> None:
+    """SIGTERM the group, wait up to STOP_TIMEOUT, then SIGKILL (straight away if `force`)."""
+    steps = [(signal.SIGTERM, STOP_TIMEOUT)] if not force else []
+    for sig, wait in [*steps, (signal.SIGKILL, 5.0)]:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            _pid_alive(pid)  # reaps our own exited child, so the group can empty
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.1)
+
+
+async def _wait_ready(
+    cfg: StackConfig,
+    name: str,
+    pid: int,
+    check: Callable[[], Awaitable[bool]],
+    logs: Sequence[Path],
+    spawned: bool,
+) -> None:
+    """Poll `check` until it passes; fail early if the process exits, with the log tails.
+
+    A process this call spawned that fails to get ready is killed, so nothing half-started stays.
+    """
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not await check():
+        if not _pid_alive(pid):
+            problem = "exited during startup"
+        elif time.monotonic() > deadline:
+            problem = f"not ready after {READY_TIMEOUT:.0f} s"
+        else:
+            await asyncio.sleep(0.2)
+            continue
+        tails = "\n".join(_tail(p) for p in logs)
+        if spawned:
+            stop_component(cfg, name, kill=True, on_step=lambda _: None)
+        raise StackError(f"{name} {problem}\n{tails}")
+
+
+def _port_check(port: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return _port_open(port)
+
+    return check
+
+
+# ---------------------------------------------------------------- Kafka
+
+
+def ensure_kafka_jars(cfg: StackConfig, on_step: Step = _print_step) -> Path:
+    """Resolve the broker jars with Maven once; later runs find the stamp and return at once."""
+    libs = cfg.kafka_libs
+    if (libs / ".complete").exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise StackError("Kafka jars: `mvn` not found; install Maven (and Java 17+)")
+    on_step(f"resolving Kafka {KAFKA_VERSION} jars with Maven into {libs} (once)")
+    base = libs.parent
+    base.mkdir(parents=True, exist_ok=True)
+    deps = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></dependency>"
+        for g, a, v in (
+            ("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
+            tuple(SLF4J_BINDING.split(":")),
+        )
+    )
+    (base / "pom.xml").write_text(
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local</groupId><artifactId>mentornet-kafka-jars</artifactId><version>1</version>"
+        f"<packaging>pom</packaging><dependencies>{deps}</dependencies></project>\n"
+    )
+    tmp = base / f"libs.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    result = subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(base / "pom.xml"),
+            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if result.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StackError(
+            f"Kafka jars: mvn failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}".rstrip()
+        )
+    (tmp / ".complete").write_text(f"kafka {KAFKA_VERSION}\n")
+    shutil.rmtree(libs, ignore_errors=True)  # a half-written dir from an older layout
+    try:
+        tmp.rename(libs)
+    except OSError:  # another process finished first; its copy is as good as ours
+        shutil.rmtree(tmp, ignore_errors=True)
+    return libs
+
+
+def _kafka_files(cfg: StackConfig) -> tuple[Path, Path, Path]:
+    """Write server.properties and log4j2.properties; returns them and the data dir."""
+    kdir = cfg.home / "kafka"
+    data = kdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{cfg.controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{cfg.kafka_port},"
+        f"CONTROLLER://127.0.0.1:{cfg.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{cfg.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data),
+        "num.partitions": "3",
+        "auto.create.topics.enable": "false",
+        "group.initial.rebalance.delay.ms": "0",
+        "offsets.topic.num.partitions": "3",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+    }
+    server = kdir / "server.properties"
+    server.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    log4j = kdir / "log4j2.properties"
+    log4j.write_text(
+        "status = error\n"
+        "appender.file.type = File\n"
+        "appender.file.name = FILE\n"
+        "appender.file.fileName = ${sys:kafka.logs.dir}/server.log\n"
+        "appender.file.layout.type = PatternLayout\n"
+        "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+        "rootLogger.level = INFO\n"
+        "rootLogger.appenderRef.file.ref = FILE\n"
+    )
+    return server, log4j, data
+
+
+def _java() -> str:
+    if home := os.environ.get("JAVA_HOME"):
+        return str(Path(home) / "bin" / "java")
+    if found := shutil.which("java"):
+        return found
+    raise StackError("kafka: `java` not found; install Java 17+ or set JAVA_HOME")
+
+
+async def _start_kafka(cfg: StackConfig, on_step: Step) -> None:
+    libs = await asyncio.to_thread(ensure_kafka_jars, cfg, on_step)
+    java = _java()
+    server, log4j, data = _kafka_files(cfg)
+    classpath = ["-cp", f"{libs}/*"]
+    if not (data / "meta.properties").exists():
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # Kafka's own rule for generated cluster ids
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        on_step(f"kafka: formatting storage (cluster id {cluster_id})")
+        fmt = await asyncio.to_thread(
+            subprocess.run,
+            [
+                java,
+                *classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(server),
+                "-g",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if fmt.returncode != 0:
+            raise StackError(f"kafka: storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+    kafka_logs = cfg.logs_dir / "kafka"
+    kafka_logs.mkdir(parents=True, exist_ok=True)
+    command = [
+        java,
+        "-Xms512m",
+        "-Xmx512m",
+        "-XX:+UseG1GC",
+        f"-Dkafka.logs.dir={kafka_logs}",
+        f"-Dlog4j2.configurationFile={log4j}",
+        *classpath,
+        "kafka.Kafka",
+        str(server),
+    ]
+    on_step(f"kafka: starting on {cfg.bootstrap_servers}")
+    server_log = kafka_logs / "server.log"
+    pid = _spawn(cfg, "kafka", command, cfg.logs_dir / "kafka.log", server_log, cwd=cfg.home)
+    await _wait_ready(
+        cfg,
+        "kafka",
+        pid,
+        _port_check(cfg.kafka_port),
+        [server_log, cfg.logs_dir / "kafka.log"],
+        spawned=True,
+    )
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin(tool: str) -> str:
+    """A PostgreSQL program: `MENTORNET_PG_BIN`, else the newest /usr/lib/postgresql, else PATH."""
+    if env := os.environ.get("MENTORNET_PG_BIN"):
+        return str(Path(env) / tool)
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if versions:
+        return str(versions[-1] / tool)
+    if found := shutil.which(tool):
+        return found
+    raise StackError(f"postgres: `{tool}` not found; set MENTORNET_PG_BIN to PostgreSQL's bin")
+
+
+def _pg_user() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root, so as root we run it as `postgres` (or `nobody`)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise StackError("postgres: running as root and neither `postgres` nor `nobody` exists")
+
+
+def _pg_run(
+    cfg: StackConfig, args: list[str], check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    user = _pg_user()
+    prefix = ["runuser", "-u", user.pw_name, "--"] if user else []
+    result = subprocess.run(
+        [*prefix, *args], capture_output=True, text=True, cwd="/", check=False, timeout=120
+    )
+    if check and result.returncode != 0:
+        raise StackError(
+            f"postgres: {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+            f"\n{_tail(cfg.logs_dir / 'postgres.log')}"
+        )
+    return result
+
+
+def _pg_prepare(cfg: StackConfig) -> None:
+    """Create (once) the data dir, socket dir and log file, owned by the user postgres runs as."""
+    user = _pg_user()
+    log = cfg.logs_dir / "postgres.log"
+    cfg.logs_dir.mkdir(parents=True, exist_ok=True)
+    log.touch()
+    for path in (cfg.pgdata, cfg.home / "run"):
+        path.mkdir(mode=0o700, exist_ok=True)
+    if user:
+        for path in (cfg.pgdata, cfg.home / "run", log):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        if _pg_run(cfg, ["test", "-w", str(cfg.pgdata)], check=False).returncode != 0:
+            raise StackError(
+                f"postgres: user {user.pw_name} cannot reach {cfg.pgdata}; make its parent "
+                "folders searchable by others (chmod o+x) or set MENTORNET_HOME elsewhere"
+            )
+    if not (cfg.pgdata / "PG_VERSION").exists():
+        _pg_run(
+            cfg,
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(cfg.pgdata),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )
+
+
+def _pg_running(cfg: StackConfig) -> int | None:
+    """The postmaster pid if our data dir has a live server."""
+    if _pg_run(cfg, [_pg_bin("pg_ctl"), "status", "-D", str(cfg.pgdata)], check=False).returncode:
+        return None
+    return int((cfg.pgdata / "postmaster.pid").read_text().split()[0])
+
+
+async def _pg_provision(cfg: StackConfig) -> None:
+    """Wait for `SELECT 1`, then create the mentornet role and database if absent."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        try:
+            conn = await asyncpg.connect(
+                host=str(cfg.home / "run"),
+                port=cfg.pg_port,
+                user="postgres",
+                database="postgres",
+                timeout=5,
+            )
+            break
+        except (OSError, asyncpg.PostgresError) as exc:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"postgres: not answering: {exc}\n{_tail(cfg.logs_dir / 'postgres.log')}"
+                ) from exc
+            await asyncio.sleep(0.2)
+    try:
+        await conn.fetchval("SELECT 1")
+        if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", DB_USER):
+            await conn.execute(f"CREATE ROLE {DB_USER} LOGIN CREATEROLE PASSWORD '{DB_PASSWORD}'")
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME):
+            await conn.execute(f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
+    finally:
+        await conn.close()
+
+
+async def _start_postgres(cfg: StackConfig, on_step: Step) -> None:
+    pid = await asyncio.to_thread(_pg_running, cfg)
+    command = [
+        _pg_bin("pg_ctl"),
+        "start",
+        "-D",
+        str(cfg.pgdata),
+        "-l",
+        str(cfg.logs_dir / "postgres.log"),
+        "-w",
+        "-t",
+        str(int(READY_TIMEOUT)),
+        "-o",
+        f"-p {cfg.pg_port} -k {cfg.home / 'run'} -c listen_addresses=127.0.0.1 "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        "-c max_connections=200",
+    ]
+    if pid is None:
+        if _port_open(cfg.pg_port):
+            raise StackError(f"postgres: port {cfg.pg_port} is already in use by another process")
+        on_step(f"postgres: starting on 127.0.0.1:{cfg.pg_port}")
+        await asyncio.to_thread(_pg_prepare, cfg)
+        await asyncio.to_thread(_pg_run, cfg, command)
+        pid = await asyncio.to_thread(_pg_running, cfg)
+        if pid is None:
+            raise StackError(f"postgres: did not start\n{_tail(cfg.logs_dir / 'postgres.log')}")
+    _record(
+        cfg,
+        "postgres",
+        pid=pid,
+        pgid=os.getpgid(pid),
+        port=cfg.pg_port,
+        command=command,
+        log=str(cfg.logs_dir / "postgres.log"),
+    )
+    await _pg_provision(cfg)
+
+
+# ---------------------------------------------------------------- mail catcher and services
+
+
+def _healthz_check(port: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                response = await client.get(f"http://127.0.0.1:{port}/healthz")
+        except httpx.HTTPError:
+            return False
+        return response.status_code in (200, 204)
+
+    return check
+
+
+async def _start_python(cfg: StackConfig, name: str, on_step: Step) -> None:
+    """The mail catcher or a service, as `python -m ...` from the repository root."""
+    port = cfg.port_of(name)
+    log = cfg.logs_dir / f"{name}.log"
+    if name == "mailcatcher":
+        args = [
+            "shared.mailcatcher",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(cfg.mail_dir),
+        ]
+        env: dict[str, str] = {}
+        check = _port_check(port)
+    else:
+        args = [f"services.{name}"]
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
+            "DATABASE_URL": cfg.database_url,
+            "HTTP_PORT": str(port),
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(cfg.smtp_port),
+        }
+        check = _healthz_check(port)
+    on_step(f"{name}: starting on 127.0.0.1:{port}")
+    pid = _spawn(
+        cfg,
+        name,
+        [sys.executable, "-m", *args],
+        log,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
+    await _wait_ready(cfg, name, pid, check, [log], spawned=True)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def _entry_running(entry: dict[str, Any]) -> bool:
+    return _pid_alive(entry["pid"], entry["command"])
+
+
+async def start_component(cfg: StackConfig, name: str, on_step: Step | None = None) -> None:
+    """Start one component unless it already runs (then only wait until it answers)."""
+    say = on_step or _print_step
+    cfg.port_of(name)  # rejects unknown names
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    entry = _load_state(cfg).get(name)
+    if name == "postgres":
+        await _start_postgres(cfg, say)
+    elif entry and _entry_running(entry):
+        check = _port_check(cfg.port_of(name)) if name in INFRA else _healthz_check(entry["port"])
+        await _wait_ready(cfg, name, entry["pid"], check, [Path(entry["log"])], spawned=False)
+    elif name == "kafka":
+        await _start_kafka(cfg, say)
+    else:
+        await _start_python(cfg, name, say)
+
+
+def stop_component(
+    cfg: StackConfig, name: str, kill: bool = False, on_step: Step | None = None
+) -> bool:
+    """Stop one component this stack started; `kill=True` SIGKILLs at once (crash tests).
+
+    Returns whether something was running. Stale entries (dead or reused pids) are dropped.
+    """
+    say = on_step or _print_step
+    entry = _load_state(cfg).pop(name, None)
+    _forget(cfg, name)
+    if name == "postgres":
+        pid = _pg_running(cfg) if cfg.pgdata.exists() else None
+        if pid is None:
+            return False
+        say(f"postgres: {'killing' if kill else 'stopping'} (pid {pid})")
+        if kill:  # each backend runs in its own session, so signal them one by one
+            children = Path(f"/proc/{pid}/task/{pid}/children")
+            pids = [pid, *map(int, children.read_text().split())] if children.exists() else [pid]
+            for member in pids:
+                _kill_group(member, member, force=True)
+        else:
+            _pg_run(cfg, [_pg_bin("pg_ctl"), "stop", "-D", str(cfg.pgdata), "-m", "fast", "-w"])
+        return True
+    if entry is None:
+        return False
+    pid, pgid = entry["pid"], entry["pgid"]
+    if not _entry_running(entry) and (_pid_alive(pid) or not _group_alive(pgid)):
+        return False  # gone, or its pid now belongs to another program
+    say(f"{name}: {'killing' if kill else 'stopping'} (pid {pid})")
+    _kill_group(pid, pgid, force=kill)
+    _CHILDREN.pop(pid, None)
+    return True
+
+
+async def _provision(cfg: StackConfig, on_step: Step) -> None:
+    """Run the topic and migration hooks; a hook module not written yet is skipped with a note."""
+    hooks = (
+        ("shared.topics", "create_topics", cfg.bootstrap_servers),
+        ("shared.db.migrations", "migrate_all", cfg.database_url),
+    )
+    for module, func, arg in hooks:
+        try:
+            hook = getattr(importlib.import_module(module), func)
+        except ModuleNotFoundError as exc:
+            if exc.name not in (module, module.rpartition(".")[0]) or exc.name == "shared":
+                raise
+            on_step(f"skipping {module}.{func}: {module} does not exist yet")
+            continue
+        on_step(f"running {module}.{func}")
+        await hook(arg)
+
+
+async def _gather(coros: Sequence[Awaitable[None]]) -> None:
+    """Run side by side; wait for all (so none is left half-way), then raise the first error."""
+    for result in await asyncio.gather(*coros, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def start_infra(
+    cfg: StackConfig, provision: bool = True, on_step: Step | None = None
+) -> None:
+    """Kafka, PostgreSQL and the mail catcher side by side, then the topic and migration hooks."""
+    say = on_step or _print_step
+    started = time.monotonic()
+    names = [n for n in INFRA if n != "mailcatcher" or cfg.with_mailcatcher]
+    await _gather([start_component(cfg, n, say) for n in names])
+    say(f"infrastructure ready in {time.monotonic() - started:.1f} s")
+    if provision:
+        await _provision(cfg, say)
+
+
+async def start_services(
+    cfg: StackConfig, names: Sequence[str] = SERVICES, on_step: Step | None = None
+) -> None:
+    """Start the services side by side and wait until each answers /healthz."""
+    await _gather([start_component(cfg, n, on_step) for n in names])
+
+
+async def up(cfg: StackConfig, services: bool = True, on_step: Step | None = None) -> None:
+    """Bring the whole stack up; components already running are left as they are."""
+    await start_infra(cfg, on_step=on_step)
+    if services:
+        await start_services(cfg, on_step=on_step)
+
+
+def down(cfg: StackConfig, on_step: Step | None = None) -> list[str]:
+    """Stop everything `up` started (services first, PostgreSQL last); returns what was stopped."""
+    order = [*reversed(SERVICES), "mailcatcher", "kafka", "postgres"]
+    extra = [n for n in _load_state(cfg) if n not in order]
+    return [n for n in [*extra, *order] if stop_component(cfg, n, on_step=on_step)]
+
+
+def _default_log(cfg: StackConfig, name: str) -> Path:
+    return cfg.logs_dir / ("kafka/server.log" if name == "kafka" else f"{name}.log")
+
+
+def status(cfg: StackConfig) -> list[ComponentStatus]:
+    """Every component: whether it runs and answers, its pid, address and main log file."""
+    state = _load_state(cfg)
+    rows = []
+    for name in (*INFRA, *SERVICES):
+        entry = state.get(name)
+        if name == "mailcatcher" and not cfg.with_mailcatcher and entry is None:
+            continue
+        if name == "postgres":
+            running = entry is not None and _pg_running(cfg) is not None
+        else:
+            running = entry is not None and _entry_running(entry)
+        running = running and _port_open(cfg.port_of(name))
+        rows.append(
+            ComponentStatus(
+                name=name,
+                running=running,
+                pid=entry["pid"] if entry and running else None,
+                address=f"127.0.0.1:{cfg.port_of(name)}",
+                log=entry["log"] if entry else str(_default_log(cfg, name)),
+            )
+        )
+    return rows
