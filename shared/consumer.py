@@ -77,6 +77,10 @@ class EventPipeline:
             log.warning("batch failed; will retry", error=repr(exc), retry_in=pause)
             await asyncio.sleep(pause)
             raise
+        except Exception:
+            log.exception("batch failed on an unexpected error; will retry")
+            await asyncio.sleep(1.0)
+            raise
 
     async def _process(self, conn: asyncpg.Connection, records: Sequence[Any]) -> None:
         records = await _skip_applied(conn, records)

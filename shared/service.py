@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import uvicorn
+from aiokafka import AIOKafkaProducer
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,7 +35,7 @@ class Runtime:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.broker: KafkaBroker = make_broker(settings, name, self.registry)
-        self.producer = make_producer(settings.kafka, name)
+        self._producer: AIOKafkaProducer | None = None
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.on_ready: list[Callable[[Runtime], Awaitable[None]]] = []
@@ -46,6 +47,11 @@ class Runtime:
         return self._pool
 
     @property
+    def producer(self) -> AIOKafkaProducer:
+        assert self._producer is not None, f"{self.name} used its producer before startup"
+        return self._producer
+
+    @property
     def dsn(self) -> str:
         return self.settings.database_url.get_secret_value()
 
@@ -54,7 +60,8 @@ class Runtime:
         self._pool = await create_pool(
             self.dsn, self.name, max_size=self.settings.database_pool_size
         )
-        await self.producer.start()
+        self._producer = make_producer(self.settings.kafka, self.name)  # needs the running loop
+        await self._producer.start()
         self.relay = OutboxRelay(self._pool, self.dsn, self.name, self.producer, self.registry)
         self.relay.start()
         for hook in self.on_ready:
@@ -67,7 +74,8 @@ class Runtime:
             await hook()
         if self.relay:
             await self.relay.stop()
-        await self.producer.stop()
+        if self._producer:
+            await self._producer.stop()
         if self._pool:
             await self._pool.close()
         log.info("service stopped")

@@ -670,9 +670,12 @@ async def start_component(cfg: StackConfig, name: str, on_step: Step | None = No
     cfg.port_of(name)  # rejects unknown names
     cfg.home.mkdir(parents=True, exist_ok=True)
     entry = _load_state(cfg).get(name)
+    if name != "postgres" and entry and not _entry_running(entry):
+        stop_component(cfg, name, on_step=say)  # stale: reap what is left of its process group
+        entry = None
     if name == "postgres":
         await _start_postgres(cfg, say)
-    elif entry and _entry_running(entry):
+    elif entry:
         check = _port_check(cfg.port_of(name)) if name in INFRA else _healthz_check(entry["port"])
         await _wait_ready(cfg, name, entry["pid"], check, [Path(entry["log"])], spawned=False)
     elif name == "kafka":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -13,9 +14,12 @@ _UPSERT = """
 INSERT INTO enrolments AS e (
     tenant_id, program_id, person_id, role, display_name, email, languages, timezone,
     department, seniority, manager_id, expertise, goals, capacity, event_time, event_id)
-SELECT n.* FROM unnest(
+SELECT n.tenant_id, n.program_id, n.person_id, n.role, n.display_name, n.email,
+       n.languages::text[], n.timezone, n.department, n.seniority, n.manager_id, n.expertise::jsonb,
+       n.goals::jsonb, n.capacity, n.event_time, n.event_id
+FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::int[], $11::text[], $12::jsonb[], $13::jsonb[], $14::int[],
+    $8::text[], $9::text[], $10::int[], $11::text[], $12::text[], $13::text[], $14::int[],
     $15::timestamptz[], $16::text[]
 ) AS n(tenant_id, program_id, person_id, role, display_name, email, languages, timezone,
        department, seniority, manager_id, expertise, goals, capacity, event_time, event_id)
@@ -51,8 +55,8 @@ async def upsert_enrolments(conn: asyncpg.Connection, rows: Sequence[EnrolmentRo
             r.department,
             r.seniority,
             r.manager_id,
-            [e.model_dump() for e in getattr(r, "expertise", [])],
-            [g.model_dump() for g in getattr(r, "goals", [])],
+            json.dumps([e.model_dump() for e in getattr(r, "expertise", [])]),
+            json.dumps([g.model_dump() for g in getattr(r, "goals", [])]),
             getattr(r, "capacity", 0),
             row.cause.time,
             row.cause.id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,12 +50,17 @@ async def enqueue(conn: asyncpg.Connection, schema: str, records: Sequence[Outbo
         "outbox",
         schema_name=schema,
         columns=["topic", "key", "value", "headers"],
-        records=[
-            (r.topic, r.key, r.value, [[k, base64.b64encode(v).decode()] for k, v in r.headers])
-            for r in records
-        ],
+        records=[(r.topic, r.key, r.value, _encode_headers(r.headers)) for r in records],
     )
     await conn.execute(f"NOTIFY {schema}_outbox")
+
+
+def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
+    return json.dumps([[k, base64.b64encode(v).decode()] for k, v in headers]).encode()
+
+
+def _decode_headers(raw: bytes) -> list[tuple[str, bytes]]:
+    return [(k, base64.b64decode(v)) for k, v in json.loads(raw)]
 
 
 class OutboxRelay:
@@ -132,7 +138,7 @@ class OutboxRelay:
                         r["topic"],
                         r["value"],
                         key=r["key"],
-                        headers=[(k, base64.b64decode(v)) for k, v in r["headers"]],
+                        headers=_decode_headers(r["headers"]),
                     )
                     for r in rows
                 ]

@@ -15,7 +15,7 @@ CREATE TABLE outbox (
     topic       text NOT NULL,
     key         bytea,
     value       bytea NOT NULL,
-    headers     jsonb NOT NULL DEFAULT '[]'::jsonb,  -- [[name, base64 value], ...]
+    headers     bytea NOT NULL,  -- JSON [[name, base64 value], ...], as relayed to Kafka
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
