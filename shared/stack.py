@@ -105,7 +105,10 @@ class StackConfig(BaseSettings):
     def port_of(self, name: str) -> int:
         """The port a component listens on (`kafka` means its client port)."""
         ports = {"kafka": self.kafka_port, "postgres": self.pg_port, "mailcatcher": self.smtp_port}
-        return ports.get(name) or int(getattr(self, f"{name}_port"))
+        ports.update({s: getattr(self, f"{s}_port") for s in SERVICES})
+        if name not in ports:
+            raise ValueError(f"unknown stack component {name!r}")
+        return int(ports[name])
 
 
 @dataclass
@@ -318,10 +321,7 @@ def ensure_kafka_jars(cfg: StackConfig, on_step: Step = _print_step) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     result = subprocess.run(
         [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
+            *"mvn -q -B -Dstyle.color=never -f".split(),
             str(base / "pom.xml"),
             f"{DEPENDENCY_PLUGIN}:copy-dependencies",
             "-DincludeScope=runtime",
@@ -390,7 +390,8 @@ def _kafka_files(cfg: StackConfig) -> tuple[Path, Path, Path]:
 
 
 def _java() -> str:
-    if home := os.environ.get("JAVA_HOME"):
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
         return str(Path(home) / "bin" / "java")
     if found := shutil.which("java"):
         return found
@@ -518,14 +519,7 @@ def _pg_prepare(cfg: StackConfig) -> None:
                 _pg_bin("initdb"),
                 "-D",
                 str(cfg.pgdata),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
+                *"-U postgres -A trust -E UTF8 --locale=C --no-sync".split(),
             ],
         )
 
@@ -569,15 +563,8 @@ async def _pg_provision(cfg: StackConfig) -> None:
 async def _start_postgres(cfg: StackConfig, on_step: Step) -> None:
     pid = await asyncio.to_thread(_pg_running, cfg)
     command = [
-        _pg_bin("pg_ctl"),
-        "start",
-        "-D",
-        str(cfg.pgdata),
-        "-l",
-        str(cfg.logs_dir / "postgres.log"),
-        "-w",
-        "-t",
-        str(int(READY_TIMEOUT)),
+        *(_pg_bin("pg_ctl"), "start", "-D", str(cfg.pgdata)),
+        *("-l", str(cfg.logs_dir / "postgres.log"), "-w", "-t", str(int(READY_TIMEOUT))),
         "-o",
         f"-p {cfg.pg_port} -k {cfg.home / 'run'} -c listen_addresses=127.0.0.1 "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "

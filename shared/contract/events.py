@@ -127,7 +127,7 @@ Criterion = Literal[
 class ProgramRules(Payload):
     max_timezone_difference_hours: float | None = Field(default=None, ge=0, le=24)
     department: Literal["any", "cross", "same"] = "any"
-    min_seniority_gap: int = Field(default=0, ge=-9, le=9)
+    min_seniority_gap: int | None = Field(default=None, ge=-9, le=9)
 
 
 class ProgramConfigured(Payload):

@@ -73,8 +73,14 @@ def cfg() -> Iterator[StackConfig]:
     home.chmod(0o755)
     kafka, controller, pg, smtp, *http = _free_ports(7)
     config = StackConfig(
-        home=home, kafka_port=kafka, controller_port=controller, pg_port=pg, smtp_port=smtp,
-        profiles_port=http[0], matching_port=http[1], notifications_port=http[2],
+        home=home,
+        kafka_port=kafka,
+        controller_port=controller,
+        pg_port=pg,
+        smtp_port=smtp,
+        profiles_port=http[0],
+        matching_port=http[1],
+        notifications_port=http[2],
     )
     yield config
     down(config)  # safety net if the test failed half-way
@@ -89,7 +95,9 @@ async def _roundtrip(cfg: StackConfig, topic: str, value: bytes) -> bytes:
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=cfg.bootstrap_servers, group_id=f"smoke-{time.time_ns()}",
+        topic,
+        bootstrap_servers=cfg.bootstrap_servers,
+        group_id=f"smoke-{time.time_ns()}",
         auto_offset_reset="earliest",
     )
     await consumer.start()

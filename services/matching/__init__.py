@@ -1,0 +1,1 @@
+"""matching: keeps each program's pool and proposes scored, explained, capacity-safe matches."""
