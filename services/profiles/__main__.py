@@ -1,5 +1,4 @@
-from services.profiles.entrypoint import build
+from services.profiles.entrypoint import NAME, ProfilesSettings, build
 from shared.service import serve
-from shared.settings import ServiceSettings
 
-serve("profiles", build, ServiceSettings(http_port=8001))
+serve(NAME, build, ProfilesSettings())

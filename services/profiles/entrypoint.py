@@ -12,6 +12,12 @@ from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings
 
 NAME = "profiles"
+
+
+class ProfilesSettings(ServiceSettings):
+    http_port: int = 8001
+
+
 TOPICS = ("mentor-registered", "mentee-registered", "person-offboarded")
 
 

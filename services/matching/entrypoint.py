@@ -1,0 +1,86 @@
+"""Composition root of matching: runtime, pipeline, subscriber, expiry timer, ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream
+from faststream.kafka.annotations import KafkaMessage
+
+from services.matching.handlers import apply_events, expire_due
+from shared.consumer import EventPipeline
+from shared.db.outbox import enqueue
+from shared.db.pool import transaction
+from shared.logging import get_logger
+from shared.service import Runtime, create_app
+from shared.settings import ServiceSettings
+
+NAME = "matching"
+TOPICS = (
+    "enrolment-updated",
+    "enrolment-ended",
+    "match-responded",
+    "session-completed",
+    "program-configured",
+    "cohort-match-requested",
+)
+log = get_logger(__name__)
+
+
+class MatchingSettings(ServiceSettings):
+    http_port: int = 8002
+    expiry_interval_seconds: float = 1.0  # how often unanswered proposals are checked
+
+
+def build(settings: ServiceSettings) -> AsgiFastStream:
+    runtime = Runtime(NAME, settings)
+    pipeline = EventPipeline(
+        NAME, NAME, apply_events, runtime.registry, max_event_bytes=settings.max_event_bytes
+    )
+    interval = getattr(settings, "expiry_interval_seconds", 1.0)
+    timers: list[asyncio.Task[None]] = []
+
+    async def open_pipeline(rt: Runtime) -> None:
+        pipeline.pool = rt.pool
+        timers.append(asyncio.create_task(_expire_forever(rt, interval), name="expiry"))
+
+    async def stop_timers() -> None:
+        for task in timers:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    runtime.on_ready.append(open_pipeline)
+    runtime.on_stop.append(stop_timers)
+
+    @runtime.broker.subscriber(
+        *TOPICS,
+        group_id=NAME,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=20,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="matching-input",
+        description="Enrolments, responses, sessions and program settings.",
+    )
+    async def on_events(message: KafkaMessage) -> None:
+        raw = message.raw_message
+        await pipeline.handle(raw if isinstance(raw, tuple) else (raw,))
+
+    return create_app(runtime)
+
+
+async def _expire_forever(runtime: Runtime, interval: float) -> None:
+    """Every replica runs this; program locks make each expiry happen once."""
+    while True:
+        try:
+            async with transaction(runtime.pool) as conn:
+                await enqueue(conn, NAME, await expire_due(conn))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep expiring after a database outage
+            log.warning("expiry pass failed", error=repr(exc))
+        await asyncio.sleep(interval)

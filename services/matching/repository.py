@@ -1,0 +1,389 @@
+"""SQL of matching (schema `matching`). Every change to a program runs under its program lock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.matching.domain.config import ProgramConfig
+from services.matching.domain.scoring import Mentee, Mentor
+from shared.contract.events import EnrolmentUpdated
+
+
+async def lock_programs(conn: asyncpg.Connection, programs: Sequence[tuple[str, str]]) -> None:
+    """Serialise all work on these programs across replicas; sorted, so no deadlock."""
+    for tenant_id, program_id in sorted(set(programs)):
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"matching:{tenant_id}:{program_id}"
+        )
+
+
+async def load_config(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> ProgramConfig:
+    raw = await conn.fetchval(
+        "SELECT config FROM programs WHERE tenant_id = $1 AND program_id = $2",
+        tenant_id,
+        program_id,
+    )
+    return ProgramConfig.from_json(raw)
+
+
+async def save_config(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    config: dict[str, object],
+    at: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO programs (tenant_id, program_id, config, updated_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (tenant_id, program_id) DO UPDATE
+           SET config = EXCLUDED.config, updated_at = EXCLUDED.updated_at
+           WHERE programs.updated_at <= EXCLUDED.updated_at""",
+        tenant_id,
+        program_id,
+        config,
+        at,
+    )
+
+
+async def upsert_mentor(conn: asyncpg.Connection, tenant_id: str, e: EnrolmentUpdated) -> bool:
+    """Store the mentor if this enrolment is newer; True when stored."""
+    stored = await conn.fetchval(
+        """INSERT INTO mentors AS m (tenant_id, program_id, person_id, languages, timezone, department,
+                seniority, manager_id, expertise, capacity, registered_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+           ON CONFLICT (tenant_id, program_id, person_id) DO UPDATE SET
+                languages = EXCLUDED.languages, timezone = EXCLUDED.timezone,
+                department = EXCLUDED.department, seniority = EXCLUDED.seniority,
+                manager_id = EXCLUDED.manager_id, expertise = EXCLUDED.expertise,
+                capacity = EXCLUDED.capacity, registered_at = EXCLUDED.registered_at
+           WHERE m.registered_at < EXCLUDED.registered_at
+           RETURNING true""",
+        tenant_id,
+        e.program_id,
+        e.person_id,
+        e.languages,
+        e.timezone,
+        e.department,
+        e.seniority,
+        e.manager_id,
+        [x.model_dump() for x in e.expertise],
+        e.capacity,
+        e.registered_at,
+    )
+    return bool(stored)
+
+
+async def upsert_mentee(conn: asyncpg.Connection, tenant_id: str, e: EnrolmentUpdated) -> bool:
+    stored = await conn.fetchval(
+        """INSERT INTO mentees AS m (tenant_id, program_id, person_id, languages, timezone, department,
+                seniority, manager_id, goals, registered_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           ON CONFLICT (tenant_id, program_id, person_id) DO UPDATE SET
+                languages = EXCLUDED.languages, timezone = EXCLUDED.timezone,
+                department = EXCLUDED.department, seniority = EXCLUDED.seniority,
+                manager_id = EXCLUDED.manager_id, goals = EXCLUDED.goals,
+                registered_at = EXCLUDED.registered_at
+           WHERE m.registered_at < EXCLUDED.registered_at
+           RETURNING true""",
+        tenant_id,
+        e.program_id,
+        e.person_id,
+        e.languages,
+        e.timezone,
+        e.department,
+        e.seniority,
+        e.manager_id,
+        [g.model_dump() for g in e.goals],
+        e.registered_at,
+    )
+    return bool(stored)
+
+
+async def delete_enrolment(
+    conn: asyncpg.Connection, role: str, tenant_id: str, program_id: str, person_id: str
+) -> bool:
+    table = "mentors" if role == "mentor" else "mentees"
+    deleted = await conn.fetchval(
+        f"DELETE FROM {table} WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3 RETURNING true",
+        tenant_id,
+        program_id,
+        person_id,
+    )
+    return bool(deleted)
+
+
+async def load_mentors(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> list[Mentor]:
+    rows = await conn.fetch(
+        """SELECT m.person_id, m.languages, m.timezone, m.department, m.seniority, m.manager_id,
+                  m.expertise, m.capacity, m.load,
+                  coalesce(r.rating_sum, 0) AS rating_sum, coalesce(r.rating_count, 0) AS rating_count
+           FROM mentors m
+           LEFT JOIN mentor_ratings r ON r.tenant_id = m.tenant_id AND r.mentor_id = m.person_id
+           WHERE m.tenant_id = $1 AND m.program_id = $2
+           ORDER BY m.person_id""",
+        tenant_id,
+        program_id,
+    )
+    return [
+        Mentor(
+            person_id=r["person_id"],
+            languages=tuple(r["languages"]),
+            timezone=r["timezone"],
+            department=r["department"],
+            seniority=r["seniority"],
+            manager_id=r["manager_id"],
+            expertise=tuple((x["topic"], x["level"]) for x in r["expertise"]),
+            capacity=r["capacity"],
+            load=r["load"],
+            rating_sum=r["rating_sum"],
+            rating_count=r["rating_count"],
+        )
+        for r in rows
+    ]
+
+
+async def waiting_mentees(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    only: Sequence[str] | None = None,
+    limit: int = 5000,
+) -> list[Mentee]:
+    """Waiting mentees, longest-waiting first; `only` narrows to mentees that just arrived."""
+    rows = await conn.fetch(
+        """SELECT person_id, languages, timezone, department, seniority, manager_id, goals
+           FROM mentees
+           WHERE tenant_id = $1 AND program_id = $2 AND status = 'waiting'
+             AND ($3::text[] IS NULL OR person_id = ANY($3::text[]))
+           ORDER BY waiting_since, person_id LIMIT $4""",
+        tenant_id,
+        program_id,
+        list(only) if only is not None else None,
+        limit,
+    )
+    return [
+        Mentee(
+            person_id=r["person_id"],
+            languages=tuple(r["languages"]),
+            timezone=r["timezone"],
+            department=r["department"],
+            seniority=r["seniority"],
+            manager_id=r["manager_id"],
+            goals=tuple((g["topic"], g["priority"]) for g in r["goals"]),
+        )
+        for r in rows
+    ]
+
+
+async def past_pairs(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, mentee_ids: Sequence[str]
+) -> dict[str, set[str]]:
+    """Mentors each mentee was already proposed to: never proposed again after a no or a silence."""
+    rows = await conn.fetch(
+        """SELECT mentee_id, mentor_id FROM matches
+           WHERE tenant_id = $1 AND program_id = $2 AND mentee_id = ANY($3::text[])
+             AND status IN ('declined', 'expired')""",
+        tenant_id,
+        program_id,
+        list(mentee_ids),
+    )
+    pairs: dict[str, set[str]] = {}
+    for r in rows:
+        pairs.setdefault(r["mentee_id"], set()).add(r["mentor_id"])
+    return pairs
+
+
+@dataclass(frozen=True)
+class NewProposal:
+    match_id: str
+    tenant_id: str
+    program_id: str
+    mentee_id: str
+    mentor_id: str
+    score: float
+    explanation: list[dict[str, object]]
+    expires_at: datetime
+
+
+async def insert_proposals(conn: asyncpg.Connection, proposals: Sequence[NewProposal]) -> None:
+    """Store proposals and take one capacity slot of each mentor, in the caller's transaction."""
+    if not proposals:
+        return
+    await conn.executemany(
+        """INSERT INTO matches (match_id, tenant_id, program_id, mentee_id, mentor_id, status,
+                score, explanation, expires_at)
+           VALUES ($1, $2, $3, $4, $5, 'proposed', $6, $7, $8)""",
+        [
+            (
+                p.match_id,
+                p.tenant_id,
+                p.program_id,
+                p.mentee_id,
+                p.mentor_id,
+                p.score,
+                p.explanation,
+                p.expires_at,
+            )
+            for p in proposals
+        ],
+    )
+    first = proposals[0]
+    await conn.execute(
+        """UPDATE mentors m SET load = m.load + n.count
+           FROM (SELECT mentor_id, count(*)::int AS count FROM unnest($3::text[]) AS mentor_id
+                 GROUP BY mentor_id) n
+           WHERE m.tenant_id = $1 AND m.program_id = $2 AND m.person_id = n.mentor_id""",
+        first.tenant_id,
+        first.program_id,
+        [p.mentor_id for p in proposals],
+    )
+    await conn.execute(
+        """UPDATE mentees SET status = 'proposed'
+           WHERE tenant_id = $1 AND program_id = $2 AND person_id = ANY($3::text[])""",
+        first.tenant_id,
+        first.program_id,
+        [p.mentee_id for p in proposals],
+    )
+
+
+async def matches_by_id(
+    conn: asyncpg.Connection, match_ids: Sequence[str]
+) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch(
+        "SELECT * FROM matches WHERE match_id = ANY($1::text[])", list(match_ids)
+    )
+    return {r["match_id"]: r for r in rows}
+
+
+async def get_match(conn: asyncpg.Connection, match_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM matches WHERE match_id = $1", match_id)
+
+
+async def record_acceptance(
+    conn: asyncpg.Connection, match_id: str, side: str, at: datetime
+) -> asyncpg.Record:
+    column = "mentee_accepted_at" if side == "mentee" else "mentor_accepted_at"
+    return await conn.fetchrow(
+        f"UPDATE matches SET {column} = coalesce({column}, $2) WHERE match_id = $1 RETURNING *",
+        match_id,
+        at,
+    )
+
+
+async def confirm(conn: asyncpg.Connection, match: asyncpg.Record, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE matches SET status = 'confirmed', closed_at = NULL WHERE match_id = $1",
+        match["match_id"],
+    )
+    await conn.execute(
+        "UPDATE mentees SET status = 'matched' WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3",
+        match["tenant_id"],
+        match["program_id"],
+        match["mentee_id"],
+    )
+
+
+async def close(conn: asyncpg.Connection, match: asyncpg.Record, status: str, at: datetime) -> None:
+    """End a proposal or relationship: free the mentor's slot, put the mentee back on the waitlist."""
+    await conn.execute(
+        "UPDATE matches SET status = $2, closed_at = $3 WHERE match_id = $1",
+        match["match_id"],
+        status,
+        at,
+    )
+    await conn.execute(
+        """UPDATE mentors SET load = greatest(load - 1, 0)
+           WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3""",
+        match["tenant_id"],
+        match["program_id"],
+        match["mentor_id"],
+    )
+    await conn.execute(
+        """UPDATE mentees SET status = 'waiting', waiting_since = $4
+           WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3""",
+        match["tenant_id"],
+        match["program_id"],
+        match["mentee_id"],
+        at,
+    )
+
+
+async def open_matches_of(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, person_id: str
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT * FROM matches WHERE tenant_id = $1 AND program_id = $2
+             AND (mentee_id = $3 OR mentor_id = $3) AND status IN ('proposed', 'confirmed')""",
+        tenant_id,
+        program_id,
+        person_id,
+    )
+
+
+async def due_programs(
+    conn: asyncpg.Connection, now: datetime, limit: int = 50
+) -> list[tuple[str, str]]:
+    rows = await conn.fetch(
+        """SELECT DISTINCT tenant_id, program_id FROM matches
+           WHERE status = 'proposed' AND expires_at <= $1 LIMIT $2""",
+        now,
+        limit,
+    )
+    return [(r["tenant_id"], r["program_id"]) for r in rows]
+
+
+async def due_proposals(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, now: datetime
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT * FROM matches WHERE tenant_id = $1 AND program_id = $2
+             AND status = 'proposed' AND expires_at <= $3 ORDER BY expires_at""",
+        tenant_id,
+        program_id,
+        now,
+    )
+
+
+async def record_session(
+    conn: asyncpg.Connection,
+    match: asyncpg.Record,
+    minutes: int,
+    mentor_rating: int | None,
+    mentee_rating: int | None,
+) -> None:
+    """Pair history, and the mentor's reputation when the mentee rated them."""
+    both = mentor_rating is not None and mentee_rating is not None
+    await conn.execute(
+        """INSERT INTO pair_history AS p (match_id, sessions, minutes, mentor_rating_sum,
+                mentee_rating_sum, ratings)
+           VALUES ($1, 1, $2, $3, $4, $5)
+           ON CONFLICT (match_id) DO UPDATE SET sessions = p.sessions + 1,
+                minutes = p.minutes + EXCLUDED.minutes,
+                mentor_rating_sum = p.mentor_rating_sum + EXCLUDED.mentor_rating_sum,
+                mentee_rating_sum = p.mentee_rating_sum + EXCLUDED.mentee_rating_sum,
+                ratings = p.ratings + EXCLUDED.ratings""",
+        match["match_id"],
+        minutes,
+        mentor_rating or 0,
+        mentee_rating or 0,
+        int(both),
+    )
+    if mentor_rating is not None:
+        await conn.execute(
+            """INSERT INTO mentor_ratings AS r (tenant_id, mentor_id, rating_sum, rating_count)
+               VALUES ($1, $2, $3, 1)
+               ON CONFLICT (tenant_id, mentor_id) DO UPDATE
+               SET rating_sum = r.rating_sum + EXCLUDED.rating_sum, rating_count = r.rating_count + 1""",
+            match["tenant_id"],
+            match["mentor_id"],
+            mentor_rating,
+        )
+
+
+def explanation_json(items: Sequence[object]) -> list[dict[str, object]]:
+    return [json.loads(i.model_dump_json()) for i in items]  # type: ignore[attr-defined]
