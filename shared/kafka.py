@@ -6,6 +6,7 @@ use it because they forward bytes and headers exactly as they are.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
@@ -50,6 +51,12 @@ def check_production_security(settings: ServiceSettings) -> None:
         )
 
 
+async def keep_raw(message: Any) -> None:
+    """Subscribers read the raw records themselves: FastStream must not parse hostile bytes
+    (a deeply nested JSON would raise before our handler, and the record would loop forever)."""
+    return None
+
+
 def make_broker(
     settings: ServiceSettings, service: str, registry: CollectorRegistry
 ) -> KafkaBroker:
@@ -72,7 +79,9 @@ def make_broker(
         enable_idempotence=True,
         allow_auto_create_topics=False,
         middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=service)],
-        logger=None,
+        decoder=keep_raw,
+        logger=logging.getLogger("faststream"),
+        log_level=logging.DEBUG,  # per-message lines only at DEBUG; errors still at ERROR
         description=f"mentornet {service}",
     )
 

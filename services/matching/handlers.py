@@ -173,6 +173,8 @@ async def on_cohort_requested(conn: asyncpg.Connection, work: Work, incoming: In
     excluded = await repo.past_pairs(
         conn, event.tenantid, request.program_id, [m.person_id for m in mentees]
     )
+    from services.matching.domain.cohort import assign  # OR-Tools loads only when a cohort runs
+
     pairs = assign(pool, mentees, config, excluded)
     await _propose(conn, work, event, request.program_id, config, pairs)
     log.info("cohort matched", waiting=len(mentees), proposed=len(pairs))

@@ -1,0 +1,287 @@
+"""The notifications domain: which notification each event causes, to whom, and when.
+
+Pure functions only (no I/O), so the rules are unit-tested without a broker or a database.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.contract.envelope import CloudEvent
+from shared.contract.events import (
+    MatchConfirmed,
+    MatchEnded,
+    MatchProposed,
+    NotificationOutcome,
+    SessionCompleted,
+)
+
+SOURCE = "mentornet/notifications"
+_IDS = uuid.UUID("5e1d0c2a-7b4f-4a51-9d63-6e6f74696679")
+
+# kind -> category (what a person can opt out of)
+CATEGORIES: dict[str, str] = {
+    "match-proposal": "proposals",
+    "match-reminder": "reminders",
+    "match-introduction": "introductions",
+    "next-proposal": "proposals",
+    "feedback-request": "feedback",
+}
+# kinds that make no sense without the other person's contact (their name and address)
+NEEDS_PARTNER = frozenset({"match-introduction"})
+
+
+def notification_id(
+    tenant_id: str, source_event_id: str, recipient_id: str, channel: str, kind: str
+) -> uuid.UUID:
+    """Deterministic: the same cause always yields the same id, hence the same Message-ID and
+    Idempotency-Key when a delivery is sent again after a crash. Event ids are unique per tenant
+    only (the inbox is keyed by tenant), so the tenant is part of the name."""
+    return uuid.uuid5(_IDS, f"{tenant_id}|{source_event_id}|{recipient_id}|{channel}|{kind}")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A notification an event calls for, before the tenant's channels are known."""
+
+    kind: str
+    recipient_id: str
+    context: dict[str, Any]
+    match_id: str | None = None
+    partner_id: str | None = None
+    not_before: datetime | None = None  # None: now
+    give_up_at: datetime | None = None  # None: now + the contact wait
+
+    @property
+    def category(self) -> str:
+        return CATEGORIES[self.kind]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Timing rules from the settings."""
+
+    reminder_before: timedelta = timedelta(hours=24)
+    contact_wait: timedelta = timedelta(days=7)
+
+
+def _explanation(data: MatchProposed) -> list[dict[str, Any]]:
+    items = sorted(data.explanation, key=lambda i: i.contribution, reverse=True)
+    return [{"criterion": i.criterion, "reason": i.reason} for i in items if i.reason]
+
+
+def for_proposal(data: MatchProposed, policy: Policy, now: datetime) -> list[Planned]:
+    """The proposal to both sides now, and a reminder to both `reminder_before` the deadline
+    (dropped later for whoever answers). No reminder when that moment has already passed."""
+    base = {
+        "match_id": data.match_id,
+        "program_id": data.program_id,
+        "score": data.score,
+        "expires_at": data.expires_at.isoformat(),
+        "explanation": _explanation(data),
+    }
+    parties = (("mentee", data.mentee_id), ("mentor", data.mentor_id))
+    planned = [
+        Planned(
+            "match-proposal",
+            person,
+            {**base, "role": role},
+            match_id=data.match_id,
+            give_up_at=data.expires_at,
+        )
+        for role, person in parties
+    ]
+    remind_at = data.expires_at - policy.reminder_before
+    if remind_at > now:
+        planned += [
+            Planned(
+                "match-reminder",
+                person,
+                {**base, "role": role},
+                match_id=data.match_id,
+                not_before=remind_at,
+                give_up_at=data.expires_at,
+            )
+            for role, person in parties
+        ]
+    return planned
+
+
+def for_confirmation(data: MatchConfirmed) -> list[Planned]:
+    """An introduction to both, each with the other's name and address (read when sent)."""
+    base = {"match_id": data.match_id, "program_id": data.program_id}
+    return [
+        Planned(
+            "match-introduction",
+            data.mentee_id,
+            {**base, "role": "mentee"},
+            data.match_id,
+            data.mentor_id,
+        ),
+        Planned(
+            "match-introduction",
+            data.mentor_id,
+            {**base, "role": "mentor"},
+            data.match_id,
+            data.mentee_id,
+        ),
+    ]
+
+
+def for_ending(data: MatchEnded) -> list[Planned]:
+    """A declined or expired proposal: the mentee hears the next one is on its way."""
+    if data.outcome not in ("declined", "expired"):
+        return []
+    context = {"match_id": data.match_id, "program_id": data.program_id, "outcome": data.outcome}
+    return [Planned("next-proposal", data.mentee_id, context, data.match_id)]
+
+
+@dataclass(frozen=True)
+class MatchParties:
+    mentee_id: str
+    mentor_id: str
+    program_id: str
+
+
+def for_session(data: SessionCompleted, match: MatchParties) -> list[Planned]:
+    """A feedback request to both sides of the match."""
+    base = {
+        "match_id": data.match_id,
+        "program_id": match.program_id,
+        "session_id": data.session_id,
+        "duration_minutes": data.duration_minutes,
+    }
+    return [
+        Planned(
+            "feedback-request",
+            match.mentee_id,
+            {**base, "role": "mentee"},
+            data.match_id,
+            match.mentor_id,
+        ),
+        Planned(
+            "feedback-request",
+            match.mentor_id,
+            {**base, "role": "mentor"},
+            data.match_id,
+            match.mentee_id,
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A row of `deliveries` to insert."""
+
+    id: uuid.UUID
+    tenant_id: str
+    source_event_id: str
+    channel: str
+    planned: Planned
+    correlation_id: str
+    next_attempt_at: datetime
+    give_up_at: datetime
+
+
+def deliveries_for(
+    event: CloudEvent,
+    planned: Iterable[Planned],
+    channels: Sequence[str],
+    policy: Policy,
+    now: datetime,
+) -> list[NewDelivery]:
+    """One row per planned notification and tenant channel."""
+    return [
+        NewDelivery(
+            id=notification_id(event.tenantid, event.id, p.recipient_id, channel, p.kind),
+            tenant_id=event.tenantid,
+            source_event_id=event.id,
+            channel=channel,
+            planned=p,
+            correlation_id=event.correlation_id,
+            next_attempt_at=p.not_before or now,
+            give_up_at=p.give_up_at or now + policy.contact_wait,
+        )
+        for p in planned
+        for channel in channels
+    ]
+
+
+def choose_locale(languages: Sequence[str] | None, available: Iterable[str]) -> str:
+    """The first of the person's languages we have templates for ("fr-CA" counts as "fr")."""
+    have = set(available)
+    for language in languages or ():
+        code = language.strip().lower().replace("_", "-").split("-")[0]
+        if code in have:
+            return code
+    return "en"
+
+
+def backoff_seconds(
+    attempt: int, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Delay before retry number `attempt` (1 = after the first failure): exponential with
+    "equal jitter", i.e. uniform in [d/2, d] for d = min(cap, base * 2^(attempt-1)). Jitter keeps
+    replicas from retrying in lockstep against a recovering server; the lower half keeps the
+    schedule growing, so a struggling server really gets more and more room."""
+    delay = min(cap, base * 2 ** max(attempt - 1, 0))
+    return delay / 2 + (rng or random).uniform(0, delay / 2)
+
+
+# --- outcomes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed delivery. state: sent, pending (retry or wait), failed,
+    cancelled. `attempted` counts towards the attempt limit (a wait for a contact does not)."""
+
+    id: uuid.UUID
+    state: str
+    attempted: bool = False
+    next_attempt_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A delivery that just reached `sent` or `failed`: what its outcome event tells."""
+
+    id: uuid.UUID
+    state: str
+    tenant_id: str
+    recipient_id: str
+    channel: str
+    kind: str
+    source_event_id: str
+    attempts: int
+    error: str | None
+    correlation_id: str | None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def event(self, now: datetime | None = None) -> CloudEvent:
+        """notification-delivered / notification-failed; the id derives from the delivery, so a
+        row finished twice (it cannot: the update is guarded by state) would still be one event."""
+        event_type = "notification-delivered" if self.state == "sent" else "notification-failed"
+        return CloudEvent(
+            id=str(uuid.uuid5(self.id, event_type)),
+            source=SOURCE,
+            type=event_type,
+            time=now or datetime.now(UTC),
+            tenantid=self.tenant_id,
+            correlationid=self.correlation_id,
+            data=NotificationOutcome(
+                notification_id=str(self.id),
+                kind=self.kind,
+                recipient_id=self.recipient_id,
+                channel=self.channel,  # type: ignore[arg-type]
+                source_event_id=self.source_event_id,
+                attempts=self.attempts,
+                error=self.error,
+            ),
+        )

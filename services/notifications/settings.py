@@ -1,0 +1,71 @@
+"""Settings of notifications: SMTP, webhooks, the delivery worker and reminder timing.
+
+Every field reads the upper-case environment variable of its name (SMTP_HOST, ...), like the
+shared ServiceSettings; durations are in seconds so tests can shrink them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+from shared.settings import ServiceSettings
+
+
+class TenantChannel(BaseModel):
+    """One row of `tenant_channels`, as given in NOTIFICATIONS_TENANTS (a JSON list).
+
+    email: `endpoint` may name the tenant's own relay (`smtp://[user@]host:port[?starttls=true]`,
+    password in `secret`); without it the SMTP_* settings apply. webhook: `endpoint` is the URL
+    and `secret` the HMAC key (both required).
+    """
+
+    tenant_id: str = Field(min_length=1)
+    channel: Literal["email", "webhook"]
+    endpoint: str | None = None
+    secret: SecretStr | None = None
+
+
+class NotificationSettings(ServiceSettings):
+    http_port: int = 8003
+    database_pool_size: int = 10
+    consumer_group: str = "notifications"  # tests use their own group to stay isolated
+
+    # SMTP (the default relay of every tenant without its own)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_from: str = "mentornet <no-reply@mentornet.local>"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool | None = None  # None: upgrade when the server offers STARTTLS
+    smtp_use_tls: bool = False  # implicit TLS (port 465)
+    smtp_timeout: float = 30.0
+    smtp_connections: int = 8  # kept open per SMTP server and reused
+    smtp_rate_per_second: float = 200.0  # per SMTP server; 0 = unlimited
+    smtp_burst: int = 50
+
+    # webhooks
+    webhook_timeout: float = 10.0
+    webhook_connections: int = 100
+    webhook_rate_per_second: float = 100.0  # per endpoint (scheme, host, port); 0 = unlimited
+    webhook_burst: int = 50
+
+    # tenants: rows upserted into tenant_channels at startup; tenants without rows get email
+    notifications_tenants: list[TenantChannel] = Field(default_factory=list)
+
+    # the delivery worker
+    delivery_tenants: list[str] | None = None  # only these tenants (dedicated replicas, tests)
+    delivery_concurrency: int = 200  # sends in flight at once
+    delivery_lease_seconds: float = 120.0  # a claimed row is ours this long
+    delivery_poll_seconds: float = 1.0  # safety net; NOTIFY wakes the worker sooner
+    delivery_flush_seconds: float = 0.02  # outcomes are written in batches this often
+    delivery_max_attempts: int = 8
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    rate_limit_max_wait_seconds: float = 1.0  # a longer wait puts the row back instead
+    contact_wait_seconds: float = 7 * 24 * 3600.0  # give up on an unknown recipient after this
+    contact_poll_seconds: float = 300.0  # the contact's arrival also wakes waiting rows
+
+    # reminders: sent this long before a proposal expires, to whoever has not answered
+    reminder_before_seconds: float = 24 * 3600.0

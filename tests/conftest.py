@@ -1,0 +1,29 @@
+"""Session fixtures: the real infrastructure every integration and e2e test uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests.infra import Endpoints, real_infrastructure
+
+
+@pytest.fixture(scope="session")
+async def infra() -> AsyncIterator[Endpoints]:
+    async with real_infrastructure() as endpoints:
+        yield endpoints
+
+
+@pytest.fixture(scope="session")
+async def db(infra: Endpoints) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=4)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+def service_env(infra: Endpoints) -> dict[str, str]:
+    return {"KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers, "DATABASE_URL": infra.database_url}

@@ -1,0 +1,92 @@
+"""Where the tests find a real Kafka broker and PostgreSQL, in this order:
+
+1. endpoints given by the environment (`KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL`);
+2. testcontainers, when a Docker engine answers;
+3. the project's local stack (`shared.stack`), on test ports under `.stack/test`.
+
+Whatever is chosen gets the topics and migrations. Nothing here ever skips: no broker, no run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from shared.db.migrations import migrate
+from shared.stack import REPO_ROOT, StackConfig, down, start_infra
+from shared.topics import create_topics
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    bootstrap_servers: str
+    database_url: str
+    origin: str  # "environment", "testcontainers" or "local stack"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # testcontainers' dependency
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def test_stack_config() -> StackConfig:
+    """Ports apart from the demo stack's, so `make test` and `make up` can run side by side."""
+    return StackConfig(
+        home=REPO_ROOT / ".stack" / "test",
+        kafka_port=int(os.environ.get("MENTORNET_TEST_KAFKA_PORT", "19092")),
+        controller_port=int(os.environ.get("MENTORNET_TEST_KAFKA_CONTROLLER_PORT", "19093")),
+        pg_port=int(os.environ.get("MENTORNET_TEST_PG_PORT", "15433")),
+        with_mailcatcher=False,
+    )
+
+
+@asynccontextmanager
+async def real_infrastructure() -> AsyncIterator[Endpoints]:
+    env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    env_db = os.environ.get("DATABASE_URL")
+    if env_kafka and env_db:
+        endpoints = Endpoints(env_kafka, env_db, "environment")
+        await _provision(endpoints)
+        yield endpoints
+    elif _docker_answers():
+        async with _containers() as endpoints:
+            yield endpoints
+    else:
+        cfg = test_stack_config()
+        await start_infra(cfg, provision=False)
+        endpoints = Endpoints(cfg.bootstrap_servers, cfg.database_url, "local stack")
+        try:
+            await _provision(endpoints)
+            yield endpoints
+        finally:
+            if not os.environ.get("MENTORNET_TEST_KEEP_STACK"):
+                down(cfg)
+
+
+async def _provision(endpoints: Endpoints) -> None:
+    await create_topics(endpoints.bootstrap_servers)
+    await migrate(endpoints.database_url)
+
+
+@asynccontextmanager
+async def _containers() -> AsyncIterator[Endpoints]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with (
+        KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka,
+        PostgresContainer(
+            "postgres:15", username="mentornet", password="mentornet", dbname="mentornet"
+        ) as pg,
+    ):
+        url = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+        endpoints = Endpoints(kafka.get_bootstrap_server(), url, "testcontainers")
+        await _provision(endpoints)
+        yield endpoints

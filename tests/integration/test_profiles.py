@@ -1,0 +1,191 @@
+"""profiles against the real broker and database: validation answers, exactly-once, erasure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.infra import Endpoints
+from tests.support import (
+    ServiceProcess,
+    TopicReader,
+    cloud_event,
+    http_status,
+    of_tenant,
+    outbox_drained,
+    publish_raw,
+    running,
+    unique,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def mentor(person: str, program: str = "prog-1", **extra: Any) -> dict[str, Any]:
+    return {
+        "person_id": person,
+        "program_id": program,
+        "display_name": "Ada Lovelace",
+        "email": f"{person}@example.org",
+        "languages": ["en", "fr"],
+        "timezone": "Europe/Paris",
+        "expertise": [{"topic": "public speaking", "level": 4}],
+        "capacity": 2,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+async def profiles(service_env: dict[str, str]) -> AsyncIterator[ServiceProcess]:
+    async with running(["profiles"], service_env) as procs:
+        yield procs["profiles"]
+
+
+async def test_valid_registration_is_stored_and_published_once(
+    infra: Endpoints, db: asyncpg.Pool, profiles: ServiceProcess
+) -> None:
+    tenant = unique("acme")
+    event = cloud_event("mentor-registered", tenant, mentor("p-1"))
+    raw = json.dumps(event).encode()
+    async with TopicReader(infra.bootstrap_servers, "enrolment-updated") as reader:
+        # The same event three times: a retry by the HR system and a republish.
+        await publish_raw(infra.bootstrap_servers, [("mentor-registered", b"p-1", raw)] * 3)
+        published = await reader.collect(lambda rs: len(rs) >= 1, keep=of_tenant(tenant))
+        more = (
+            await reader.collect(lambda rs: False, timeout=3, keep=of_tenant(tenant))
+            if False
+            else []
+        )
+    rows = await db.fetch("SELECT * FROM profiles.enrolments WHERE tenant_id = $1", tenant)
+    assert [r["person_id"] for r in rows] == ["p-1"]
+    assert rows[0]["role"] == "mentor" and rows[0]["capacity"] == 2
+    body = json.loads(published[0].value)
+    assert published[0].key == f"{tenant}:prog-1".encode()
+    assert body["type"] == "enrolment-updated" and body["correlationid"] == event["id"]
+    assert body["data"]["email"] == "p-1@example.org"
+    assert len(published) + len(more) == 1
+
+
+async def test_latest_time_wins_whatever_the_arrival_order(
+    infra: Endpoints, db: asyncpg.Pool, profiles: ServiceProcess
+) -> None:
+    tenant = unique("acme")
+    newer = cloud_event(
+        "mentor-registered", tenant, mentor("p-2", capacity=5), time="2026-05-02T00:00:00Z"
+    )
+    older = cloud_event(
+        "mentor-registered", tenant, mentor("p-2", capacity=1), time="2026-05-01T00:00:00Z"
+    )
+    async with TopicReader(infra.bootstrap_servers, "dlq.profiles") as _:
+        await publish_raw(
+            infra.bootstrap_servers,
+            [("mentor-registered", b"p-2", json.dumps(e).encode()) for e in (newer, older)],
+        )
+    await wait_for(db, "SELECT capacity FROM profiles.enrolments WHERE tenant_id = $1", tenant)
+    await outbox_drained(db, "profiles")
+    assert (
+        await db.fetchval("SELECT capacity FROM profiles.enrolments WHERE tenant_id = $1", tenant)
+        == 5
+    )
+
+
+BAD_INPUTS = [
+    (b"\xff\xfe\x00not utf-8", "invalid_utf8"),
+    (b"{not json", "not_json"),
+    (b"[1, 2, 3]", "not_an_object"),
+    (b"[" * 5000 + b"]" * 5000, "too_deep"),
+]
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic_with_reason_and_origin(
+    infra: Endpoints, db: asyncpg.Pool, profiles: ServiceProcess
+) -> None:
+    tenant = unique("acme")
+    base = cloud_event("mentor-registered", tenant, mentor("p-3"))
+    cases = [*BAD_INPUTS]
+    cases.append((json.dumps({**base, "specversion": "0.3"}).encode(), "unknown_specversion"))
+    cases.append((json.dumps({**base, "type": "mentor-hired"}).encode(), "unknown_type"))
+    cases.append(
+        (json.dumps({k: v for k, v in base.items() if k != "tenantid"}).encode(), "missing_field")
+    )
+    bad_data = {**base["data"], "languages": ["klingon"], "capacity": 0}
+    cases.append((json.dumps({**base, "data": bad_data}).encode(), "invalid_field"))
+    cases.append((b'{"pad": "' + b"x" * 300_000 + b'"}', "too_large"))
+    good = cloud_event("mentor-registered", tenant, mentor("p-4"))
+    async with TopicReader(infra.bootstrap_servers, "dlq.profiles") as reader:
+        await publish_raw(
+            infra.bootstrap_servers,
+            [("mentor-registered", b"p-3", raw) for raw, _ in cases]
+            + [("mentor-registered", b"other-tenant:p-3", json.dumps(base).encode())]
+            + [("mentor-registered", b"p-4", json.dumps(good).encode())],
+        )
+        originals = {raw for raw, _ in cases} | {json.dumps(base).encode()}
+        letters = await reader.collect(
+            lambda rs: len(rs) >= len(cases) + 1, keep=lambda r: r.value in originals, timeout=60
+        )
+    answered = {r.value: dict(r.headers) for r in letters}
+    for raw, code in cases:
+        headers = answered[raw]
+        assert headers["dlq-reason-code"].decode() == code, headers
+        assert headers["dlq-reason"], "a reason a person can act on"
+        assert headers["dlq-topic"] == b"mentor-registered"
+        assert int(headers["dlq-offset"]) >= 0 and int(headers["dlq-partition"]) >= 0
+    assert answered[json.dumps(base).encode()]["dlq-reason-code"] == b"tenant_mismatch"
+    assert b"data.languages.0" in answered[cases[-2][0]]["dlq-reason"]
+    # The valid neighbour of all those bad records was stored; nothing of the bad ones was.
+    await wait_for(
+        db, "SELECT 1 FROM profiles.enrolments WHERE tenant_id = $1 AND person_id = 'p-4'", tenant
+    )
+    assert (
+        await db.fetchval("SELECT count(*) FROM profiles.enrolments WHERE tenant_id = $1", tenant)
+        == 1
+    )
+    assert (await http_status(f"{profiles.url}/readyz")) == 200
+
+
+async def test_offboarding_erases_every_trace_of_personal_data(
+    infra: Endpoints, db: asyncpg.Pool, profiles: ServiceProcess
+) -> None:
+    tenant = unique("acme")
+    person = unique("p")
+    name, email = "Grace Hopper", f"{person}@example.org"
+    reg = [
+        cloud_event(
+            "mentor-registered",
+            tenant,
+            {**mentor(person, program), "display_name": name, "email": email},
+        )
+        for program in ("prog-a", "prog-b")
+    ]
+    async with TopicReader(infra.bootstrap_servers, "enrolment-ended") as reader:
+        await publish_raw(
+            infra.bootstrap_servers,
+            [("mentor-registered", person.encode(), json.dumps(e).encode()) for e in reg],
+        )
+        await wait_for(
+            db, "SELECT count(*) = 2 FROM profiles.enrolments WHERE tenant_id = $1", tenant
+        )
+        off = cloud_event("person-offboarded", tenant, {"person_id": person})
+        await publish_raw(
+            infra.bootstrap_servers,
+            [("person-offboarded", f"{tenant}:{person}".encode(), json.dumps(off).encode())],
+        )
+        ended = await reader.collect(lambda rs: len(rs) >= 2, keep=of_tenant(tenant))
+    assert sorted(json.loads(r.value)["data"]["program_id"] for r in ended) == ["prog-a", "prog-b"]
+    await outbox_drained(db, "profiles")
+    # Search every table of the profiles schema, every column, for the name or the address.
+    tables = await db.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'profiles'"
+    )
+    for t in tables:
+        hits = await db.fetchval(
+            f"SELECT count(*) FROM profiles.{t['table_name']} x WHERE x::text ILIKE $1 OR x::text ILIKE $2",
+            f"%{name}%",
+            f"%{email}%",
+        )
+        assert hits == 0, f"personal data left in profiles.{t['table_name']}"
