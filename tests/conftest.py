@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tests.infra import Endpoints, real_infrastructure
+from shared.infra import Endpoints, real_infrastructure
 
 
 @pytest.fixture(scope="session")

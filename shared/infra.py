@@ -36,7 +36,7 @@ def _docker_answers() -> bool:
         return False
 
 
-def test_stack_config() -> StackConfig:
+def testing_stack_config() -> StackConfig:
     """Ports apart from the demo stack's, so `make test` and `make up` can run side by side."""
     return StackConfig(
         home=REPO_ROOT / ".stack" / "test",
@@ -59,7 +59,7 @@ async def real_infrastructure() -> AsyncIterator[Endpoints]:
         async with _containers() as endpoints:
             yield endpoints
     else:
-        cfg = test_stack_config()
+        cfg = testing_stack_config()
         await start_infra(cfg, provision=False)
         endpoints = Endpoints(cfg.bootstrap_servers, cfg.database_url, "local stack")
         try:

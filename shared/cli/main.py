@@ -1,0 +1,212 @@
+"""`mentornet`: stack, migrate, topics, schemas, simulate (and dlq, report).
+
+Errors are printed in one line and exit non-zero; no traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.settings import KafkaSettings, ServiceSettings
+
+T = TypeVar("T")
+app = typer.Typer(help="mentornet: mentoring at scale over Kafka.", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="The local stack (Kafka, PostgreSQL, mail catcher, services) without Docker.",
+    no_args_is_help=True,
+)
+topics_app = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=True)
+schemas_app = typer.Typer(
+    help="JSON Schemas and AsyncAPI documents of the contract.", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
+console = Console()
+err = Console(stderr=True)
+
+BootstrapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        "-b",
+        help="Kafka (default: KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).",
+    ),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="PostgreSQL (default: DATABASE_URL or the local stack's)."),
+]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; turn failures into one readable line and exit status 1."""
+    try:
+        return asyncio.run(coro)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def bootstrap(value: str | None) -> str:
+    return value or KafkaSettings().bootstrap_servers
+
+
+def database(value: str | None) -> str:
+    return value or ServiceSettings().database_url.get_secret_value()
+
+
+# --- stack ---------------------------------------------------------------------------------
+
+
+@stack_app.command("up")
+def stack_up(
+    services: Annotated[bool, typer.Option(help="Also start the three services.")] = True,
+) -> None:
+    """Start Kafka, PostgreSQL, the mail catcher and the services (ports: MENTORNET_*_PORT)."""
+    from shared.stack import StackConfig, status, up
+
+    cfg = StackConfig()
+    run(up(cfg, services=services))
+    _print_status(status(cfg))
+    console.print("Stop everything with [bold]mentornet stack down[/bold] (or make down).")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop exactly what `stack up` started."""
+    from shared.stack import StackConfig, down
+
+    stopped = down(StackConfig())
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """What runs where."""
+    from shared.stack import StackConfig, status
+
+    _print_status(status(StackConfig()))
+
+
+def _print_status(rows: list[Any]) -> None:
+    table = Table("component", "state", "pid", "address", "log")
+    for row in rows:
+        state = "[green]running[/green]" if row.running else "[red]stopped[/red]"
+        table.add_row(row.name, state, str(row.pid or ""), row.address or "", str(row.log or ""))
+    console.print(table)
+
+
+# --- database and topics ---------------------------------------------------------------------
+
+
+@app.command()
+def migrate(database_url: DatabaseOption = None) -> None:
+    """Apply the SQL migrations of every service (safe to run concurrently: advisory lock)."""
+    from shared.db.migrations import migrate as apply
+
+    applied = run(apply(database(database_url)))
+    console.print(
+        f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
+    )
+
+
+@topics_app.command("create")
+def topics_create(
+    bootstrap_servers: BootstrapOption = None,
+    replication: Annotated[
+        int, typer.Option(help="Replication factor (1 for a single broker).")
+    ] = 1,
+) -> None:
+    """Create every topic of the registry that does not exist yet."""
+    from shared.topics import create_topics
+
+    created = run(create_topics(bootstrap(bootstrap_servers), replication))
+    console.print(
+        f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else "")
+    )
+
+
+@topics_app.command("describe")
+def topics_describe(bootstrap_servers: BootstrapOption = None) -> None:
+    """Each topic of the registry: key, partitions, cleanup, and whether the cluster has it."""
+    from shared.topics import describe_topics
+
+    rows = run(describe_topics(bootstrap(bootstrap_servers)))
+    table = Table("topic", "exists", "partitions", "key", "cleanup")
+    for r in rows:
+        partitions = f"{r['partitions']}/{r['expected_partitions']}"
+        table.add_row(
+            r["topic"],
+            "yes" if r["exists"] else "[red]no[/red]",
+            partitions,
+            r["key"],
+            r["cleanup_policy"],
+        )
+    console.print(table)
+
+
+# --- schemas ------------------------------------------------------------------------------------
+
+
+@schemas_app.command("export")
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write into.")],
+) -> None:
+    """Write a JSON Schema per event and an AsyncAPI document per service."""
+    from shared.contract.schemas import export
+
+    written = export(directory)
+    console.print(f"wrote {len(written)} files to {directory}")
+
+
+# --- simulate -------------------------------------------------------------------------------
+
+
+@app.command()
+def simulate(
+    tenant: Annotated[
+        str, typer.Option(help="Organisation id of the simulated HR system.")
+    ] = "acme",
+    mentors: Annotated[int, typer.Option(min=0)] = 20,
+    mentees: Annotated[int, typer.Option(min=0)] = 40,
+    programs: Annotated[int, typer.Option(min=1)] = 2,
+    rate: Annotated[float, typer.Option(min=0.1, help="Events per second.")] = 200.0,
+    seed: Annotated[int, typer.Option()] = 7,
+    show_proposals: Annotated[bool, typer.Option(help="Wait for proposals and print them.")] = True,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for proposals.")] = 60.0,
+    bootstrap_servers: BootstrapOption = None,
+) -> None:
+    """Publish a synthetic HR stream (mentors, then mentees) at a chosen rate."""
+    from shared.cli.simulate import simulate as go
+
+    run(
+        go(
+            bootstrap(bootstrap_servers),
+            tenant,
+            mentors,
+            mentees,
+            programs,
+            rate,
+            seed,
+            show_proposals,
+            wait,
+        )
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
