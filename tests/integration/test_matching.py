@@ -1,0 +1,254 @@
+"""matching against the real broker and database: rules, lifecycle, expiry, learning, answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from shared.infra import Endpoints
+from tests.support import (
+    ServiceProcess,
+    TopicReader,
+    cloud_event,
+    of_tenant,
+    publish_raw,
+    running,
+    unique,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def matching(service_env: dict[str, str]) -> AsyncIterator[ServiceProcess]:
+    async with running(["matching"], {**service_env, "EXPIRY_INTERVAL_SECONDS": "0.2"}) as procs:
+        yield procs["matching"]
+
+
+def enrolment(
+    tenant: str, role: str, person: str, program: str = "prog", **extra: Any
+) -> tuple[str, bytes, bytes]:
+    """A canonical `enrolment-updated`, as profiles publishes it."""
+    data: dict[str, Any] = {
+        "program_id": program,
+        "person_id": person,
+        "role": role,
+        "display_name": person,
+        "email": f"{person}@example.org",
+        "languages": ["en"],
+        "timezone": "Europe/Paris",
+        "registered_at": "2026-01-01T00:00:00Z",
+    }
+    if role == "mentor":
+        data |= {"expertise": [{"topic": "python", "level": 4}], "capacity": 1}
+    else:
+        data |= {"goals": [{"topic": "python", "priority": 1}]}
+    data |= extra
+    event = cloud_event("enrolment-updated", tenant, data, source="mentornet/profiles")
+    return ("enrolment-updated", f"{tenant}:{program}".encode(), json.dumps(event).encode())
+
+
+def ingress(topic: str, tenant: str, key: str, data: dict[str, Any]) -> tuple[str, bytes, bytes]:
+    return (topic, key.encode(), json.dumps(cloud_event(topic, tenant, data)).encode())
+
+
+def bodies(records: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in records]
+
+
+async def test_proposals_respect_capacity_and_rules_and_move_on_after_a_decline(
+    infra: Endpoints, matching: ServiceProcess
+) -> None:
+    tenant = unique("acme")
+    bootstrap = infra.bootstrap_servers
+    async with TopicReader(bootstrap, "match-proposed", "match-ended", "match-confirmed") as reader:
+        await publish_raw(
+            bootstrap,
+            [
+                enrolment(tenant, "mentor", "alice"),
+                enrolment(
+                    tenant,
+                    "mentor",
+                    "bob",
+                    languages=["en", "fr"],
+                    expertise=[{"topic": "Python", "level": 2}],
+                ),
+                enrolment(
+                    tenant, "mentor", "carol", languages=["de"]
+                ),  # shares no language with anyone
+                enrolment(tenant, "mentee", "xavier"),
+                enrolment(tenant, "mentee", "yann", manager_id="alice"),  # never alice's mentee
+                enrolment(tenant, "mentee", "zoe"),
+            ],
+        )
+        first = bodies(await reader.collect(lambda rs: len(rs) >= 2, keep=of_tenant(tenant)))
+        assert {e["type"] for e in first} == {"match-proposed"}
+        pairs = {(e["data"]["mentee_id"], e["data"]["mentor_id"]) for e in first}
+        assert {m for _, m in pairs} == {"alice", "bob"}, (
+            "each mentor holds one slot; carol shares no language"
+        )
+        assert ("yann", "alice") not in pairs
+        assert len({m for m, _ in pairs}) == 2
+        for e in first:
+            data = e["data"]
+            assert sum(i["contribution"] for i in data["explanation"]) == pytest.approx(
+                data["score"], abs=1e-6
+            )
+
+        # The mentee proposed to alice declines: alice's slot is freed, the waitlist moves on.
+        decliner = next(m for m, mentor in pairs if mentor == "alice")
+        match_id = next(e["data"]["match_id"] for e in first if e["data"]["mentor_id"] == "alice")
+        await publish_raw(
+            bootstrap,
+            [
+                ingress(
+                    "match-responded",
+                    tenant,
+                    match_id,
+                    {"match_id": match_id, "person_id": decliner, "decision": "declined"},
+                )
+            ],
+        )
+        after = bodies(await reader.collect(lambda rs: len(rs) >= 2, keep=of_tenant(tenant)))
+        ended = next(e for e in after if e["type"] == "match-ended")
+        assert ended["data"] == {
+            **ended["data"],
+            "match_id": match_id,
+            "outcome": "declined",
+            "ended_by": decliner,
+        }
+        again = next(e for e in after if e["type"] == "match-proposed")
+        assert again["data"]["mentor_id"] == "alice" and again["data"]["mentee_id"] not in (
+            decliner,
+            "yann",
+        )
+
+        # Two-sided consent: the other proposal is confirmed once both have accepted.
+        other = next(e["data"] for e in first if e["data"]["mentor_id"] == "bob")
+        await publish_raw(
+            bootstrap,
+            [
+                ingress(
+                    "match-responded",
+                    tenant,
+                    other["match_id"],
+                    {"match_id": other["match_id"], "person_id": who, "decision": "accepted"},
+                )
+                for who in (other["mentee_id"], other["mentor_id"])
+            ],
+        )
+        confirmed = bodies(
+            await reader.collect(
+                lambda rs: any(e["type"] == "match-confirmed" for e in bodies(rs)),
+                keep=of_tenant(tenant),
+            )
+        )
+        assert any(
+            e["data"]["match_id"] == other["match_id"]
+            for e in confirmed
+            if e["type"] == "match-confirmed"
+        )
+
+
+async def test_unanswered_proposals_expire_and_the_mentee_gets_the_next_best(
+    infra: Endpoints, db: asyncpg.Pool, matching: ServiceProcess
+) -> None:
+    tenant = unique("acme")
+    bootstrap = infra.bootstrap_servers
+    deadline_seconds = 1.5
+    config = {"program_id": "prog", "response_deadline_hours": deadline_seconds / 3600}
+    async with TopicReader(bootstrap, "match-proposed", "match-ended") as reader:
+        await publish_raw(bootstrap, [ingress("program-configured", tenant, "prog", config)])
+        await wait_for(db, "SELECT 1 FROM matching.programs WHERE tenant_id = $1", tenant)
+        await publish_raw(
+            bootstrap,
+            [
+                enrolment(tenant, "mentor", "best", expertise=[{"topic": "python", "level": 5}]),
+                enrolment(tenant, "mentor", "second", expertise=[{"topic": "python", "level": 2}]),
+                enrolment(tenant, "mentee", "nina"),
+            ],
+        )
+        events = bodies(
+            await reader.collect(lambda rs: len(rs) >= 3, keep=of_tenant(tenant), timeout=30)
+        )
+    events.sort(key=lambda e: e["time"])  # two topics: Kafka orders each, not both together
+    kinds = [(e["type"], e["data"].get("mentor_id"), e["data"].get("outcome")) for e in events]
+    assert kinds[:3] == [
+        ("match-proposed", "best", None),
+        ("match-ended", "best", "expired"),
+        ("match-proposed", "second", None),
+    ]
+
+
+async def test_wrong_answers_are_dead_lettered_and_ratings_build_reputation(
+    infra: Endpoints, db: asyncpg.Pool, matching: ServiceProcess
+) -> None:
+    tenant = unique("acme")
+    bootstrap = infra.bootstrap_servers
+    async with TopicReader(
+        bootstrap, "match-proposed", "match-confirmed", "dlq.matching"
+    ) as reader:
+        await publish_raw(
+            bootstrap, [enrolment(tenant, "mentor", "m1"), enrolment(tenant, "mentee", "n1")]
+        )
+        (proposed,) = bodies(await reader.collect(lambda rs: len(rs) >= 1, keep=of_tenant(tenant)))
+        match_id = proposed["data"]["match_id"]
+
+        def answer(
+            person: str, decision: str = "accepted", who: str = tenant, match: str = match_id
+        ) -> tuple[str, bytes, bytes]:
+            return ingress(
+                "match-responded",
+                who,
+                match,
+                {"match_id": match, "person_id": person, "decision": decision},
+            )
+
+        def session(number: int, **ratings: int) -> tuple[str, bytes, bytes]:
+            data = {
+                "match_id": match_id,
+                "session_id": f"s{number}",
+                "duration_minutes": 45,
+                **ratings,
+            }
+            return ingress("session-completed", tenant, match_id, data)
+
+        await publish_raw(
+            bootstrap,
+            [
+                answer("n1", match="nope"),
+                answer("intruder"),
+                answer("n1", "declined", who=unique("other")),
+                session(0),
+            ],
+        )
+        ours = ("nope", match_id)
+        letters = await reader.collect(
+            lambda rs: len(rs) >= 4,
+            keep=lambda r: (
+                r.topic == "dlq.matching" and json.loads(r.value)["data"].get("match_id") in ours
+            ),
+        )
+        codes = sorted(dict(r.headers)["dlq-reason-code"].decode() for r in letters)
+        assert codes == ["match_not_confirmed", "not_a_party", "unknown_match", "unknown_match"]
+
+        await publish_raw(bootstrap, [answer("n1"), answer("m1")])
+        await reader.collect(
+            lambda rs: len(rs) >= 1,
+            keep=lambda r: r.topic == "match-confirmed" and of_tenant(tenant)(r),
+        )
+        await publish_raw(
+            bootstrap, [session(1, mentor_rating=2, mentee_rating=5), session(2, mentor_rating=3)]
+        )
+    await wait_for(
+        db,
+        "SELECT rating_count = 2 FROM matching.mentor_ratings WHERE tenant_id = $1 AND mentor_id = 'm1'",
+        tenant,
+    )
+    history = await db.fetchrow("SELECT * FROM matching.pair_history WHERE match_id = $1", match_id)
+    assert (history["sessions"], history["minutes"], history["mentor_rating_sum"]) == (2, 90, 5)
