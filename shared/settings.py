@@ -36,4 +36,5 @@ class ServiceSettings(BaseSettings):
     graceful_timeout: float = 15.0
     max_event_bytes: int = 256 * 1024  # larger ingress records are dead-lettered
     batch_max_records: int = 1000  # records handled per transaction
+    consumer_group: str | None = None  # default: the service name
     environment: str = "local"  # "production" refuses to start without TLS and authentication

@@ -57,7 +57,7 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
 
     @runtime.broker.subscriber(
         *TOPICS,
-        group_id=NAME,
+        group_id=settings.consumer_group or NAME,
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=20,

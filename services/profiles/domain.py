@@ -6,10 +6,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.contract.envelope import CloudEvent
+from shared.contract.envelope import CloudEvent, RawJson
 from shared.contract.events import (
     EnrolmentEnded,
-    EnrolmentUpdated,
     MenteeRegistered,
     MentorRegistered,
 )
@@ -50,30 +49,20 @@ class EnrolmentRow:
         return cls(event.tenantid, event.data, event)
 
     def updated_event(self) -> CloudEvent:
-        r = self.registration
-        data = EnrolmentUpdated(
-            program_id=r.program_id,
-            person_id=r.person_id,
-            role=self.role,  # type: ignore[arg-type]
-            display_name=r.display_name,
-            email=r.email,
-            languages=r.languages,
-            timezone=r.timezone,
-            department=r.department,
-            seniority=r.seniority,
-            manager_id=r.manager_id,
-            expertise=getattr(r, "expertise", []),
-            goals=getattr(r, "goals", []),
-            capacity=getattr(r, "capacity", 0),
-            registered_at=self.cause.time,
-        )
-        return CloudEvent.new(
-            "enrolment-updated",
-            SOURCE,
-            self.tenant_id,
-            data,
-            cause=self.cause,
+        """The canonical event: the validated registration plus role and time, serialised by
+        pydantic once (this runs for every record of a bulk sync)."""
+        registration = self.registration.model_dump_json(exclude_none=True)
+        extra = f',"role":"{self.role}","registered_at":"{self.cause.time.isoformat()}"}}'
+        return CloudEvent.model_construct(
             id=derived_id(self.cause, "enrolment-updated"),
+            source=SOURCE,
+            type="enrolment-updated",
+            time=self.cause.time,
+            tenantid=self.tenant_id,
+            correlationid=self.cause.correlation_id,
+            specversion="1.0",
+            datacontenttype="application/json",
+            data=RawJson(registration[:-1] + extra),
         )
 
 

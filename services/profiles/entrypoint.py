@@ -34,7 +34,7 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
 
     @runtime.broker.subscriber(
         *TOPICS,
-        group_id=NAME,
+        group_id=settings.consumer_group or NAME,
         batch=True,
         max_records=settings.batch_max_records,
         auto_offset_reset="earliest",

@@ -1,0 +1,111 @@
+"""ingest: a bulk HR sync through profiles, from pre-published events to published canonical events.
+
+N registrations (a third mentors, the rest mentees, across 50 programs, ~600-byte events) are
+published first; then profiles starts (as its own process, a fresh consumer group) and the clock
+runs until every enrolment is stored and the outbox is empty (every `enrolment-updated` acked by
+Kafka). The raw `kafka_baseline` consume-and-produce rate is measured in the same run.
+
+    python -m benchmarks.ingest [--quick] [--events N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from benchmarks._common import arguments, emit, machine, peak_rss_mb
+from benchmarks.kafka_baseline import measure as kafka_baseline
+from shared.infra import real_infrastructure
+from shared.simulation import Population
+from tests.support import ServiceProcess, publish_raw
+
+PROGRAMS = 50
+
+
+async def publish_population(bootstrap: str, tenant: str, n: int) -> float:
+    population = Population(tenant, programs=PROGRAMS, seed=11, source="hr/bulk-sync")
+    records = population.registrations(n // 3, n - n // 3)
+    started = time.perf_counter()
+    await publish_raw(bootstrap, ((r.topic, r.key, r.value) for r in records))
+    return time.perf_counter() - started
+
+
+async def run_profiles(bootstrap: str, database_url: str, tenant: str, n: int) -> dict[str, Any]:
+    db = await asyncpg.connect(database_url)
+    proc = ServiceProcess(
+        "profiles",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DATABASE_URL": database_url,
+            "CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
+            "LOG_LEVEL": "WARNING",
+        },
+    )
+    started = time.perf_counter()
+    proc.start()
+    stored, peak, first_seen = 0, 0.0, None
+    try:
+        while True:
+            assert proc.process and proc.process.poll() is None, proc.tail()
+            peak = max(peak, peak_rss_mb(proc.process.pid))
+            stored = await db.fetchval(
+                "SELECT count(*) FROM profiles.enrolments WHERE tenant_id = $1", tenant
+            )
+            if stored and first_seen is None:
+                first_seen = time.perf_counter() - started
+            if stored >= n and await db.fetchval("SELECT count(*) = 0 FROM profiles.outbox"):
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    finally:
+        proc.stop()
+        await db.close()
+    return {
+        "elapsed_s": elapsed,
+        "startup_to_first_store_s": first_seen,
+        "peak_rss_mb": peak,
+        "stored": stored,
+    }
+
+
+async def main() -> None:
+    args = arguments(__doc__ or "", [("--events", {"type": int, "default": None})])
+    n = args.events or (20_000 if args.quick else 200_000)
+    tenant = f"bench-{uuid.uuid4().hex[:8]}"
+    async with real_infrastructure() as infra:
+        baseline = await kafka_baseline(infra.bootstrap_servers, n)
+        publish_s = await publish_population(infra.bootstrap_servers, tenant, n)
+        run = await run_profiles(infra.bootstrap_servers, infra.database_url, tenant, n)
+    rate = n / run["elapsed_s"]
+    emit(
+        {
+            "benchmark": "ingest",
+            "infrastructure": infra.origin,
+            "events": n,
+            "programs": PROGRAMS,
+            "publish_s": round(publish_s, 2),
+            "ingest_s": round(run["elapsed_s"], 2),
+            "startup_to_first_store_s": round(run["startup_to_first_store_s"] or 0, 2),
+            "events_per_s": round(rate),
+            "profiles_peak_rss_mb": round(run["peak_rss_mb"], 1),
+            "kafka_baseline": baseline,
+            "ratio_to_baseline_consume_produce": round(
+                rate / baseline["consume_produce_msgs_per_s"], 3
+            ),
+            "targets": {
+                "events_per_s": 13_000,
+                "ingest_s_for_200k": 15,
+                "ratio": 0.4,
+                "peak_rss_mb": 400,
+            },
+            "machine": machine(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,398 @@
+"""Top-k candidate mentors for many mentees at once, searched block by block.
+
+`criteria_values` and `eligible` score one mentee against the whole pool. A cohort needs every
+waiting mentee, so here a block of mentees is scored against the pool with one float32 matrix
+product, the hard rules become penalties or excluded columns, and only each mentee's best k
+mentors are kept: no mentees x mentors matrix is ever held. The kept pairs are then scored again
+exactly, pair by pair, with the float64 operations of `criteria_values` and the rules of `eligible`.
+
+The product's features, mentee side x mentor side:
+  goal weight / total per topic          x  topic_fit weight x expertise level / 5
+  one-hot time zone offset               x  timezone weight x value, or a penalty past the limit
+  one-hot seniority                      x  seniority weight x value, or a penalty under the gap
+  one-hot department                     x  department weight x value, or a penalty against the rule
+  1                                      x  languages + reputation + load for the language group
+Mentees are grouped by the languages they speak; a group only sees the mentors sharing one of
+them and having a free place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.matching.domain.config import CRITERIA, ProgramConfig
+from services.matching.domain.scoring import (
+    IDEAL_SENIORITY_GAP,
+    Candidate,
+    Mentee,
+    MentorPool,
+    utc_offset_hours,
+)
+from services.matching.domain.topics import normalise_topic
+
+CHUNK = 32  # columns per chunk: a block's top k lies in the k chunks with the highest maxima
+BLOCK_SCORES = 1 << 22  # float32 scores per block (16 MiB), so a block stays in the CPU's cache
+
+Ints = NDArray[np.int64]
+Floats = NDArray[np.float64]
+Bools = NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Each mentee's best eligible mentors, best first, ties by mentor id; -1 and -inf pad a row."""
+
+    mentors: Ints  # (mentees, k) rows of pool.mentors
+    scores: Floats  # (mentees, k) exact scores
+    complete: Bools  # (mentees,) the row holds every eligible mentor
+
+
+class BatchScorer:
+    """A cohort's mentees against a pool: exact per-pair criteria and a blocked top-k search.
+
+    Loads are read once, when the scorer is made: the `load` criterion and `Candidate.load` keep
+    that value, and which mentors still have a place is the `free` array passed to `top_k`.
+    """
+
+    def __init__(
+        self,
+        pool: MentorPool,
+        mentees: Sequence[Mentee],
+        config: ProgramConfig,
+        excluded: Mapping[str, set[str]] | None = None,
+    ) -> None:
+        self.pool, self.mentees, self.config = pool, list(mentees), config
+        self.weights = config.normalised_weights()
+        n, m = len(self.mentees), len(pool)
+        self.load = pool.load.copy()
+        self.free = np.maximum(pool.capacity - pool.load, 0)
+        self.load_value = np.clip(1 - self.load / np.maximum(pool.capacity, 1), 0, 1)
+        self.id_rank = np.empty(m, dtype=np.int64)
+        self.id_rank[sorted(range(m), key=lambda j: pool.mentors[j].person_id)] = np.arange(m)
+
+        topics = {t: i for i, t in enumerate(sorted(pool.expertise))}
+        self.expertise = np.zeros((len(topics) + 1, m))  # the last row: a topic nobody offers
+        for topic, (mentor_rows, levels) in pool.expertise.items():
+            self.expertise[topics[topic], mentor_rows] = levels
+        normalise = lru_cache(maxsize=None)(normalise_topic)
+        goals = [
+            [(topics.get(normalise(t), len(topics)), 4 - p) for t, p in me.goals]
+            for me in self.mentees
+        ]
+        width = max((len(g) for g in goals), default=0)
+        self.goal_topic = np.full((n, width), len(topics), dtype=np.int64)
+        self.goal_weight = np.zeros((n, width), dtype=np.int64)
+        for i, g in enumerate(goals):
+            if g:
+                self.goal_topic[i, : len(g)], self.goal_weight[i, : len(g)] = zip(*g, strict=True)
+        total = self.goal_weight.sum(axis=1)
+        self.goal_total = np.where(total == 0, 1, total)
+
+        codes = {c: i for i, c in enumerate(sorted(pool.languages))}
+        self.mentor_languages = np.array([pool.languages[c] for c in codes], dtype=float)
+        self.mentor_languages = self.mentor_languages.reshape(len(codes), m)
+        self.mentee_languages = np.zeros((n, len(codes)))
+        for i, me in enumerate(self.mentees):
+            for code in me.languages:
+                if code in codes:
+                    self.mentee_languages[i, codes[code]] += 1
+        self.language_count = np.array(
+            [max(len(me.languages), 1) for me in self.mentees], dtype=np.int64
+        )
+
+        offsets = {
+            tz: utc_offset_hours(tz, pool.now) for tz in {me.timezone for me in self.mentees}
+        }
+        self.offset = np.array([offsets[me.timezone] for me in self.mentees], dtype=float)
+        self.seniority = np.array(
+            [np.nan if me.seniority is None else me.seniority for me in self.mentees], dtype=float
+        )
+        departments: dict[str, int] = {}
+        self.mentor_department = np.array(
+            [
+                -1 if d is None else departments.setdefault(d, len(departments))
+                for d in pool.department
+            ],
+            dtype=np.int64,
+        )
+        self.mentee_department = np.array(
+            [
+                -1
+                if me.department is None
+                else departments.setdefault(me.department, len(departments))
+                for me in self.mentees
+            ],
+            dtype=np.int64,
+        )
+
+        forbidden = sorted(
+            {
+                i * m + pool.index[person]
+                for i, me in enumerate(self.mentees)
+                for person in (me.person_id, me.manager_id, *(excluded or {}).get(me.person_id, ()))
+                if person is not None and person in pool.index
+            }
+        )
+        self.forbidden = np.array(forbidden, dtype=np.int64)
+        self.forbidden_start = np.searchsorted(self.forbidden, np.arange(n + 1) * m)
+
+        signature = np.column_stack([self.mentee_languages, self.language_count])
+        _, self.language_group = np.unique(signature, axis=0, return_inverse=True)
+        self.language_group = self.language_group.reshape(n)
+        negative = sum(min(w, 0.0) for w in self.weights.values())
+        positive = sum(max(w, 0.0) for w in self.weights.values())
+        span = positive - negative + 1
+        self.lowest = negative  # no eligible pair scores less
+        self.penalty = 4 * span  # one broken rule sinks a pair below any eligible one
+        self.threshold = negative - span  # float32 scores above this are eligible
+        self._build_features(topics, goals)
+
+    # --- exact scores, pair by pair --------------------------------------------------------------
+
+    def values(self, rows: Ints, cols: Ints) -> dict[str, Floats]:
+        """`criteria_values` for mentee rows x mentor cols (broadcast), with the same float operations."""
+        pool = self.pool
+        shape = np.broadcast_shapes(rows.shape, cols.shape)
+        fit = np.zeros(shape)
+        for g in range(self.goal_topic.shape[1]):
+            fit = fit + self.goal_weight[rows, g] * self.expertise[self.goal_topic[rows, g], cols]
+        fit = fit / self.goal_total[rows]
+
+        shared = (self.mentee_languages[rows] * self.mentor_languages.T[cols]).sum(-1)
+        shared = np.broadcast_to(shared, shape) if shared.shape != shape else shared
+        languages = shared / self.language_count[rows]
+
+        gap_hours = _gap_hours(pool.utc_offset[cols], self.offset[rows])
+        timezone = np.clip(1 - gap_hours / 12, 0, 1)
+        seniority = _seniority_value(pool.seniority[cols] - self.seniority[rows])
+        department = _department_value(
+            self.mentee_department[rows],
+            self.mentor_department[cols],
+            self.config.rules.department == "same",
+        )
+        return {
+            "topic_fit": fit,
+            "languages": languages,
+            "timezone": np.broadcast_to(timezone, shape),
+            "seniority": np.broadcast_to(seniority, shape),
+            "department": np.broadcast_to(department, shape),
+            "reputation": np.broadcast_to(pool.reputation[cols], shape),
+            "load": np.broadcast_to(self.load_value[cols], shape),
+            "_shared_languages": shared,
+            "_gap_hours": np.broadcast_to(gap_hours, shape),
+        }
+
+    def eligible(self, rows: Ints, cols: Ints, values: dict[str, Floats], free: Ints) -> Bools:
+        """`eligible` for the pairs, with `free` places per mentor instead of capacity - load."""
+        ok = (values["_shared_languages"] > 0) & (free[cols] > 0)
+        keys = rows * len(self.pool) + cols
+        at = np.minimum(np.searchsorted(self.forbidden, keys), max(len(self.forbidden) - 1, 0))
+        if len(self.forbidden):
+            ok &= self.forbidden[at] != keys
+        rules = self.config.rules
+        if rules.max_timezone_difference_hours is not None:
+            ok &= values["_gap_hours"] <= rules.max_timezone_difference_hours
+        if rules.department != "any":
+            mentee_department = self.mentee_department[rows]
+            same = self.mentor_department[cols] == mentee_department
+            ok &= same & (mentee_department >= 0) if rules.department == "same" else ~same
+        if rules.min_seniority_gap is not None:
+            gap = self.pool.seniority[cols] - self.seniority[rows]
+            ok &= np.isnan(gap) | (gap >= rules.min_seniority_gap)
+        return np.asarray(ok)
+
+    def score(self, values: dict[str, Floats]) -> Floats:
+        """The weighted sum, added up in the order `rank` adds it."""
+        total: Floats | int = 0
+        for c in CRITERIA:
+            total = total + self.weights[c] * values[c]
+        return np.asarray(total, dtype=float)
+
+    def candidates(self, rows: Ints, cols: Ints) -> list[Candidate]:
+        """The `Candidate` of each pair (rows[i], cols[i]), as `rank` would have made it."""
+        values = self.values(rows, cols)
+        scores = self.score(values)
+        per_criterion = {c: values[c].tolist() for c in CRITERIA}
+        return [
+            Candidate(
+                self.pool.mentors[j],
+                s,
+                {c: per_criterion[c][i] for c in CRITERIA},
+                int(self.load[j]),
+            )
+            for i, (j, s) in enumerate(zip(cols.tolist(), scores.tolist(), strict=True))
+        ]
+
+    # --- blocked top-k search --------------------------------------------------------------------
+
+    def top_k(self, k: int, mentees: Ints | None = None, free: Ints | None = None) -> TopK:
+        """The best k eligible mentors of each mentee (rows of `mentees`, default all of them)."""
+        rows_all = np.arange(len(self.mentees)) if mentees is None else np.asarray(mentees)
+        free = self.free if free is None else free
+        found = TopK(
+            np.full((len(rows_all), k), -1, dtype=np.int64),
+            np.full((len(rows_all), k), -np.inf),
+            np.zeros(len(rows_all), dtype=bool),
+        )
+        groups = self.language_group[rows_all]
+        order = np.argsort(groups, kind="stable")
+        bounds = np.flatnonzero(np.diff(groups[order])) + 1
+        for positions in np.split(order, bounds) if len(order) else []:
+            self._top_k_group(k, rows_all, positions, free, found)
+        return found
+
+    def _top_k_group(
+        self, k: int, rows_all: Ints, positions: Ints, free: Ints, found: TopK
+    ) -> None:
+        first = rows_all[positions[0]]
+        shared = self.mentee_languages[first] @ self.mentor_languages
+        cols = np.flatnonzero((shared > 0) & (free > 0))
+        if not len(cols):
+            found.complete[positions] = True
+            return
+        w = self.weights
+        group_value = (
+            w["languages"] * (shared / self.language_count[first])
+            + w["reputation"] * self.pool.reputation
+            + w["load"] * self.load_value
+        )
+        width = -(-len(cols) // CHUNK) * CHUNK
+        features = np.zeros((self.mentor_features.shape[0] + 1, width), dtype=np.float32)
+        features[:-1, : len(cols)] = self.mentor_features[:, cols]
+        features[-1, : len(cols)] = group_value[cols]
+        features[-1, len(cols) :] = -2 * self.penalty
+        column_of = np.full(len(self.pool), -1, dtype=np.int64)
+        column_of[cols] = np.arange(len(cols))
+
+        block = max(16, BLOCK_SCORES // width)
+        for start in range(0, len(positions), block):
+            at = positions[start : start + block]
+            rows = rows_all[at]
+            scores = self.mentee_features[rows] @ features
+            self._forbid(scores, rows, column_of)
+            picked, approx = _select(scores, k)
+            valid = approx > self.threshold
+            mentors = np.where(valid, cols[np.minimum(picked, len(cols) - 1)], 0)
+            values = self.values(rows[:, None], mentors)
+            ok = valid & self.eligible(rows[:, None], mentors, values, free)
+            exact = np.where(ok, self.score(values), -np.inf)
+            best = np.lexsort((self.id_rank[mentors], -exact), axis=-1)
+            found.mentors[at, : best.shape[1]] = np.take_along_axis(
+                np.where(ok, mentors, -1), best, 1
+            )
+            found.scores[at, : best.shape[1]] = np.take_along_axis(exact, best, 1)
+            found.complete[at] = (width <= k) | (valid.sum(axis=1) < k)
+
+    def _forbid(self, scores: NDArray[np.float32], rows: Ints, column_of: Ints) -> None:
+        """Self, own manager and excluded pairs of these mentees can never be picked."""
+        starts, ends = self.forbidden_start[rows], self.forbidden_start[rows + 1]
+        counts = ends - starts
+        if not counts.any():
+            return
+        local = np.repeat(np.arange(len(rows)), counts)
+        flat = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts - starts, counts)
+        column = column_of[self.forbidden[flat] % len(self.pool)]
+        keep = column >= 0
+        scores[local[keep], column[keep]] = -np.inf
+
+    def _build_features(self, topics: dict[str, int], goals: list[list[tuple[int, int]]]) -> None:
+        """The float32 feature matrices of the product (see the module docstring)."""
+        pool, rules, w, n = self.pool, self.config.rules, self.weights, len(self.mentees)
+        used = sorted({t for g in goals for t, _ in g if t < len(topics)})
+        topic_column = {t: i for i, t in enumerate(used)}
+        goal_share = np.zeros((n, len(used)))
+        for i, g in enumerate(goals):
+            for t, weight in g:
+                if t in topic_column:
+                    goal_share[i, topic_column[t]] += weight / self.goal_total[i]
+        mentor_parts = [w["topic_fit"] * self.expertise[used]]
+        mentee_parts = [goal_share]
+
+        zones, zone_of = np.unique(self.offset, return_inverse=True)
+        gap_hours = _gap_hours(pool.utc_offset[None, :], zones[:, None])
+        zone_rows = w["timezone"] * np.clip(1 - gap_hours / 12, 0, 1)
+        if rules.max_timezone_difference_hours is not None:
+            zone_rows -= self.penalty * (gap_hours > rules.max_timezone_difference_hours)
+        mentor_parts.append(zone_rows)
+        mentee_parts.append(_one_hot(zone_of.reshape(n), len(zones)))
+
+        known = ~np.isnan(self.seniority)
+        levels, level_of = np.unique(self.seniority[known], return_inverse=True)
+        levels = np.append(levels, np.nan)  # the last level: seniority not known
+        seniority_of = np.full(n, len(levels) - 1)
+        seniority_of[known] = level_of.reshape(-1)
+        gap = pool.seniority[None, :] - levels[:, None]
+        level_rows = w["seniority"] * _seniority_value(gap)
+        if rules.min_seniority_gap is not None:
+            level_rows -= self.penalty * ~(np.isnan(gap) | (gap >= rules.min_seniority_gap))
+        mentor_parts.append(level_rows)
+        mentee_parts.append(_one_hot(seniority_of, len(levels)))
+
+        departments, department_of = np.unique(self.mentee_department, return_inverse=True)
+        mentee_department, mentor_department = departments[:, None], self.mentor_department[None, :]
+        prefers_same = rules.department == "same"
+        department_rows = w["department"] * _department_value(
+            mentee_department, mentor_department, prefers_same
+        )
+        if rules.department != "any":
+            same = mentor_department == mentee_department
+            allowed = same & (mentee_department >= 0) if prefers_same else ~same
+            department_rows -= self.penalty * ~allowed
+        mentor_parts.append(department_rows)
+        mentee_parts.append(_one_hot(department_of.reshape(n), len(departments)))
+
+        mentee_parts.append(np.ones((n, 1)))
+        self.mentor_features = np.vstack(mentor_parts).astype(np.float32)
+        self.mentee_features = np.hstack(mentee_parts).astype(np.float32)
+
+
+def _gap_hours(mentor_offset: Floats, mentee_offset: Floats) -> Floats:
+    gap_hours = np.abs(mentor_offset - mentee_offset)
+    return np.minimum(gap_hours, 24 - gap_hours)
+
+
+def _seniority_value(gap: Floats) -> Floats:
+    """Mentor's seniority minus mentee's: 1 inside the ideal gap, 0.5 when either is unknown."""
+    low, high = IDEAL_SENIORITY_GAP
+    value = np.where(
+        gap < low, 0.0, np.where(gap <= high, 1.0, np.clip(1 - (gap - high) / 5, 0, 1))
+    )
+    return np.where(np.isnan(gap), 0.5, value)
+
+
+def _department_value(mentee: Ints, mentor: Ints, prefers_same: bool) -> Floats:
+    """Department codes, -1 when not known (0.5); otherwise 1 when same-ness is what is preferred."""
+    return np.where(
+        (mentee < 0) | (mentor < 0), 0.5, np.where((mentor == mentee) == prefers_same, 1.0, 0.0)
+    )
+
+
+def _one_hot(index: Ints, width: int) -> Floats:
+    out = np.zeros((len(index), width))
+    out[np.arange(len(index)), index] = 1.0
+    return out
+
+
+def _select(scores: NDArray[np.float32], k: int) -> tuple[Ints, NDArray[np.float32]]:
+    """Each row's k highest columns (unordered) and their scores.
+
+    Chunk c holds the columns c, c + n, c + 2n, ... (n chunks): the k highest scores of a row all
+    lie in its k chunks with the highest maxima, so only k x CHUNK columns are partitioned.
+    """
+    rows, width = scores.shape
+    k = min(k, width)
+    chunks = width // CHUNK
+    if chunks <= k:
+        picked = np.argpartition(scores, width - k, axis=1)[:, width - k :]
+        return picked, np.take_along_axis(scores, picked, 1)
+    chunk_max = scores.reshape(rows, CHUNK, chunks).max(axis=1)
+    best = np.argpartition(chunk_max, chunks - k, axis=1)[:, chunks - k :]
+    columns = (best[:, :, None] + np.arange(CHUNK) * chunks).reshape(rows, k * CHUNK)
+    values = np.take_along_axis(scores, columns, 1)
+    top = np.argpartition(values, k * CHUNK - k, axis=1)[:, k * CHUNK - k :]
+    return np.take_along_axis(columns, top, 1), np.take_along_axis(values, top, 1)

@@ -1,0 +1,161 @@
+"""End to end: an HR system publishes raw CloudEvents, a proposal appears, two emails arrive.
+
+Everything is real: the three services as processes, Kafka, PostgreSQL, and an SMTP server the
+test runs itself. The HR side uses a plain Kafka producer and hand-written JSON, not our code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from shared.infra import Endpoints
+from tests.support import (
+    ServiceProcess,
+    TopicReader,
+    free_port,
+    of_tenant,
+    publish_raw,
+    running,
+    unique,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        return [m for m in self.messages if address in m["To"]]
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+async def system(
+    service_env: dict[str, str], smtp: tuple[Inbox, int]
+) -> AsyncIterator[dict[str, ServiceProcess]]:
+    env = {**service_env, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp[1])}
+    async with running(["profiles", "matching", "notifications"], env) as procs:
+        yield procs
+
+
+def hr_event(type_: str, tenant: str, event_id: str, data: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "hr/acme-workday",
+            "type": type_,
+            "time": "2026-11-02T08:30:00Z",
+            "datacontenttype": "application/json",
+            "tenantid": tenant,
+            "data": data,
+        }
+    ).encode()
+
+
+async def test_registrations_become_a_proposal_and_two_emails(
+    infra: Endpoints, smtp: tuple[Inbox, int], system: dict[str, ServiceProcess]
+) -> None:
+    inbox, _ = smtp
+    tenant = unique("acme")
+    mentor_email, mentee_email = f"marie@{tenant}.example", f"nicolas@{tenant}.example"
+    mentor = {
+        "person_id": "e-100",
+        "program_id": "leaders-2026",
+        "display_name": "Marie Curie",
+        "email": mentor_email,
+        "languages": ["fr", "en"],
+        "timezone": "Europe/Paris",
+        "department": "research",
+        "seniority": 8,
+        "expertise": [
+            {"topic": "Public speaking", "level": 5},
+            {"topic": "training design", "level": 4},
+        ],
+        "capacity": 2,
+    }
+    mentee = {
+        "person_id": "e-200",
+        "program_id": "leaders-2026",
+        "display_name": "Nicolas Martin",
+        "email": mentee_email,
+        "languages": ["fr"],
+        "timezone": "Europe/Paris",
+        "department": "sales",
+        "seniority": 3,
+        "goals": [
+            {"topic": "public speaking", "priority": 1},
+            {"topic": "Training Design", "priority": 2},
+        ],
+    }
+    async with TopicReader(infra.bootstrap_servers, "match-proposed") as reader:
+        await publish_raw(
+            infra.bootstrap_servers,
+            [
+                (
+                    "mentor-registered",
+                    b"e-100",
+                    hr_event("mentor-registered", tenant, "hr-1", mentor),
+                ),
+                (
+                    "mentee-registered",
+                    b"e-200",
+                    hr_event("mentee-registered", tenant, "hr-2", mentee),
+                ),
+            ],
+        )
+        (record,) = await reader.collect(
+            lambda rs: len(rs) >= 1, keep=of_tenant(tenant), timeout=60
+        )
+    proposal = json.loads(record.value)["data"]
+    assert (proposal["mentee_id"], proposal["mentor_id"], proposal["program_id"]) == (
+        "e-200",
+        "e-100",
+        "leaders-2026",
+    )
+    assert 0 < proposal["score"] <= 1
+    reasons = {i["criterion"]: i["reason"] for i in proposal["explanation"]}
+    assert reasons["topic_fit"] == "Covers 2 of your 2 goals: public speaking, Training Design"
+    assert reasons["languages"] == "You both speak French"
+    assert sum(i["contribution"] for i in proposal["explanation"]) == pytest.approx(
+        proposal["score"], abs=1e-6
+    )
+
+    deadline = time.monotonic() + 60
+    while not (inbox.to(mentor_email) and inbox.to(mentee_email)):
+        assert time.monotonic() < deadline, (
+            f"emails not received; got {[m['To'] for m in inbox.messages]}"
+        )
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2)  # anything more that would arrive (a duplicate) has time to
+    assert len(inbox.to(mentor_email)) == 1 and len(inbox.to(mentee_email)) == 1
+    to_mentee = inbox.to(mentee_email)[0]
+    assert (
+        to_mentee["Message-ID"]
+        and to_mentee["Message-ID"] != inbox.to(mentor_email)[0]["Message-ID"]
+    )
