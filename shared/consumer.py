@@ -50,8 +50,10 @@ class EventPipeline:
         apply: Apply,
         registry: CollectorRegistry,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.service = service
+        self.on_failure = on_failure  # e.g. drop caches that the rolled-back work updated
         self.schema = schema
         self.apply = apply
         self.max_event_bytes = max_event_bytes
@@ -67,6 +69,15 @@ class EventPipeline:
     async def handle(self, records: Sequence[Any]) -> None:
         """Process a batch; raises (after a backoff pause) when the database is unreachable."""
         assert self.pool is not None, "pipeline used before the service started"
+        try:
+            await self._handle(records)
+        except BaseException:
+            if self.on_failure:
+                self.on_failure()
+            raise
+
+    async def _handle(self, records: Sequence[Any]) -> None:
+        assert self.pool is not None
         try:
             async with transaction(self.pool) as conn:
                 await self._process(conn, records)

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from shared.db.migrations import migrate
-from shared.stack import REPO_ROOT, StackConfig, down, start_infra
+from shared.stack import REPO_ROOT, StackConfig, down, start_infra, status
 from shared.topics import create_topics
 
 
@@ -60,14 +60,15 @@ async def real_infrastructure() -> AsyncIterator[Endpoints]:
             yield endpoints
     else:
         cfg = testing_stack_config()
+        already_running = all(c.running for c in status(cfg) if c.name in ("kafka", "postgres"))
         await start_infra(cfg, provision=False)
         endpoints = Endpoints(cfg.bootstrap_servers, cfg.database_url, "local stack")
         try:
             await _provision(endpoints)
             yield endpoints
         finally:
-            if not os.environ.get("MENTORNET_TEST_KEEP_STACK"):
-                down(cfg)
+            if not already_running and not os.environ.get("MENTORNET_TEST_KEEP_STACK"):
+                down(cfg)  # only what this run started
 
 
 async def _provision(endpoints: Endpoints) -> None:

@@ -5,6 +5,8 @@ Every variable is documented in the README; the defaults match `mentornet stack 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,4 +39,5 @@ class ServiceSettings(BaseSettings):
     max_event_bytes: int = 256 * 1024  # larger ingress records are dead-lettered
     batch_max_records: int = 1000  # records handled per transaction
     consumer_group: str | None = None  # default: the service name
+    consumer_offset_reset: Literal["earliest", "latest"] = "earliest"  # where a new group starts
     environment: str = "local"  # "production" refuses to start without TLS and authentication

@@ -27,3 +27,17 @@ async def db(infra: Endpoints) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 def service_env(infra: Endpoints) -> dict[str, str]:
     return {"KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers, "DATABASE_URL": infra.database_url}
+
+
+LAYERS = ("unit", "integration", "e2e", "fault")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fast layers first, and heavy fault suites last so their traffic delays no other test."""
+
+    def layer(item: pytest.Item) -> int:
+        return next(
+            (i for i, name in enumerate(LAYERS) if item.get_closest_marker(name)), len(LAYERS)
+        )
+
+    items.sort(key=layer)

@@ -193,6 +193,25 @@ class ServiceProcess:
                 await asyncio.sleep(0.2)
         raise AssertionError(f"{self.name} not ready in {timeout}s\n{self.tail()}")
 
+    async def wait_assigned(self, timeout: float = 60.0) -> None:
+        """Wait until the service's consumer group is stable with every partition assigned."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        group = self.env["CONSUMER_GROUP"]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"])
+        await admin.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                (response,) = await admin.describe_consumer_groups([group])
+                _, _, state, _, _, members = response.groups[0]
+                if state == "Stable" and members:
+                    return
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+        raise AssertionError(f"{self.name}: consumer group {group} not stable in {timeout}s")
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
 from faststream.kafka.annotations import KafkaMessage
 
 from services.matching.handlers import apply_events, expire_due
+from services.matching.pools import PoolCache
 from shared.consumer import EventPipeline
 from shared.db.outbox import enqueue
 from shared.db.pool import transaction
@@ -36,15 +38,21 @@ class MatchingSettings(ServiceSettings):
 
 def build(settings: ServiceSettings) -> AsgiFastStream:
     runtime = Runtime(NAME, settings)
+    pools = PoolCache()
     pipeline = EventPipeline(
-        NAME, NAME, apply_events, runtime.registry, max_event_bytes=settings.max_event_bytes
+        NAME,
+        NAME,
+        functools.partial(apply_events, pools=pools),
+        runtime.registry,
+        max_event_bytes=settings.max_event_bytes,
+        on_failure=pools.forget_all,
     )
     interval = getattr(settings, "expiry_interval_seconds", 1.0)
     timers: list[asyncio.Task[None]] = []
 
     async def open_pipeline(rt: Runtime) -> None:
         pipeline.pool = rt.pool
-        timers.append(asyncio.create_task(_expire_forever(rt, interval), name="expiry"))
+        timers.append(asyncio.create_task(_expire_forever(rt, pools, interval), name="expiry"))
 
     async def stop_timers() -> None:
         for task in timers:
@@ -61,7 +69,7 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=20,
-        auto_offset_reset="earliest",
+        auto_offset_reset=settings.consumer_offset_reset,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="matching-input",
         description="Enrolments, responses, sessions and program settings.",
@@ -73,14 +81,15 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
     return create_app(runtime)
 
 
-async def _expire_forever(runtime: Runtime, interval: float) -> None:
+async def _expire_forever(runtime: Runtime, pools: PoolCache, interval: float) -> None:
     """Every replica runs this; program locks make each expiry happen once."""
     while True:
         try:
             async with transaction(runtime.pool) as conn:
-                await enqueue(conn, NAME, await expire_due(conn))
+                await enqueue(conn, NAME, await expire_due(conn, pools))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # keep expiring after a database outage
+            pools.forget_all()
             log.warning("expiry pass failed", error=repr(exc))
         await asyncio.sleep(interval)

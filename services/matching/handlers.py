@@ -16,7 +16,8 @@ import asyncpg
 
 from services.matching import repository as repo
 from services.matching.domain.explain import explain
-from services.matching.domain.scoring import Candidate, Mentee, MentorPool, rank
+from services.matching.domain.scoring import Candidate, Mentee, rank
+from services.matching.pools import PoolCache
 from shared.consumer import Incoming, bind_event
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import MatchConfirmed, MatchEnded, MatchProposed
@@ -35,6 +36,7 @@ class Work:
     """What one transaction does: records to publish and programs to rematch."""
 
     now: datetime
+    pools: PoolCache
     out: list[OutboxRecord] = field(default_factory=list)
     # program -> mentees to try (None: the whole waitlist, because capacity was freed or added)
     rematch: dict[tuple[str, str], set[str] | None] = field(default_factory=dict)
@@ -54,8 +56,10 @@ class Work:
         self.out.append(OutboxRecord.of_event(topic, key, event))
 
 
-async def apply_events(conn: asyncpg.Connection, batch: list[Incoming]) -> list[OutboxRecord]:
-    work = Work(now=datetime.now(UTC))
+async def apply_events(
+    conn: asyncpg.Connection, batch: list[Incoming], pools: PoolCache
+) -> list[OutboxRecord]:
+    work = Work(now=datetime.now(UTC), pools=pools)
     matches = await repo.matches_by_id(
         conn, [i.event.data.match_id for i in batch if i.event.type in MATCH_EVENTS]
     )
@@ -169,7 +173,7 @@ async def on_cohort_requested(conn: asyncpg.Connection, work: Work, incoming: In
     mentees = await repo.waiting_mentees(conn, event.tenantid, request.program_id, limit=1_000_000)
     if not mentees:
         return
-    pool = MentorPool(await repo.load_mentors(conn, event.tenantid, request.program_id), work.now)
+    pool = await work.pools.get(conn, event.tenantid, request.program_id, work.now)
     excluded = await repo.past_pairs(
         conn, event.tenantid, request.program_id, [m.person_id for m in mentees]
     )
@@ -191,7 +195,7 @@ async def rematch(conn: asyncpg.Connection, work: Work) -> None:
         )
         if not mentees:
             continue
-        pool = MentorPool(await repo.load_mentors(conn, tenant_id, program_id), work.now)
+        pool = await work.pools.get(conn, tenant_id, program_id, work.now)
         excluded = await repo.past_pairs(
             conn, tenant_id, program_id, [m.person_id for m in mentees]
         )
@@ -244,9 +248,11 @@ async def _propose(
     await repo.insert_proposals(conn, proposals)
 
 
-async def expire_due(conn: asyncpg.Connection, now: datetime | None = None) -> list[OutboxRecord]:
+async def expire_due(
+    conn: asyncpg.Connection, pools: PoolCache, now: datetime | None = None
+) -> list[OutboxRecord]:
     """Expire unanswered proposals past their deadline, then rematch their programs."""
-    work = Work(now=now or datetime.now(UTC))
+    work = Work(now=now or datetime.now(UTC), pools=pools)
     programs = await repo.due_programs(conn, work.now)
     await repo.lock_programs(conn, programs)
     for tenant_id, program_id in programs:

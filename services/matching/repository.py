@@ -75,6 +75,8 @@ async def upsert_mentor(conn: asyncpg.Connection, tenant_id: str, e: EnrolmentUp
         e.capacity,
         e.registered_at,
     )
+    if stored:
+        await bump_pool(conn, tenant_id, e.program_id)
     return bool(stored)
 
 
@@ -114,6 +116,8 @@ async def delete_enrolment(
         program_id,
         person_id,
     )
+    if deleted and role == "mentor":
+        await bump_pool(conn, tenant_id, program_id)
     return bool(deleted)
 
 
@@ -210,8 +214,34 @@ class NewProposal:
     expires_at: datetime
 
 
+class StalePool(Exception):
+    """A replica's in-memory pool was out of date: the database refused to exceed a capacity."""
+
+
+async def pool_version(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> int:
+    version = await conn.fetchval(
+        "SELECT version FROM pool_versions WHERE tenant_id = $1 AND program_id = $2",
+        tenant_id,
+        program_id,
+    )
+    return int(version or 0)
+
+
+async def bump_pool(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> None:
+    """Tell every replica's cache that this program's pool changed behind its back."""
+    await conn.execute(
+        """INSERT INTO pool_versions AS v (tenant_id, program_id, version) VALUES ($1, $2, 1)
+           ON CONFLICT (tenant_id, program_id) DO UPDATE SET version = v.version + 1""",
+        tenant_id,
+        program_id,
+    )
+
+
 async def insert_proposals(conn: asyncpg.Connection, proposals: Sequence[NewProposal]) -> None:
-    """Store proposals and take one capacity slot of each mentor, in the caller's transaction."""
+    """Store proposals and take one capacity slot of each mentor, in the caller's transaction.
+
+    The load update refuses to pass a capacity, whatever the caller believed: the database is the
+    last guard of the capacity rule (raises StalePool, and the batch is retried on fresh data)."""
     if not proposals:
         return
     await conn.executemany(
@@ -303,6 +333,7 @@ async def close(conn: asyncpg.Connection, match: asyncpg.Record, status: str, at
         match["program_id"],
         match["mentor_id"],
     )
+    await bump_pool(conn, match["tenant_id"], match["program_id"])
     await conn.execute(
         """UPDATE mentees SET status = 'waiting', waiting_since = $4
            WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3""",
@@ -383,6 +414,12 @@ async def record_session(
             match["mentor_id"],
             mentor_rating,
         )
+        for row in await conn.fetch(
+            "SELECT program_id FROM mentors WHERE tenant_id = $1 AND person_id = $2",
+            match["tenant_id"],
+            match["mentor_id"],
+        ):
+            await bump_pool(conn, match["tenant_id"], row["program_id"])
 
 
 def explanation_json(items: Sequence[object]) -> list[dict[str, object]]:

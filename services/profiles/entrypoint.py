@@ -37,7 +37,7 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         group_id=settings.consumer_group or NAME,
         batch=True,
         max_records=settings.batch_max_records,
-        auto_offset_reset="earliest",
+        auto_offset_reset=settings.consumer_offset_reset,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="profiles-ingress",
         description="HR registrations and offboardings, validated against contract v1.",
