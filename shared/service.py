@@ -14,7 +14,7 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from shared.db.outbox import OutboxRelay
@@ -40,6 +40,13 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.on_ready: list[Callable[[Runtime], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.consumer_lag = Gauge(
+            "mentornet_consumer_lag",
+            "Records not yet consumed",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self._lag_task: asyncio.Task[None] | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -66,10 +73,32 @@ class Runtime:
         self.relay.start()
         for hook in self.on_ready:
             await hook(self)
+        self._lag_task = asyncio.create_task(self._measure_lag(), name="consumer-lag")
         log.info("service started", http_port=self.settings.http_port)
+
+    async def _measure_lag(self, every: float = 5.0) -> None:
+        """Consumer lag per partition (highwater minus position), for /metrics and autoscaling."""
+        while True:
+            await asyncio.sleep(every)
+            for subscriber in self.broker.subscribers:
+                consumer = getattr(subscriber, "consumer", None)
+                if consumer is None:
+                    continue
+                with contextlib.suppress(Exception):  # a rebalance may be under way
+                    for tp in consumer.assignment():
+                        highwater = consumer.highwater(tp)
+                        if highwater is not None:
+                            position = await consumer.position(tp)
+                            self.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                                highwater - position
+                            )
 
     async def stop(self) -> None:
         """Runs after the broker has drained in-flight messages."""
+        if self._lag_task:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
         for hook in self.on_stop:
             await hook()
         if self.relay:

@@ -11,6 +11,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.kafka.annotations import KafkaMessage
 
 from services.matching.handlers import apply_events, expire_due
+from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
 from shared.consumer import EventPipeline
 from shared.db.outbox import enqueue
@@ -39,10 +40,11 @@ class MatchingSettings(ServiceSettings):
 def build(settings: ServiceSettings) -> AsgiFastStream:
     runtime = Runtime(NAME, settings)
     pools = PoolCache()
+    metrics = MatchingMetrics.create(runtime.registry)
     pipeline = EventPipeline(
         NAME,
         NAME,
-        functools.partial(apply_events, pools=pools),
+        functools.partial(apply_events, pools=pools, metrics=metrics),
         runtime.registry,
         max_event_bytes=settings.max_event_bytes,
         on_failure=pools.forget_all,
@@ -52,7 +54,9 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
 
     async def open_pipeline(rt: Runtime) -> None:
         pipeline.pool = rt.pool
-        timers.append(asyncio.create_task(_expire_forever(rt, pools, interval), name="expiry"))
+        timers.append(
+            asyncio.create_task(_expire_forever(rt, pools, metrics, interval), name="expiry")
+        )
 
     async def stop_timers() -> None:
         for task in timers:
@@ -81,12 +85,14 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
     return create_app(runtime)
 
 
-async def _expire_forever(runtime: Runtime, pools: PoolCache, interval: float) -> None:
+async def _expire_forever(
+    runtime: Runtime, pools: PoolCache, metrics: MatchingMetrics, interval: float
+) -> None:
     """Every replica runs this; program locks make each expiry happen once."""
     while True:
         try:
             async with transaction(runtime.pool) as conn:
-                await enqueue(conn, NAME, await expire_due(conn, pools))
+                await enqueue(conn, NAME, await expire_due(conn, pools, metrics))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # keep expiring after a database outage

@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from services.matching import repository as repo
+from services.matching.domain.config import ProgramConfig
 from services.matching.domain.explain import explain
 from services.matching.domain.scoring import Candidate, Mentee, rank
+from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
 from shared.consumer import Incoming, bind_event
 from shared.contract.envelope import CloudEvent
@@ -37,6 +39,7 @@ class Work:
 
     now: datetime
     pools: PoolCache
+    metrics: MatchingMetrics
     out: list[OutboxRecord] = field(default_factory=list)
     # program -> mentees to try (None: the whole waitlist, because capacity was freed or added)
     rematch: dict[tuple[str, str], set[str] | None] = field(default_factory=dict)
@@ -57,9 +60,9 @@ class Work:
 
 
 async def apply_events(
-    conn: asyncpg.Connection, batch: list[Incoming], pools: PoolCache
+    conn: asyncpg.Connection, batch: list[Incoming], pools: PoolCache, metrics: MatchingMetrics
 ) -> list[OutboxRecord]:
-    work = Work(now=datetime.now(UTC), pools=pools)
+    work = Work(now=datetime.now(UTC), pools=pools, metrics=metrics)
     matches = await repo.matches_by_id(
         conn, [i.event.data.match_id for i in batch if i.event.type in MATCH_EVENTS]
     )
@@ -131,6 +134,7 @@ async def on_match_responded(conn: asyncpg.Connection, work: Work, incoming: Inc
     match = await repo.record_acceptance(conn, match["match_id"], side, event.time)
     if match["mentee_accepted_at"] and match["mentor_accepted_at"]:
         await repo.confirm(conn, match, work.now)
+        work.metrics.confirmed.inc()
         confirmed = MatchConfirmed(
             match_id=match["match_id"],
             program_id=match["program_id"],
@@ -213,13 +217,15 @@ async def _propose(
     work: Work,
     cause: CloudEvent,
     program_id: str,
-    config: object,
+    config: ProgramConfig,
     pairs: list[tuple[Mentee, Candidate]],
 ) -> None:
-    expires_at = work.now + timedelta(hours=config.response_deadline_hours)  # type: ignore[attr-defined]
+    expires_at = work.now + timedelta(hours=config.response_deadline_hours)
     proposals = []
     for mentee, candidate in pairs:
-        score, items = explain(candidate, mentee, config, work.now)  # type: ignore[arg-type]
+        score, items = explain(candidate, mentee, config, work.now)
+        if mentee.waiting_since is not None:
+            work.metrics.time_to_match.observe((work.now - mentee.waiting_since).total_seconds())
         proposal = repo.NewProposal(
             match_id=str(uuid.uuid4()),
             tenant_id=cause.tenantid,
@@ -246,13 +252,17 @@ async def _propose(
             CloudEvent.new("match-proposed", SOURCE, cause.tenantid, proposed, cause=cause),
         )
     await repo.insert_proposals(conn, proposals)
+    work.metrics.proposals.labels(config.mode).inc(len(proposals))
 
 
 async def expire_due(
-    conn: asyncpg.Connection, pools: PoolCache, now: datetime | None = None
+    conn: asyncpg.Connection,
+    pools: PoolCache,
+    metrics: MatchingMetrics,
+    now: datetime | None = None,
 ) -> list[OutboxRecord]:
     """Expire unanswered proposals past their deadline, then rematch their programs."""
-    work = Work(now=now or datetime.now(UTC), pools=pools)
+    work = Work(now=now or datetime.now(UTC), pools=pools, metrics=metrics)
     programs = await repo.due_programs(conn, work.now)
     await repo.lock_programs(conn, programs)
     for tenant_id, program_id in programs:
@@ -283,6 +293,7 @@ def _publish_ended(
 ) -> None:
     event = _event("match-ended", match, _ended(match, outcome, ended_by), cause)
     work.publish("match-ended", match["match_id"], event)
+    work.metrics.ended.labels(outcome).inc()
 
 
 def _event(type_: str, match: asyncpg.Record, data: object, cause: CloudEvent) -> CloudEvent:

@@ -160,7 +160,7 @@ async def waiting_mentees(
 ) -> list[Mentee]:
     """Waiting mentees, longest-waiting first; `only` narrows to mentees that just arrived."""
     rows = await conn.fetch(
-        """SELECT person_id, languages, timezone, department, seniority, manager_id, goals
+        """SELECT person_id, languages, timezone, department, seniority, manager_id, goals, waiting_since
            FROM mentees
            WHERE tenant_id = $1 AND program_id = $2 AND status = 'waiting'
              AND ($3::text[] IS NULL OR person_id = ANY($3::text[]))
@@ -179,6 +179,7 @@ async def waiting_mentees(
             seniority=r["seniority"],
             manager_id=r["manager_id"],
             goals=tuple((g["topic"], g["priority"]) for g in r["goals"]),
+            waiting_since=r["waiting_since"],
         )
         for r in rows
     ]

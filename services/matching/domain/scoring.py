@@ -72,6 +72,7 @@ class Mentor(Person):
 @dataclass(frozen=True)
 class Mentee(Person):
     goals: tuple[tuple[str, int], ...] = ()  # (topic, priority 1..3)
+    waiting_since: datetime | None = None
 
 
 @dataclass

@@ -1,0 +1,36 @@
+"""matching's own Prometheus metrics, beside FastStream's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+@dataclass(frozen=True)
+class MatchingMetrics:
+    proposals: Counter
+    confirmed: Counter
+    ended: Counter
+    time_to_match: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> MatchingMetrics:
+        return cls(
+            proposals=Counter("mentornet_proposals", "Proposals made", ["mode"], registry=registry),
+            confirmed=Counter(
+                "mentornet_matches_confirmed", "Matches both sides accepted", registry=registry
+            ),
+            ended=Counter(
+                "mentornet_matches_ended",
+                "Proposals or matches ended",
+                ["outcome"],
+                registry=registry,
+            ),
+            time_to_match=Histogram(
+                "mentornet_time_to_match_seconds",
+                "From joining the waitlist to a proposal",
+                buckets=(0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 3600, 86400, 7 * 86400),
+                registry=registry,
+            ),
+        )
