@@ -13,7 +13,7 @@ changes nothing. A database or broker outage raises, so the subscriber rewinds a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,9 @@ class EventPipeline:
         registry: CollectorRegistry,
         max_event_bytes: int = MAX_EVENT_BYTES,
         on_failure: Callable[[], None] | None = None,
+        signing_keys: Mapping[str, bytes] | None = None,
     ) -> None:
+        self.signing_keys = dict(signing_keys or {})
         self.service = service
         self.on_failure = on_failure  # e.g. drop caches that the rolled-back work updated
         self.schema = schema
@@ -105,6 +107,7 @@ class EventPipeline:
                     topic=record.topic,
                     key=record.key,
                     max_bytes=self.max_event_bytes,
+                    signing_keys=self.signing_keys,
                 )
             except Rejected as rejected:
                 outgoing.append(dead_letter(record, self.service, rejected.code, rejected.reason))

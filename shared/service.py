@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
+from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from shared.consumer import Apply, EventPipeline
 from shared.db.outbox import OutboxRelay
 from shared.db.pool import create_pool
 from shared.kafka import check_production_security, make_broker, make_producer
@@ -47,6 +50,57 @@ class Runtime:
             registry=self.registry,
         )
         self._lag_task: asyncio.Task[None] | None = None
+
+    def consume(
+        self,
+        topics: Sequence[str],
+        apply: Apply,
+        *,
+        description: str,
+        on_failure: Callable[[], None] | None = None,
+        select: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
+    ) -> EventPipeline:
+        """Subscribe to `topics` the way every service does: batches in one consumer group,
+        acknowledged only after their transaction committed (NACK rewinds on failure), through the
+        shared pipeline (contract, dead letters, inbox, outbox). `select` may drop records first."""
+        settings = self.settings
+        pipeline = EventPipeline(
+            self.name,
+            self.name,
+            apply,
+            self.registry,
+            max_event_bytes=settings.max_event_bytes,
+            on_failure=on_failure,
+            signing_keys={
+                t: k.get_secret_value().encode() for t, k in settings.ingress_signing_keys.items()
+            },
+        )
+
+        async def open_pipeline(runtime: Runtime) -> None:
+            pipeline.pool = runtime.pool
+
+        self.on_ready.insert(0, open_pipeline)
+
+        @self.broker.subscriber(
+            *topics,
+            group_id=settings.consumer_group or self.name,
+            batch=True,
+            max_records=settings.batch_max_records,
+            batch_timeout_ms=20,
+            auto_offset_reset=settings.consumer_offset_reset,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=f"{self.name}-input",
+            description=description,
+        )
+        async def on_records(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records: Sequence[Any] = raw if isinstance(raw, tuple) else (raw,)
+            if select is not None:
+                records = select(records)
+            if records:
+                await pipeline.handle(records)
+
+        return pipeline
 
     @property
     def pool(self) -> asyncpg.Pool:

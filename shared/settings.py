@@ -38,6 +38,7 @@ class ServiceSettings(BaseSettings):
     graceful_timeout: float = 15.0
     max_event_bytes: int = 256 * 1024  # larger ingress records are dead-lettered
     batch_max_records: int = 1000  # records handled per transaction
+    ingress_signing_keys: dict[str, SecretStr] = Field(default_factory=dict)  # tenant -> HMAC key
     consumer_group: str | None = None  # default: the service name
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"  # where a new group starts
     environment: str = "local"  # "production" refuses to start without TLS and authentication

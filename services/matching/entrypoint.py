@@ -6,14 +6,11 @@ import asyncio
 import contextlib
 import functools
 
-from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
-from faststream.kafka.annotations import KafkaMessage
 
 from services.matching.handlers import apply_events, expire_due
 from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
-from shared.consumer import EventPipeline
 from shared.db.outbox import enqueue
 from shared.db.pool import transaction
 from shared.logging import get_logger
@@ -41,19 +38,16 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
     runtime = Runtime(NAME, settings)
     pools = PoolCache()
     metrics = MatchingMetrics.create(runtime.registry)
-    pipeline = EventPipeline(
-        NAME,
-        NAME,
+    runtime.consume(
+        TOPICS,
         functools.partial(apply_events, pools=pools, metrics=metrics),
-        runtime.registry,
-        max_event_bytes=settings.max_event_bytes,
+        description="Enrolments, responses, sessions and program settings.",
         on_failure=pools.forget_all,
     )
     interval = getattr(settings, "expiry_interval_seconds", 1.0)
     timers: list[asyncio.Task[None]] = []
 
-    async def open_pipeline(rt: Runtime) -> None:
-        pipeline.pool = rt.pool
+    async def start_timers(rt: Runtime) -> None:
         timers.append(
             asyncio.create_task(_expire_forever(rt, pools, metrics, interval), name="expiry")
         )
@@ -64,24 +58,8 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    runtime.on_ready.append(open_pipeline)
+    runtime.on_ready.append(start_timers)
     runtime.on_stop.append(stop_timers)
-
-    @runtime.broker.subscriber(
-        *TOPICS,
-        group_id=settings.consumer_group or NAME,
-        batch=True,
-        max_records=settings.batch_max_records,
-        batch_timeout_ms=20,
-        auto_offset_reset=settings.consumer_offset_reset,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        title="matching-input",
-        description="Enrolments, responses, sessions and program settings.",
-    )
-    async def on_events(message: KafkaMessage) -> None:
-        raw = message.raw_message
-        await pipeline.handle(raw if isinstance(raw, tuple) else (raw,))
-
     return create_app(runtime)
 
 

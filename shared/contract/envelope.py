@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from shared.contract.events import EVENT_MODELS, Identifier, Payload
+from shared.contract.signature import is_signed_by
 
 MAX_EVENT_BYTES = 256 * 1024
 MAX_DEPTH = 16
@@ -122,8 +123,32 @@ def decode_record(
     topic: str,
     key: bytes | None = None,
     max_bytes: int = MAX_EVENT_BYTES,
+    signing_keys: Mapping[str, bytes] | None = None,
 ) -> CloudEvent:
-    """Validate one Kafka record against the v1 contract and return its event with typed `data`."""
+    """Validate one Kafka record against the v1 contract and return its event with typed `data`.
+
+    Tenants named in `signing_keys` must sign their events (see shared.contract.signature)."""
+    event = _decode(value, headers, topic, key, max_bytes)
+    if signing_keys and event.tenantid in signing_keys:
+        _check_signature(value or b"", headers, signing_keys[event.tenantid])
+    return event
+
+
+def _check_signature(value: bytes, headers: Headers, key: bytes) -> None:
+    ce_headers = {k[3:]: v.decode("utf-8", "replace") for k, v in headers if k.startswith("ce_")}
+    if "specversion" in ce_headers:
+        envelope: dict[str, Any] = {**ce_headers, "data": json.loads(value)}
+    else:
+        envelope = json.loads(value)
+    if not is_signed_by(envelope, key):
+        raise Rejected(
+            "bad_signature", "this tenant signs its events: 'signature' is missing or does not match"
+        )
+
+
+def _decode(
+    value: bytes | None, headers: Headers, topic: str, key: bytes | None, max_bytes: int
+) -> CloudEvent:
     _check_headers(headers)
     if value is None:
         raise Rejected("empty", "the record has no value (a tombstone is not an event)")

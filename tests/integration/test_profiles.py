@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from shared.contract.signature import sign
 from shared.infra import Endpoints
 from tests.support import (
     ServiceProcess,
@@ -40,9 +41,13 @@ def mentor(person: str, program: str = "prog-1", **extra: Any) -> dict[str, Any]
     }
 
 
+SIGNED_TENANT, SIGNING_KEY = unique("signed"), "a-tenant-secret"
+
+
 @pytest.fixture(scope="module")
 async def profiles(service_env: dict[str, str]) -> AsyncIterator[ServiceProcess]:
-    async with running(["profiles"], service_env) as procs:
+    keys = json.dumps({SIGNED_TENANT: SIGNING_KEY})
+    async with running(["profiles"], {**service_env, "INGRESS_SIGNING_KEYS": keys}) as procs:
         yield procs["profiles"]
 
 
@@ -189,3 +194,27 @@ async def test_offboarding_erases_every_trace_of_personal_data(
             f"%{email}%",
         )
         assert hits == 0, f"personal data left in profiles.{t['table_name']}"
+
+
+async def test_a_tenant_with_a_signing_key_must_sign(
+    infra: Endpoints, db: asyncpg.Pool, profiles: ServiceProcess
+) -> None:
+    signed = cloud_event("mentor-registered", SIGNED_TENANT, mentor("p-signed"))
+    signed["signature"] = sign(signed, SIGNING_KEY.encode())
+    forged = cloud_event("mentor-registered", SIGNED_TENANT, mentor("p-forged"))
+    forged["signature"] = sign(forged, b"not-the-key")
+    unsigned = cloud_event("mentor-registered", SIGNED_TENANT, mentor("p-unsigned"))
+    tampered = {**signed, "id": "other-id", "data": {**signed["data"], "capacity": 9}}
+    bad = [json.dumps(e).encode() for e in (forged, unsigned, tampered)]
+    async with TopicReader(infra.bootstrap_servers, "dlq.profiles") as reader:
+        await publish_raw(
+            infra.bootstrap_servers,
+            [("mentor-registered", None, raw) for raw in [json.dumps(signed).encode(), *bad]],
+        )
+        letters = await reader.collect(lambda rs: len(rs) >= 3, keep=lambda r: r.value in bad)
+    assert {dict(r.headers)["dlq-reason-code"] for r in letters} == {b"bad_signature"}
+    await wait_for(db, "SELECT 1 FROM profiles.enrolments WHERE tenant_id = $1", SIGNED_TENANT)
+    stored = await db.fetch(
+        "SELECT person_id FROM profiles.enrolments WHERE tenant_id = $1", SIGNED_TENANT
+    )
+    assert [r["person_id"] for r in stored] == ["p-signed"]

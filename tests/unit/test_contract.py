@@ -155,3 +155,20 @@ def test_every_event_has_a_json_schema_with_its_payload() -> None:
             schema["properties"]["data"].get("required", [])
         )
         assert "tenantid" in schema["required"]
+
+
+def test_signatures_follow_the_documented_recipe() -> None:
+    """The test signs with its own code, exactly as docs/contract.md tells publishers to."""
+    import hashlib
+    import hmac
+
+    event = valid()
+    body = json.dumps(event["data"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = "\n".join([event["id"], event["source"], event["type"], event["time"], event["tenantid"], body])
+    event["signature"] = "sha256=" + hmac.new(b"k", text.encode(), hashlib.sha256).hexdigest()
+    raw = json.dumps(event).encode()
+    assert decode_record(raw, topic="mentor-registered", signing_keys={"acme": b"k"}).id == "evt-1"
+    with pytest.raises(Rejected) as rejected:
+        decode_record(raw, topic="mentor-registered", signing_keys={"acme": b"other"})
+    assert rejected.value.code == "bad_signature"
+    assert decode_record(raw, topic="mentor-registered", signing_keys={"globex": b"k"}).id == "evt-1"
