@@ -102,10 +102,10 @@ class OutboxRelay:
                     if listener is None or listener.is_closed():
                         listener = await asyncpg.connect(self.dsn)
                         await listener.add_listener(f"{self.schema}_outbox", self._on_notify)
+                    self._wake.clear()  # before reading: a NOTIFY during the read wakes the next round
                     sent = await self.relay_once()
                     delay = 0.5
                     if sent < self.batch_size:
-                        self._wake.clear()
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), timeout=1.0)
                 except asyncio.CancelledError:
