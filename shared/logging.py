@@ -64,6 +64,11 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # FastStream gives its loggers a coloured handler of its own unless one to stdout exists.
+    for name in ("faststream", "faststream.access.kafka"):
+        framework = logging.getLogger(name)
+        framework.handlers[:] = [handler]
+        framework.propagate = False
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 

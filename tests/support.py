@@ -171,7 +171,7 @@ class ServiceProcess:
             REPO_ROOT / ".stack" / "test-logs" / f"{self.name}-{self.port}.log"
         )
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env, "HTTP_PORT": str(self.port), "LOG_LEVEL": "INFO"}
+        env = {**os.environ, "LOG_LEVEL": "INFO", **self.env, "HTTP_PORT": str(self.port)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],
             cwd=REPO_ROOT,

@@ -58,7 +58,8 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 async def system(
     service_env: dict[str, str], smtp: tuple[Inbox, int]
 ) -> AsyncIterator[dict[str, ServiceProcess]]:
-    env = {**service_env, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp[1])}
+    # DEBUG, so that every line a service can write is written, and checked for personal data.
+    env = {**service_env, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp[1]), "LOG_LEVEL": "DEBUG"}
     async with running(["profiles", "matching", "notifications"], env) as procs:
         yield procs
 
@@ -159,3 +160,10 @@ async def test_registrations_become_a_proposal_and_two_emails(
         to_mentee["Message-ID"]
         and to_mentee["Message-ID"] != inbox.to(mentor_email)[0]["Message-ID"]
     )
+
+    # No personal data in any log line of any service (names and addresses are redacted).
+    for proc in system.values():
+        assert proc.log is not None
+        text = proc.log.read_text(errors="replace")
+        for secret in (mentor_email, mentee_email, "Marie Curie", "Nicolas Martin"):
+            assert secret not in text, f"{secret!r} leaked into the {proc.name} log"
