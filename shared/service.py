@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from shared.consumer import Apply, EventPipeline
+from shared.contract.events import EVENT_MODELS
+from shared.contract.topics import TOPICS
 from shared.db.outbox import OutboxRelay
 from shared.db.pool import create_pool
 from shared.kafka import check_production_security, make_broker, make_producer
@@ -101,6 +103,17 @@ class Runtime:
                 await pipeline.handle(records)
 
         return pipeline
+
+    def publishes(self, *topics: str) -> None:
+        """Declare what the service publishes (through its outbox), so its AsyncAPI page shows
+        each egress topic with its payload schema."""
+        for topic in topics:
+            self.broker.publisher(
+                topic,
+                schema=EVENT_MODELS[topic],
+                description=TOPICS[topic].description,
+                title=f"{self.name}:{topic}",
+            )
 
     @property
     def pool(self) -> asyncpg.Pool:

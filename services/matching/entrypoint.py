@@ -34,6 +34,11 @@ class MatchingSettings(ServiceSettings):
     expiry_interval_seconds: float = 1.0  # how often unanswered proposals are checked
 
 
+Settings = (
+    MatchingSettings  # each entrypoint names its settings `Settings` (for `mentornet schemas export`)
+)
+
+
 def build(settings: ServiceSettings) -> AsgiFastStream:
     runtime = Runtime(NAME, settings)
     pools = PoolCache()
@@ -44,6 +49,7 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         description="Enrolments, responses, sessions and program settings.",
         on_failure=pools.forget_all,
     )
+    runtime.publishes("match-proposed", "match-confirmed", "match-ended")
     interval = getattr(settings, "expiry_interval_seconds", 1.0)
     timers: list[asyncio.Task[None]] = []
 

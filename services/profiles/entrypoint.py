@@ -16,6 +16,11 @@ class ProfilesSettings(ServiceSettings):
     http_port: int = 8001
 
 
+Settings = (
+    ProfilesSettings  # each entrypoint names its settings `Settings` (for `mentornet schemas export`)
+)
+
+
 def build(settings: ServiceSettings) -> AsgiFastStream:
     runtime = Runtime(NAME, settings)
     runtime.consume(
@@ -23,4 +28,5 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         apply_events,
         description="HR registrations and offboardings, validated against contract v1.",
     )
+    runtime.publishes("enrolment-updated", "enrolment-ended")
     return create_app(runtime)

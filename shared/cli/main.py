@@ -15,10 +15,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shared.cli.dlq import app as dlq_app
+from shared.cli.report import report_command
 from shared.settings import KafkaSettings, ServiceSettings
 
 T = TypeVar("T")
-app = typer.Typer(help="mentornet: mentoring at scale over Kafka.", no_args_is_help=True)
+app = typer.Typer(
+    help="mentornet: mentoring at scale over Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 stack_app = typer.Typer(
     help="The local stack (Kafka, PostgreSQL, mail catcher, services) without Docker.",
     no_args_is_help=True,
@@ -30,6 +36,7 @@ schemas_app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(dlq_app, name="dlq")
 console = Console()
 err = Console(stderr=True)
 
@@ -205,8 +212,14 @@ def simulate(
     )
 
 
+app.command("report")(report_command)
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a user's mistake or an outage: one line, not a traceback
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)

@@ -142,7 +142,8 @@ def _check_signature(value: bytes, headers: Headers, key: bytes) -> None:
         envelope = json.loads(value)
     if not is_signed_by(envelope, key):
         raise Rejected(
-            "bad_signature", "this tenant signs its events: 'signature' is missing or does not match"
+            "bad_signature",
+            "this tenant signs its events: 'signature' is missing or does not match",
         )
 
 

@@ -36,10 +36,8 @@ def event_schema(event_type: str) -> dict[str, Any]:
 
 def asyncapi_document(service: str) -> dict[str, Any]:
     """The service's AsyncAPI document, as FastStream builds it from its subscribers."""
-    from shared.settings import ServiceSettings
-
     entrypoint = importlib.import_module(f"services.{service}.entrypoint")
-    app = entrypoint.build(ServiceSettings())
+    app = entrypoint.build(entrypoint.Settings())
     return app.schema.to_specification().to_jsonable()  # type: ignore[no-any-return]
 
 

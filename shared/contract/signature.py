@@ -21,7 +21,9 @@ FIELDS = ("id", "source", "type", "time", "tenantid")
 
 
 def signing_text(envelope: Mapping[str, Any]) -> bytes:
-    body = json.dumps(envelope.get("data"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    body = json.dumps(
+        envelope.get("data"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return "\n".join([*(str(envelope.get(f, "")) for f in FIELDS), body]).encode()
 
 
