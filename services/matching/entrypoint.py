@@ -34,9 +34,8 @@ class MatchingSettings(ServiceSettings):
     expiry_interval_seconds: float = 1.0  # how often unanswered proposals are checked
 
 
-Settings = (
-    MatchingSettings  # each entrypoint names its settings `Settings` (for `mentornet schemas export`)
-)
+# Each entrypoint names its settings class `Settings` (`mentornet schemas export` uses it).
+Settings = MatchingSettings
 
 
 def build(settings: ServiceSettings) -> AsgiFastStream:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -246,6 +246,7 @@ class Outcome:
     attempted: bool = False
     next_attempt_at: datetime | None = None
     error: str | None = None
+    waiting: bool = False  # for a contact: woken as soon as it arrives
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,6 @@ class Finished:
     attempts: int
     error: str | None
     correlation_id: str | None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def event(self, now: datetime | None = None) -> CloudEvent:
         """notification-delivered / notification-failed; the id derives from the delivery, so a
@@ -279,7 +279,7 @@ class Finished:
                 notification_id=str(self.id),
                 kind=self.kind,
                 recipient_id=self.recipient_id,
-                channel=self.channel,  # type: ignore[arg-type]
+                channel=self.channel,
                 source_event_id=self.source_event_id,
                 attempts=self.attempts,
                 error=self.error,

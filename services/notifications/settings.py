@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from shared.settings import ServiceSettings
 
@@ -47,7 +47,7 @@ class NotificationSettings(ServiceSettings):
 
     # webhooks
     webhook_timeout: float = 10.0
-    webhook_connections: int = 100
+    webhook_connections: int = 16  # kept open per endpoint origin
     webhook_rate_per_second: float = 100.0  # per endpoint (scheme, host, port); 0 = unlimited
     webhook_burst: int = 50
 
@@ -69,3 +69,15 @@ class NotificationSettings(ServiceSettings):
 
     # reminders: sent this long before a proposal expires, to whoever has not answered
     reminder_before_seconds: float = 24 * 3600.0
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> NotificationSettings:
+        """A send must end before its lease does, or another replica could take the row and
+        send it again; the worker refuses to start a send too close to the lease's end."""
+        longest = max(self.smtp_timeout, self.webhook_timeout)
+        if self.delivery_lease_seconds <= 2 * longest:
+            raise ValueError(
+                f"DELIVERY_LEASE_SECONDS ({self.delivery_lease_seconds}) must exceed twice the "
+                f"longest send timeout (SMTP_TIMEOUT/WEBHOOK_TIMEOUT, {longest})"
+            )
+        return self

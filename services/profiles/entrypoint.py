@@ -16,9 +16,8 @@ class ProfilesSettings(ServiceSettings):
     http_port: int = 8001
 
 
-Settings = (
-    ProfilesSettings  # each entrypoint names its settings `Settings` (for `mentornet schemas export`)
-)
+# Each entrypoint names its settings class `Settings` (`mentornet schemas export` uses it).
+Settings = ProfilesSettings
 
 
 def build(settings: ServiceSettings) -> AsgiFastStream:

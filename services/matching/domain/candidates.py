@@ -18,9 +18,11 @@ them and having a free place.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,6 +39,9 @@ from services.matching.domain.topics import normalise_topic
 
 CHUNK = 32  # columns per chunk: a block's top k lies in the k chunks with the highest maxima
 BLOCK_SCORES = 1 << 22  # float32 scores per block (16 MiB), so a block stays in the CPU's cache
+ROW_CHUNK = 8  # rows per chunk when looking for each mentor's best mentees in a block
+COMPACT_AT = 1 << 20  # pairs kept for the mentors' best mentees before trimming them to l each
+WORKERS = min(4, os.cpu_count() or 1)  # blocks scored at once (numpy releases the GIL)
 
 Ints = NDArray[np.int64]
 Floats = NDArray[np.float64]
@@ -50,6 +55,26 @@ class TopK:
     mentors: Ints  # (mentees, k) rows of pool.mentors
     scores: Floats  # (mentees, k) exact scores
     complete: Bools  # (mentees,) the row holds every eligible mentor
+
+
+@dataclass(frozen=True)
+class Shortlist:
+    """One search: each mentee's best k mentors, and pairs giving each mentor its best l mentees."""
+
+    best_mentors: TopK  # rows follow the searched mentees
+    mentee_rows: Ints  # pairs (mentee_rows[i], mentor_rows[i]) at exact score scores[i]
+    mentor_rows: Ints
+    scores: Floats
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Mentees speaking the same languages: the mentors they may get and that side of the product."""
+
+    cols: Ints  # mentor rows
+    column_of: Ints  # mentor row -> column, -1 when not in the group
+    features: NDArray[np.float32]  # (features, width), padded with hopeless columns
+    width: int
 
 
 class BatchScorer:
@@ -232,6 +257,15 @@ class BatchScorer:
 
     def top_k(self, k: int, mentees: Ints | None = None, free: Ints | None = None) -> TopK:
         """The best k eligible mentors of each mentee (rows of `mentees`, default all of them)."""
+        return self.search(k, 0, mentees, free).best_mentors
+
+    def search(
+        self, k: int, per_mentor: int, mentees: Ints | None = None, free: Ints | None = None
+    ) -> Shortlist:
+        """Each mentee's best k eligible mentors and each mentor's best `per_mentor` mentees.
+
+        `mentees` are rows of the scorer's mentees (default: all); `free` the places per mentor.
+        """
         rows_all = np.arange(len(self.mentees)) if mentees is None else np.asarray(mentees)
         free = self.free if free is None else free
         found = TopK(
@@ -239,22 +273,32 @@ class BatchScorer:
             np.full((len(rows_all), k), -np.inf),
             np.zeros(len(rows_all), dtype=bool),
         )
+        best_mentees = _BestMentees(per_mentor, len(self.pool), self.threshold)
         groups = self.language_group[rows_all]
         order = np.argsort(groups, kind="stable")
         bounds = np.flatnonzero(np.diff(groups[order])) + 1
-        for positions in np.split(order, bounds) if len(order) else []:
-            self._top_k_group(k, rows_all, positions, free, found)
-        return found
+        with ThreadPoolExecutor(WORKERS) as workers:
+            for positions in np.split(order, bounds) if len(order) else []:
+                group = self._group(rows_all[positions[0]], free)
+                if group is None:
+                    found.complete[positions] = True
+                    continue
+                block = max(ROW_CHUNK, BLOCK_SCORES // group.width // ROW_CHUNK * ROW_CHUNK)
+                blocks = [positions[s : s + block] for s in range(0, len(positions), block)]
+                run = partial(self._block, group, rows_all, k, best_mentees, free, found)
+                for pairs in workers.map(run, blocks):
+                    best_mentees.add(*pairs)
+        rows, cols, _ = best_mentees.pairs()
+        values = self.values(rows, cols)
+        ok = self.eligible(rows, cols, values, free)
+        return Shortlist(found, rows[ok], cols[ok], self.score(values)[ok])
 
-    def _top_k_group(
-        self, k: int, rows_all: Ints, positions: Ints, free: Ints, found: TopK
-    ) -> None:
-        first = rows_all[positions[0]]
+    def _group(self, first: int, free: Ints) -> _Group | None:
+        """The mentors mentees speaking `first`'s languages may get, and their side of the product."""
         shared = self.mentee_languages[first] @ self.mentor_languages
         cols = np.flatnonzero((shared > 0) & (free > 0))
         if not len(cols):
-            found.complete[positions] = True
-            return
+            return None
         w = self.weights
         group_value = (
             w["languages"] * (shared / self.language_count[first])
@@ -268,25 +312,38 @@ class BatchScorer:
         features[-1, len(cols) :] = -2 * self.penalty
         column_of = np.full(len(self.pool), -1, dtype=np.int64)
         column_of[cols] = np.arange(len(cols))
+        return _Group(cols, column_of, features, width)
 
-        block = max(16, BLOCK_SCORES // width)
-        for start in range(0, len(positions), block):
-            at = positions[start : start + block]
-            rows = rows_all[at]
-            scores = self.mentee_features[rows] @ features
-            self._forbid(scores, rows, column_of)
-            picked, approx = _select(scores, k)
-            valid = approx > self.threshold
-            mentors = np.where(valid, cols[np.minimum(picked, len(cols) - 1)], 0)
-            values = self.values(rows[:, None], mentors)
-            ok = valid & self.eligible(rows[:, None], mentors, values, free)
-            exact = np.where(ok, self.score(values), -np.inf)
-            best = np.lexsort((self.id_rank[mentors], -exact), axis=-1)
-            found.mentors[at, : best.shape[1]] = np.take_along_axis(
-                np.where(ok, mentors, -1), best, 1
-            )
-            found.scores[at, : best.shape[1]] = np.take_along_axis(exact, best, 1)
-            found.complete[at] = (width <= k) | (valid.sum(axis=1) < k)
+    def _block(
+        self,
+        group: _Group,
+        rows_all: Ints,
+        k: int,
+        best_mentees: _BestMentees,
+        free: Ints,
+        found: TopK,
+        at: Ints,
+    ) -> tuple[Ints, Ints, NDArray[np.float32]]:
+        """One block of mentees: their top k into `found`; returned, pairs for the mentors' top l."""
+        cols, rows = group.cols, rows_all[at]
+        scores = self.mentee_features[rows] @ group.features
+        self._forbid(scores, rows, group.column_of)
+        picked, approx = _select(scores, k)
+        valid = approx > self.threshold
+        mentors = np.where(valid, cols[np.minimum(picked, len(cols) - 1)], 0)
+        values = self.values(rows[:, None], mentors)
+        ok = valid & self.eligible(rows[:, None], mentors, values, free)
+        exact = np.where(ok, self.score(values), -np.inf)
+        best = np.lexsort((self.id_rank[mentors], -exact), axis=-1)
+        found.mentors[at, : best.shape[1]] = np.take_along_axis(np.where(ok, mentors, -1), best, 1)
+        found.scores[at, : best.shape[1]] = np.take_along_axis(exact, best, 1)
+        found.complete[at] = (group.width <= k) | (valid.sum(axis=1) < k)
+        if not best_mentees.size:
+            return _NO_PAIRS
+        bar = np.full(group.width, np.inf, dtype=np.float32)
+        bar[: len(cols)] = best_mentees.bar[cols]
+        local_rows, local_cols, approx = _above(scores, bar, best_mentees.size)
+        return rows[local_rows], cols[local_cols], approx
 
     def _forbid(self, scores: NDArray[np.float32], rows: Ints, column_of: Ints) -> None:
         """Self, own manager and excluded pairs of these mentees can never be picked."""
@@ -370,6 +427,87 @@ def _department_value(mentee: Ints, mentor: Ints, prefers_same: bool) -> Floats:
     return np.where(
         (mentee < 0) | (mentor < 0), 0.5, np.where((mentor == mentee) == prefers_same, 1.0, 0.0)
     )
+
+
+class _BestMentees:
+    """Each mentor's best l mentees seen so far, and the score a new one must beat (`bar`).
+
+    Blocks add pairs above the bar; when too many pile up they are trimmed to l per mentor
+    and the bar rises to each mentor's l-th score.
+    """
+
+    def __init__(self, size: int, mentors: int, threshold: float) -> None:
+        self.size = size
+        self.bar = np.full(mentors, threshold, dtype=np.float32)
+        self.parts: list[tuple[Ints, Ints, NDArray[np.float32]]] = []
+        self.count = 0
+
+    def add(self, rows: Ints, cols: Ints, scores: NDArray[np.float32]) -> None:
+        if len(rows):
+            self.parts.append((rows, cols, scores))
+            self.count += len(rows)
+            if self.count > max(COMPACT_AT, 2 * self.size * len(self.bar)):
+                self._compact()
+
+    def pairs(self) -> tuple[Ints, Ints, NDArray[np.float32]]:
+        self._compact()
+        return self.parts[0] if self.parts else _NO_PAIRS
+
+    def _compact(self) -> None:
+        if not self.parts:
+            return
+        rows, cols, scores = (np.concatenate(p) for p in zip(*self.parts, strict=True))
+        # by mentor, then score, best first; a stable sort keeps earlier blocks first among ties
+        order = np.argsort((cols << 32) | _descending(scores), kind="stable")
+        rows, cols, scores = rows[order], cols[order], scores[order]
+        starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+        rank = np.arange(len(cols)) - np.repeat(starts, np.diff(np.r_[starts, len(cols)]))
+        keep = rank < self.size
+        full = keep & (rank == self.size - 1)
+        bar = self.bar.copy()  # a new array: blocks running now keep reading the old one
+        bar[cols[full]] = scores[full]
+        self.bar = bar
+        self.parts = [(rows[keep], cols[keep], scores[keep])]
+        self.count = int(keep.sum())
+
+
+_NO_PAIRS = (
+    np.zeros(0, dtype=np.int64),
+    np.zeros(0, dtype=np.int64),
+    np.zeros(0, dtype=np.float32),
+)
+
+
+def _above(
+    scores: NDArray[np.float32], bar: NDArray[np.float32], size: int
+) -> tuple[Ints, Ints, NDArray[np.float32]]:
+    """The (row, column, score) of scores at or above their column's bar, at most `size` a column
+    when many are (early on, when bars are still low).
+
+    Rows are read ROW_CHUNK at a time: only the chunks whose maximum reaches the bar are read.
+    """
+    rows, width = scores.shape
+    if rows % ROW_CHUNK:
+        pad = np.full((ROW_CHUNK - rows % ROW_CHUNK, width), -np.inf, dtype=np.float32)
+        scores = np.vstack([scores, pad])
+    chunks = scores.reshape(-1, ROW_CHUNK, width)
+    chunk, col = np.nonzero(chunks.max(axis=1) >= bar)
+    if len(chunk) * ROW_CHUNK > 2 * size * width and size < len(scores):
+        top = np.argpartition(scores, len(scores) - size, axis=0)[len(scores) - size :]
+        values = np.take_along_axis(scores, top, 0)
+        keep = values >= bar
+        return top[keep], np.broadcast_to(np.arange(width), keep.shape)[keep], values[keep]
+    values = chunks[chunk, :, col]  # (hits, ROW_CHUNK)
+    keep = values >= bar[col][:, None]
+    local = (chunk[:, None] * ROW_CHUNK + np.arange(ROW_CHUNK))[keep]
+    return local, np.broadcast_to(col[:, None], keep.shape)[keep], values[keep]
+
+
+def _descending(scores: NDArray[np.float32]) -> Ints:
+    """Integers in the opposite order of the float32 scores (from their IEEE bits)."""
+    bits = scores.view(np.int32).astype(np.int64)
+    ascending = np.where(bits >= 0, bits + (1 << 31), -1 - bits)
+    return (1 << 32) - 1 - ascending
 
 
 def _one_hot(index: Ints, width: int) -> Floats:

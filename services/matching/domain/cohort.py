@@ -75,34 +75,45 @@ def assign_greedy(
     return commit(pool, scorer, chosen)
 
 
-def solve(scorer: BatchScorer, k: int, stats: SolveStats | None = None) -> Ints:
-    """The mentor row chosen for each mentee, -1 for none: flow rounds, then greedy leftovers."""
+def solve(
+    scorer: BatchScorer, k: int, stats: SolveStats | None = None, per_mentor: int | None = None
+) -> Ints:
+    """The mentor row chosen for each mentee, -1 for none: flow rounds, then greedy leftovers.
+
+    Each round's graph holds each waiting mentee's best k mentors and each mentor's best
+    `per_mentor` (default k) waiting mentees, among mentors with places left.
+    """
     stats = stats or SolveStats()
+    per_mentor = k if per_mentor is None else per_mentor
     free = scorer.free.copy()
     chosen = np.full(len(scorer.mentees), -1, dtype=np.int64)
     waiting = np.arange(len(chosen))
     for _ in range(MAX_ROUNDS):
         started = time.perf_counter()
-        lists = scorer.top_k(k, waiting, free)
-        has = lists.mentors[:, 0] >= 0
+        found = scorer.search(k, per_mentor, waiting, free)
+        lists = found.best_mentors
+        rows, slots = np.nonzero(lists.mentors >= 0)
+        mentees = np.concatenate([waiting[rows], found.mentee_rows])
+        mentors = np.concatenate([lists.mentors[rows, slots], found.mentor_rows])
+        scores = np.concatenate([lists.scores[rows, slots], found.scores])
         stats.candidate_seconds += time.perf_counter() - started
         if stats.rounds == 0:
-            stats.eligible_mentees = int(has.sum())
-        if not has.any():
+            stats.eligible_mentees = int((lists.mentors[:, 0] >= 0).sum())
+        if not len(mentees):
             return chosen
         started = time.perf_counter()
-        waiting, mentors, scores = waiting[has], lists.mentors[has], lists.scores[has]
-        rows, slots = np.nonzero(mentors >= 0)
+        _, first = np.unique(mentees * len(free) + mentors, return_index=True)
+        ids, tails = np.unique(mentees[first], return_inverse=True)
         got = min_cost_assignment(
-            rows, mentors[rows, slots], scores[rows, slots], len(waiting), free, scorer.lowest
+            tails.reshape(-1), mentors[first], scores[first], len(ids), free, scorer.lowest
         )
         placed = got >= 0
-        chosen[waiting[placed]] = got[placed]
+        chosen[ids[placed]] = got[placed]
         free -= np.bincount(got[placed], minlength=len(free))
-        waiting = waiting[~placed]
+        waiting = ids[~placed]  # the others have no eligible mentor with a place left
         stats.flow_seconds += time.perf_counter() - started
         stats.rounds += 1
-        stats.arcs += len(rows)
+        stats.arcs += len(first)
     started = time.perf_counter()
     before = int((chosen >= 0).sum())
     greedy(scorer, k, waiting, free, chosen)
