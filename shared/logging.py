@@ -70,6 +70,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         framework.handlers[:] = [handler]
         framework.propagate = False
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)  # its DEBUG traces carry headers
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -1,5 +1,4 @@
-from services.notifications.entrypoint import NAME, build
-from services.notifications.settings import NotificationSettings
+from services.notifications.entrypoint import NAME, NotificationSettings, build
 from shared.service import serve
 
 serve(NAME, build, NotificationSettings())

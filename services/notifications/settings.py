@@ -30,7 +30,6 @@ class TenantChannel(BaseModel):
 class NotificationSettings(ServiceSettings):
     http_port: int = 8003
     database_pool_size: int = 10
-    consumer_group: str = "notifications"  # tests use their own group to stay isolated
 
     # SMTP (the default relay of every tenant without its own)
     smtp_host: str = "127.0.0.1"

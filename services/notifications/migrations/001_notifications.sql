@@ -71,7 +71,6 @@ CREATE TABLE deliveries (
     next_attempt_at  timestamptz NOT NULL,
     locked_until     timestamptz,
     give_up_at       timestamptz NOT NULL,
-    waiting          boolean NOT NULL DEFAULT false,  -- for a contact; its arrival wakes the row
     last_error       text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     sent_at          timestamptz,
@@ -80,6 +79,5 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX deliveries_pending_recipient ON deliveries (tenant_id, recipient_id)
     WHERE state = 'pending';
-CREATE INDEX deliveries_waiting ON deliveries (tenant_id) WHERE state = 'pending' AND waiting;
 CREATE INDEX deliveries_pending_match ON deliveries (tenant_id, match_id)
     WHERE state = 'pending' AND match_id IS NOT NULL;

@@ -1,0 +1,326 @@
+"""Delivery throughput of notifications: `python -m benchmarks.notify [--quick]`.
+
+Inserts N delivery rows straight into the database (half for an email tenant, half for a
+webhook tenant, each recipient with a known contact), with the real service already running
+as a subprocess (`python -m services.notifications`), and times how long it takes until every
+row is marked sent. So this measures the delivery path (claim, render, send over SMTP or HTTP,
+record the outcome and its outbox event), not Kafka ingestion (benchmarks/ingest.py does).
+
+The receivers are separate processes too (`python -m services.notifications.sinks`): a local
+aiosmtpd server and a minimal HTTP server, which count Message-IDs and Idempotency-Keys, so
+duplicates are counted where they would hurt. Peak memory is the service's VmHWM. Rate limits
+are off unless --rate is given. The last line printed is one JSON object.
+
+Needs the local Kafka and PostgreSQL (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from benchmarks._common import arguments, emit, machine, peak_rss_mb
+from services.notifications.domain import notification_id
+from services.notifications.sinks import free_port
+from shared.db.migrations import migrate
+
+DATABASE_URL = os.environ.get(
+    "DATABASE_URL", "postgresql://mentornet:mentornet@127.0.0.1:5433/mentornet"
+)
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-secret"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process used so far (/proc/<pid>/stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_env(args: Any, smtp_port: int, http_port: int, tenants: list[str]) -> dict[str, str]:
+    """One replica's environment; replicas share the rows through SKIP LOCKED and leases."""
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DATABASE_URL": DATABASE_URL,
+        "KAFKA_BOOTSTRAP_SERVERS": KAFKA,
+        "HTTP_PORT": str(http_port),
+        "LOG_LEVEL": "WARNING",
+        "CONSUMER_GROUP": "notifications-bench",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_port),
+        "SMTP_STARTTLS": "false",
+        "SMTP_CONNECTIONS": str(args.smtp_connections),
+        "WEBHOOK_CONNECTIONS": str(args.webhook_connections),
+        "SMTP_RATE_PER_SECOND": str(args.rate),
+        "WEBHOOK_RATE_PER_SECOND": str(args.rate),
+        "DELIVERY_CONCURRENCY": str(args.concurrency),
+        "DELIVERY_TENANTS": json.dumps(tenants),  # leave other tenants' rows alone
+    }
+
+
+async def seed(pool: asyncpg.Pool, n: int, email_tenant: str, hook_tenant: str) -> list[str]:
+    """Contacts and pending deliveries in one transaction; returns the notification ids."""
+    now = datetime.now(UTC)
+    context = json.dumps(
+        {
+            "match_id": "bench",
+            "program_id": "bench",
+            "role": "mentee",
+            "score": 0.8,
+            "expires_at": (now + timedelta(days=3)).isoformat(),
+            "explanation": [{"criterion": "topic_fit", "reason": "python, data"}],
+        }
+    )
+    contacts, rows, ids = [], [], []
+    for i in range(n):
+        tenant, channel = (email_tenant, "email") if i % 2 == 0 else (hook_tenant, "webhook")
+        person, source = f"p{i}", f"bench-{i}"
+        nid = notification_id(tenant, source, person, channel, "match-proposal")
+        ids.append(str(nid))
+        languages = ["fr"] if i % 3 == 0 else ["en"]
+        contacts.append(
+            (
+                tenant,
+                person,
+                "mentee",
+                f"Person {i}",
+                f"{person}@bench.test",
+                languages,
+                "Europe/Paris",
+                now,
+            )
+        )
+        rows.append(
+            (
+                nid,
+                tenant,
+                source,
+                person,
+                channel,
+                "match-proposal",
+                "proposals",
+                context,
+                now,
+                now + timedelta(days=1),
+            )
+        )
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.copy_records_to_table(
+            "contacts",
+            schema_name="notifications",
+            columns=[
+                "tenant_id",
+                "person_id",
+                "role",
+                "display_name",
+                "email",
+                "languages",
+                "timezone",
+                "registered_at",
+            ],
+            records=contacts,
+        )
+        await conn.copy_records_to_table(
+            "deliveries",
+            schema_name="notifications",
+            columns=[
+                "id",
+                "tenant_id",
+                "source_event_id",
+                "recipient_id",
+                "channel",
+                "kind",
+                "category",
+                "context",
+                "next_attempt_at",
+                "give_up_at",
+            ],
+            records=rows,
+        )
+        await conn.execute("NOTIFY notifications_deliveries")
+    return ids
+
+
+def start(
+    command: list[str], env: dict[str, str] | None = None, quiet: bool = True
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, *command],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE if quiet else None,
+    )
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"the service exited with {process.returncode}")
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise SystemExit("the service did not become healthy")
+
+
+async def run(args: Any) -> dict[str, Any]:
+    await migrate(DATABASE_URL)
+    run_id = uuid.uuid4().hex[:8]
+    email_tenant, hook_tenant = f"bench-{run_id}-email", f"bench-{run_id}-hook"
+    tenants = [email_tenant, hook_tenant]
+    reports = Path(tempfile.mkdtemp(prefix="notify-bench-"))
+    smtp_port, hook_port = free_port(), free_port()
+    sinks = [
+        start(
+            [
+                "-m",
+                "services.notifications.sinks",
+                kind,
+                "--port",
+                str(port),
+                "--report",
+                str(reports / f"{kind}.json"),
+            ]
+        )
+        for kind, port in (("smtp", smtp_port), ("webhook", hook_port))
+    ]
+    for sink in sinks:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == b"ready"
+    pool = await asyncpg.create_pool(DATABASE_URL, min_size=1, max_size=2)
+    assert pool is not None
+    await pool.execute(
+        "INSERT INTO notifications.tenant_channels VALUES ($1, 'webhook', $2, $3)",
+        hook_tenant,
+        f"http://127.0.0.1:{hook_port}/hooks",
+        SECRET,
+    )
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    ports = [free_port() for _ in range(args.replicas)]
+    services = [
+        start(
+            [*profile, "-m", "services.notifications"],
+            service_env(args, smtp_port, port, tenants),
+            quiet=not args.verbose,
+        )
+        for port in ports
+    ]
+    try:
+        for port, service in zip(ports, services, strict=True):
+            await wait_healthy(port, service)
+        cpu = {p.pid: cpu_seconds(p.pid) for p in (*services, *sinks)}
+        started = time.monotonic()
+        ids = await seed(pool, args.n, email_tenant, hook_tenant)
+        seeded = time.monotonic() - started
+        sent = 0
+        while sent < args.n and time.monotonic() - started < args.timeout:
+            await asyncio.sleep(0.2)
+            sent = await pool.fetchval(
+                """SELECT count(*) FROM notifications.deliveries
+                   WHERE tenant_id = ANY($1::text[]) AND state = 'sent'""",
+                tenants,
+            )
+        elapsed = time.monotonic() - started
+        cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu.items()}
+        rss = max(peak_rss_mb(service.pid) for service in services)
+        await asyncio.sleep(0.5)  # anything sent twice would have arrived by now
+    finally:
+        # uvicorn re-raises the signal after a graceful stop; SIGINT lets cProfile write its file
+        for service in services:
+            stop(service, signal.SIGINT if args.profile else signal.SIGTERM)
+        for sink in sinks:
+            stop(sink)
+        for table in ("deliveries", "contacts", "tenant_channels"):
+            await pool.execute(
+                f"DELETE FROM notifications.{table} WHERE tenant_id = ANY($1::text[])", tenants
+            )
+        await pool.close()
+
+    email = Counter(json.loads((reports / "smtp.json").read_text()))
+    hooks = Counter(json.loads((reports / "webhook.json").read_text()))
+    expected = {f"<{i}@mentornet>" for i in ids[0::2]} | set(ids[1::2])
+    duplicates = sum(c - 1 for c in (email + hooks).values() if c > 1)
+    rate = sent / elapsed
+    return {
+        "benchmark": "notify",
+        "input": "delivery rows inserted directly (no Kafka); service, SMTP and HTTP receivers "
+        "are separate processes",
+        "notifications": args.n,
+        "sent": sent,
+        "seconds": round(elapsed, 2),
+        "seed_seconds": round(seeded, 2),
+        "deliveries_per_second": round(rate, 1),
+        "email_received": sum(email.values()),
+        "webhook_received": sum(hooks.values()),
+        "missing": len(expected - set(email) - set(hooks)),
+        "duplicates": duplicates,
+        "replicas": args.replicas,
+        "service_peak_rss_mb": round(rss, 1),  # per replica (the largest)
+        "service_cpu_ms_per_delivery": round(
+            sum(cpu[s.pid] for s in services) * 1000 / max(sent, 1), 3
+        ),
+        "receivers_cpu_ms_per_delivery": round(
+            sum(cpu[s.pid] for s in sinks) * 1000 / max(sent, 1), 3
+        ),
+        "settings": {
+            "concurrency": args.concurrency,
+            "smtp_connections": args.smtp_connections,
+            "webhook_connections": args.webhook_connections,
+            "rate_per_endpoint": args.rate or "unlimited",
+        },
+        "target": ">= 1000 deliveries/s, 0 duplicates",
+        "target_met": sent == args.n and rate >= 1000 and duplicates == 0,
+        "machine": machine(),
+    }
+
+
+def main() -> None:
+    args = arguments(
+        (__doc__ or "").splitlines()[0],
+        [
+            ("-n", {"type": int, "default": None, "help": "notifications (default 50,000)"}),
+            ("--replicas", {"type": int, "default": 1, "help": "service processes"}),
+            ("--concurrency", {"type": int, "default": 256}),
+            ("--smtp-connections", {"type": int, "default": 32}),
+            ("--webhook-connections", {"type": int, "default": 32}),
+            ("--rate", {"type": float, "default": 0, "help": "per endpoint; 0 = unlimited"}),
+            ("--timeout", {"type": float, "default": 600}),
+            ("--verbose", {"action": "store_true"}),
+            ("--profile", {"help": "write a cProfile of the service to this file"}),
+        ],
+    )
+    args.n = args.n or (2_000 if args.quick else 50_000)
+    emit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Composition root of notifications: runtime, subscription, delivery worker, ASGI app."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from faststream.asgi import AsgiFastStream
+
+from services.notifications import repository
+from services.notifications.domain import Policy
+from services.notifications.handlers import Handlers, drop_invalid_responses
+from services.notifications.settings import NotificationSettings
+from services.notifications.worker import DeliveryWorker
+from shared.service import Runtime, create_app
+from shared.settings import ServiceSettings
+
+NAME = "notifications"
+TOPICS = (
+    "enrolment-updated",
+    "enrolment-ended",
+    "match-proposed",
+    "match-responded",
+    "match-confirmed",
+    "match-ended",
+    "session-completed",
+)
+
+# Each entrypoint names its settings class `Settings` (`mentornet schemas export` uses it).
+Settings = NotificationSettings
+
+
+def build(settings: ServiceSettings) -> AsgiFastStream:
+    config = (
+        settings
+        if isinstance(settings, NotificationSettings)
+        else NotificationSettings(**settings.model_dump())
+    )
+    runtime = Runtime(NAME, config)
+    policy = Policy(
+        reminder_before=timedelta(seconds=config.reminder_before_seconds),
+        contact_wait=timedelta(seconds=config.contact_wait_seconds),
+    )
+    handlers = Handlers(policy, runtime.registry)
+    signing_keys = {
+        t: k.get_secret_value().encode() for t, k in config.ingress_signing_keys.items()
+    }
+
+    def select(records: Sequence[Any]) -> Sequence[Any]:
+        kept, dropped = drop_invalid_responses(records, config.max_event_bytes, signing_keys)
+        if dropped:
+            handlers.ignored.labels("invalid_match_responded").inc(dropped)
+        return kept
+
+    runtime.consume(
+        TOPICS,
+        handlers.apply,
+        description="Enrolments, match lifecycle and sessions that people must hear about.",
+        select=select,
+    )
+    runtime.publishes("notification-delivered", "notification-failed")
+
+    worker = DeliveryWorker(config, runtime.registry)
+
+    async def start_worker(rt: Runtime) -> None:
+        await repository.seed_tenant_channels(rt.pool, config.notifications_tenants)
+        await worker.start(rt.pool, rt.dsn)
+
+    runtime.on_ready.append(start_worker)
+    runtime.on_stop.append(worker.stop)
+    return create_app(runtime)

@@ -1,0 +1,193 @@
+"""Use cases of notifications: apply a batch of valid, fresh events inside one transaction.
+
+Nothing is sent here. Applying an event only writes rows (contacts, matches, answers and
+`deliveries`), so a batch commits in milliseconds whatever the SMTP servers do, and a retry
+never blocks the Kafka partition. The delivery worker sends the rows afterwards.
+
+Events of different topics arrive in no particular order (a proposal may come before the
+enrolments it names, an answer before its proposal). Each step is written to give the same
+result in any order: latest-registration-wins contacts with erasure tombstones, match states
+that only move forward, and proposals or reminders planned only for matches still open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter
+
+from services.notifications import domain, repository
+from services.notifications.domain import NewDelivery, Planned, Policy
+from services.notifications.repository import ContactRow, MatchRow
+from shared.consumer import Incoming
+from shared.contract.envelope import CloudEvent, Rejected, decode_record
+from shared.db.outbox import OutboxRecord
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+OPEN_ONLY = frozenset({"match-proposal", "match-reminder"})  # pointless once a match moved on
+
+
+class Handlers:
+    def __init__(self, policy: Policy, registry: CollectorRegistry) -> None:
+        self.policy = policy
+        self.ignored = Counter(
+            "mentornet_notifications_ignored",
+            "Ingress records notifications skipped on purpose",
+            ["reason"],
+            registry=registry,
+        )
+
+    async def apply(self, conn: asyncpg.Connection, batch: list[Incoming]) -> list[OutboxRecord]:
+        """The EventPipeline's `apply`. Returns no records: outcomes are published by the
+        worker when deliveries finish."""
+        now = datetime.now(UTC)
+        events = [i.event for i in batch]
+        of = _by_type(events)
+
+        await repository.upsert_contacts(conn, [_contact(e) for e in of["enrolment-updated"]])
+        erasures = [
+            (e.tenantid, e.data.person_id, e.time) for e in of["enrolment-ended"] if e.data.erase
+        ]
+        if erasures:
+            cancelled = await repository.erase_contacts(conn, erasures)
+            log.info("contacts erased", people=len(erasures), cancelled=cancelled)
+
+        await repository.upsert_matches(conn, _match_rows(events))
+        await repository.record_responses(
+            conn,
+            [(e.tenantid, e.data.match_id, e.data.person_id) for e in of["match-responded"]],
+        )
+        moved_on = [
+            (e.tenantid, e.data.match_id) for e in of["match-confirmed"] + of["match-ended"]
+        ]
+        await repository.cancel_for_matches(conn, moved_on, sorted(OPEN_ONLY), "match moved on")
+
+        rows = await self._plan(conn, of, now)
+        inserted = await repository.insert_deliveries(conn, rows)
+        if inserted:
+            await repository.notify_worker(conn)
+        log.debug("batch applied", events=len(events), deliveries=inserted)
+        return []
+
+    async def _plan(
+        self, conn: asyncpg.Connection, of: dict[str, list[CloudEvent]], now: datetime
+    ) -> list[NewDelivery]:
+        keys = [
+            (e.tenantid, e.data.match_id) for e in of["match-proposed"] + of["session-completed"]
+        ]
+        known = await repository.matches(conn, keys)
+        answered = await repository.responded(
+            conn, [(e.tenantid, e.data.match_id) for e in of["match-proposed"]]
+        )
+        planned: list[tuple[CloudEvent, list[Planned]]] = []
+        for e in of["match-proposed"]:
+            state = known.get((e.tenantid, e.data.match_id), (None, "proposed"))[1]
+            if state != "proposed":
+                self.ignored.labels("match_moved_on").inc()
+                continue
+            plan = domain.for_proposal(e.data, self.policy, now)
+            plan = [
+                p
+                for p in plan
+                if p.kind != "match-reminder"
+                or (e.tenantid, e.data.match_id, p.recipient_id) not in answered
+            ]
+            planned.append((e, plan))
+        planned += [(e, domain.for_confirmation(e.data)) for e in of["match-confirmed"]]
+        planned += [(e, domain.for_ending(e.data)) for e in of["match-ended"]]
+        for e in of["session-completed"]:
+            match = known.get((e.tenantid, e.data.match_id))
+            if match is None:  # sessions follow a confirmation, so this is a foreign match id
+                self.ignored.labels("unknown_match").inc()
+                log.warning("session of an unknown match", event_id=e.id)
+                continue
+            planned.append((e, domain.for_session(e.data, match[0])))
+
+        if not planned:
+            return []
+        channels = await repository.channels(conn, [e.tenantid for e, _ in planned])
+        return [
+            row
+            for event, plan in planned
+            for row in domain.deliveries_for(
+                event, plan, channels[event.tenantid], self.policy, now
+            )
+        ]
+
+
+def drop_invalid_responses(
+    records: Sequence[Any], max_bytes: int, signing_keys: Mapping[str, bytes] | None = None
+) -> tuple[list[Any], int]:
+    """`match-responded` belongs to matching, which dead-letters the invalid ones; we only read
+    it to skip reminders. An invalid one is dropped here, silently, before the pipeline would
+    dead-letter it a second time. Returns the records to process and how many were dropped."""
+    kept = []
+    for record in records:
+        if record.topic == "match-responded":
+            try:
+                decode_record(
+                    record.value,
+                    record.headers,
+                    topic=record.topic,
+                    key=record.key,
+                    max_bytes=max_bytes,
+                    signing_keys=signing_keys,
+                )
+            except Rejected:
+                continue
+        kept.append(record)
+    return kept, len(records) - len(kept)
+
+
+def _by_type(events: Sequence[CloudEvent]) -> dict[str, list[CloudEvent]]:
+    grouped: dict[str, list[CloudEvent]] = {
+        t: []
+        for t in (
+            "enrolment-updated",
+            "enrolment-ended",
+            "match-proposed",
+            "match-responded",
+            "match-confirmed",
+            "match-ended",
+            "session-completed",
+        )
+    }
+    for event in events:
+        grouped.setdefault(event.type, []).append(event)
+    return grouped
+
+
+def _contact(event: CloudEvent) -> ContactRow:
+    d = event.data
+    return ContactRow(
+        event.tenantid,
+        d.person_id,
+        d.role,
+        d.display_name,
+        d.email,
+        list(d.languages),
+        d.timezone,
+        d.registered_at,
+    )
+
+
+def _match_rows(events: Sequence[CloudEvent]) -> list[MatchRow]:
+    states = {"match-proposed": "proposed", "match-confirmed": "confirmed", "match-ended": "ended"}
+    return [
+        MatchRow(
+            e.tenantid,
+            e.data.match_id,
+            e.data.program_id,
+            e.data.mentee_id,
+            e.data.mentor_id,
+            getattr(e.data, "expires_at", None),
+            states[e.type],
+        )
+        for e in events
+        if e.type in states
+    ]

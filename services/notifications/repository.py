@@ -1,0 +1,454 @@
+"""SQL of notifications (schema `notifications`): contacts, matches, deliveries and preferences.
+
+Writes take whole batches (unnest arrays) because one consumer batch can hold thousands of
+events; rows with the same key are merged in Python first, since one INSERT ... ON CONFLICT
+may not touch a row twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.notifications.domain import Finished, MatchParties, NewDelivery, Outcome
+from services.notifications.settings import TenantChannel
+
+NOTIFY_CHANNEL = "notifications_deliveries"
+MATCH_STATES = ("proposed", "confirmed", "ended")  # a later state never goes back
+
+
+# --- contacts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContactRow:
+    tenant_id: str
+    person_id: str
+    role: str
+    display_name: str
+    email: str
+    languages: list[str]
+    timezone: str
+    registered_at: datetime
+
+
+async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) -> int:
+    """Store what is newer than both the stored registration and any erasure; then wake the
+    deliveries that were waiting for these people. Returns how many contacts changed."""
+    latest: dict[tuple[str, str], ContactRow] = {}
+    for row in rows:
+        key = (row.tenant_id, row.person_id)
+        if key not in latest or latest[key].registered_at < row.registered_at:
+            latest[key] = row
+    if not latest:
+        return 0
+    values = list(latest.values())
+    changed = await conn.fetch(
+        """INSERT INTO contacts AS c (tenant_id, person_id, role, display_name, email, languages,
+                                      timezone, registered_at)
+           SELECT n.tenant_id, n.person_id, n.role, n.display_name, n.email,
+                  ARRAY(SELECT jsonb_array_elements_text(n.languages::jsonb)), n.timezone,
+                  n.registered_at
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::text[], $8::timestamptz[])
+                AS n(tenant_id, person_id, role, display_name, email, languages, timezone,
+                     registered_at)
+           ON CONFLICT (tenant_id, person_id) DO UPDATE SET
+               role = EXCLUDED.role, display_name = EXCLUDED.display_name,
+               email = EXCLUDED.email, languages = EXCLUDED.languages,
+               timezone = EXCLUDED.timezone, registered_at = EXCLUDED.registered_at
+           WHERE (c.registered_at IS NULL OR c.registered_at < EXCLUDED.registered_at)
+             AND (c.erased_at IS NULL OR c.erased_at < EXCLUDED.registered_at)
+           RETURNING tenant_id, person_id""",
+        [r.tenant_id for r in values],
+        [r.person_id for r in values],
+        [r.role for r in values],
+        [r.display_name for r in values],
+        [r.email for r in values],
+        [json.dumps(r.languages) for r in values],
+        [r.timezone for r in values],
+        [r.registered_at for r in values],
+    )
+    if changed:
+        await conn.execute(
+            """UPDATE deliveries d SET waiting = false, next_attempt_at = now()
+               FROM unnest($1::text[], $2::text[]) AS c(tenant_id, person_id)
+               WHERE d.state = 'pending' AND d.waiting AND d.tenant_id = c.tenant_id
+                 AND (d.recipient_id = c.person_id OR d.partner_id = c.person_id)""",
+            [r["tenant_id"] for r in changed],
+            [r["person_id"] for r in changed],
+        )
+    return len(changed)
+
+
+async def erase_contacts(
+    conn: asyncpg.Connection, people: Sequence[tuple[str, str, datetime]]
+) -> int:
+    """Blank the contact data of (tenant, person, when) and cancel what is pending for them.
+
+    A tombstone row is written even for someone never seen, so a registration older than the
+    erasure that arrives late is ignored. Returns how many pending deliveries were cancelled."""
+    latest: dict[tuple[str, str], datetime] = {}
+    for tenant, person, at in people:
+        latest[(tenant, person)] = max(at, latest.get((tenant, person), at))
+    if not latest:
+        return 0
+    tenants = [t for t, _ in latest]
+    persons = [p for _, p in latest]
+    await conn.execute(
+        """INSERT INTO contacts AS c (tenant_id, person_id, erased_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+           ON CONFLICT (tenant_id, person_id) DO UPDATE SET
+               role = NULL, display_name = NULL, email = NULL, languages = '{}',
+               timezone = NULL,
+               erased_at = GREATEST(c.erased_at, EXCLUDED.erased_at)
+           WHERE c.registered_at IS NULL OR c.registered_at <= EXCLUDED.erased_at""",
+        tenants,
+        persons,
+        list(latest.values()),
+    )
+    status = await conn.execute(
+        """UPDATE deliveries d SET state = 'cancelled', last_error = 'recipient erased'
+           FROM unnest($1::text[], $2::text[]) AS e(tenant_id, person_id)
+           WHERE d.state = 'pending' AND d.tenant_id = e.tenant_id
+             AND d.recipient_id = e.person_id
+             AND (d.locked_until IS NULL OR d.locked_until < now())""",
+        tenants,
+        persons,
+    )
+    return int(status.split()[-1])
+
+
+# --- matches and answers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchRow:
+    tenant_id: str
+    match_id: str
+    program_id: str
+    mentee_id: str
+    mentor_id: str
+    expires_at: datetime | None
+    state: str
+
+
+async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> None:
+    """Remember who is who in each match; the state only moves forward, whatever the order in
+    which the proposal, confirmation and end arrive."""
+    merged: dict[tuple[str, str], MatchRow] = {}
+    for row in rows:
+        key = (row.tenant_id, row.match_id)
+        known = merged.get(key)
+        if known is None:
+            merged[key] = row
+            continue
+        state = max(known.state, row.state, key=MATCH_STATES.index)
+        merged[key] = MatchRow(
+            *key,
+            row.program_id,
+            row.mentee_id,
+            row.mentor_id,
+            row.expires_at or known.expires_at,
+            state,
+        )
+    if not merged:
+        return
+    values = list(merged.values())
+    await conn.execute(
+        """INSERT INTO matches AS m (tenant_id, match_id, program_id, mentee_id, mentor_id,
+                                     expires_at, state)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::timestamptz[], $7::text[])
+           ON CONFLICT (tenant_id, match_id) DO UPDATE SET
+               expires_at = COALESCE(EXCLUDED.expires_at, m.expires_at),
+               state = CASE
+                   WHEN array_position($8::text[], EXCLUDED.state)
+                        > array_position($8::text[], m.state) THEN EXCLUDED.state
+                   ELSE m.state END""",
+        [r.tenant_id for r in values],
+        [r.match_id for r in values],
+        [r.program_id for r in values],
+        [r.mentee_id for r in values],
+        [r.mentor_id for r in values],
+        [r.expires_at for r in values],
+        [r.state for r in values],
+        list(MATCH_STATES),
+    )
+
+
+async def matches(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[MatchParties, str]]:
+    """(tenant, match) -> (who is who, state), for the keys that are known."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        """SELECT m.tenant_id, m.match_id, m.mentee_id, m.mentor_id, m.program_id, m.state
+           FROM matches m JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, match_id)
+             ON m.tenant_id = k.tenant_id AND m.match_id = k.match_id""",
+        [t for t, _ in keys],
+        [m for _, m in keys],
+    )
+    return {
+        (r["tenant_id"], r["match_id"]): (
+            MatchParties(r["mentee_id"], r["mentor_id"], r["program_id"]),
+            r["state"],
+        )
+        for r in rows
+    }
+
+
+async def record_responses(
+    conn: asyncpg.Connection, answers: Sequence[tuple[str, str, str]]
+) -> None:
+    """(tenant, match, person) answered: remember it and drop their pending reminder."""
+    if not answers:
+        return
+    columns = [list(c) for c in zip(*answers, strict=True)]
+    await conn.execute(
+        """INSERT INTO responses (tenant_id, match_id, person_id)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING""",
+        *columns,
+    )
+    await conn.execute(
+        """UPDATE deliveries d SET state = 'cancelled', last_error = 'answered'
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS a(tenant_id, match_id, person_id)
+           WHERE d.state = 'pending' AND d.kind = 'match-reminder'
+             AND d.tenant_id = a.tenant_id AND d.match_id = a.match_id
+             AND d.recipient_id = a.person_id
+             AND (d.locked_until IS NULL OR d.locked_until < now())""",
+        *columns,
+    )
+
+
+async def responded(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+) -> set[tuple[str, str, str]]:
+    """(tenant, match, person) of everyone who answered one of these proposals."""
+    if not keys:
+        return set()
+    rows = await conn.fetch(
+        """SELECT r.tenant_id, r.match_id, r.person_id FROM responses r
+           JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, match_id)
+             ON r.tenant_id = k.tenant_id AND r.match_id = k.match_id""",
+        [t for t, _ in keys],
+        [m for _, m in keys],
+    )
+    return {(r["tenant_id"], r["match_id"], r["person_id"]) for r in rows}
+
+
+async def cancel_for_matches(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]], kinds: Sequence[str], why: str
+) -> None:
+    """Cancel what no longer makes sense once a match is confirmed or over. Rows being sent
+    right now are left alone, so the record stays true to what was sent."""
+    if not keys:
+        return
+    await conn.execute(
+        """UPDATE deliveries d SET state = 'cancelled', last_error = $4
+           FROM unnest($1::text[], $2::text[]) AS k(tenant_id, match_id)
+           WHERE d.state = 'pending' AND d.tenant_id = k.tenant_id AND d.match_id = k.match_id
+             AND d.kind = ANY($3::text[])
+             AND (d.locked_until IS NULL OR d.locked_until < now())""",
+        [t for t, _ in keys],
+        [m for _, m in keys],
+        list(kinds),
+        why,
+    )
+
+
+# --- channels ----------------------------------------------------------------------------------
+
+
+async def channels(conn: asyncpg.Connection, tenants: Sequence[str]) -> dict[str, list[str]]:
+    """The channels of each tenant; tenants without a row get email."""
+    rows = await conn.fetch(
+        "SELECT tenant_id, channel FROM tenant_channels WHERE tenant_id = ANY($1::text[])",
+        list(set(tenants)),
+    )
+    found: dict[str, list[str]] = {}
+    for r in rows:
+        found.setdefault(r["tenant_id"], []).append(r["channel"])
+    return {t: sorted(found.get(t, ["email"])) for t in tenants}
+
+
+async def seed_tenant_channels(pool: asyncpg.Pool, rows: Sequence[TenantChannel]) -> None:
+    """Upsert NOTIFICATIONS_TENANTS at startup (rows not listed there are kept)."""
+    if not rows:
+        return
+    await pool.executemany(
+        """INSERT INTO tenant_channels (tenant_id, channel, endpoint, secret)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (tenant_id, channel)
+           DO UPDATE SET endpoint = EXCLUDED.endpoint, secret = EXCLUDED.secret""",
+        [
+            (
+                r.tenant_id,
+                r.channel,
+                r.endpoint,
+                r.secret.get_secret_value() if r.secret else None,
+            )
+            for r in rows
+        ],
+    )
+
+
+# --- deliveries ------------------------------------------------------------------------------
+
+
+async def insert_deliveries(conn: asyncpg.Connection, rows: Sequence[NewDelivery]) -> int:
+    """Insert new rows; one that exists already (a redelivered event) is left as it is.
+    Returns how many new rows are pending (worth waking the worker for)."""
+    if not rows:
+        return 0
+    records = [
+        (
+            r.id,
+            r.tenant_id,
+            r.source_event_id,
+            r.planned.recipient_id,
+            r.channel,
+            r.planned.kind,
+            r.planned.category,
+            r.planned.match_id,
+            r.planned.partner_id,
+            json.dumps(r.planned.context),
+            r.correlation_id,
+            r.next_attempt_at,
+            r.give_up_at,
+        )
+        for r in rows
+    ]
+    inserted = await conn.fetchval(
+        """WITH new AS (
+               INSERT INTO deliveries (id, tenant_id, source_event_id, recipient_id, channel,
+                   kind, category, match_id, partner_id, context, correlation_id,
+                   next_attempt_at, give_up_at, state, last_error)
+               SELECT n.id, n.tenant_id, n.source_event_id, n.recipient_id, n.channel, n.kind,
+                      n.category, n.match_id, n.partner_id, n.context::jsonb,
+                      n.correlation_id, n.next_attempt_at, n.give_up_at,
+                      CASE WHEN c.erased THEN 'cancelled' ELSE 'pending' END,
+                      CASE WHEN c.erased THEN 'recipient erased' END
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                           $11::text[], $12::timestamptz[], $13::timestamptz[])
+                    AS n(id, tenant_id, source_event_id, recipient_id, channel, kind, category,
+                         match_id, partner_id, context, correlation_id, next_attempt_at,
+                         give_up_at)
+               LEFT JOIN LATERAL (  -- an erased person is recorded as not notified, never sent
+                   SELECT k.erased_at IS NOT NULL AND k.email IS NULL AS erased FROM contacts k
+                   WHERE k.tenant_id = n.tenant_id AND k.person_id = n.recipient_id) c ON true
+               ON CONFLICT DO NOTHING RETURNING state = 'pending' AS pending)
+           SELECT count(*) FILTER (WHERE pending) FROM new""",
+        *[list(column) for column in zip(*records, strict=True)],
+    )
+    return int(inserted)
+
+
+async def notify_worker(conn: asyncpg.Connection) -> None:
+    """Wake the delivery workers when this transaction commits."""
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+_CLAIM = """
+WITH claimed AS (
+    UPDATE deliveries d SET locked_until = now() + make_interval(secs => $2)
+    FROM (
+        SELECT id FROM deliveries
+        WHERE state = 'pending' AND next_attempt_at <= now()
+          AND (locked_until IS NULL OR locked_until < now())
+          AND ($3::text[] IS NULL OR tenant_id = ANY($3::text[]))
+        ORDER BY next_attempt_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) due
+    WHERE d.id = due.id
+    RETURNING d.*
+)
+SELECT c.id, c.tenant_id, c.source_event_id, c.recipient_id, c.channel, c.kind, c.category,
+       c.match_id, c.partner_id, c.context, c.correlation_id, c.attempts, c.give_up_at,
+       c.last_error,
+       r.person_id IS NOT NULL AS recipient_known, r.display_name AS recipient_name,
+       r.email AS recipient_email, r.languages AS recipient_languages,
+       r.timezone AS recipient_timezone,
+       p.person_id IS NOT NULL AS partner_known, p.display_name AS partner_name,
+       p.email AS partner_email,
+       ch.endpoint, ch.secret,
+       EXISTS (SELECT 1 FROM opt_outs o
+               WHERE o.tenant_id = c.tenant_id AND o.person_id = c.recipient_id
+                 AND o.category = c.category) AS opted_out
+FROM claimed c
+LEFT JOIN contacts r ON r.tenant_id = c.tenant_id AND r.person_id = c.recipient_id
+LEFT JOIN contacts p ON p.tenant_id = c.tenant_id AND p.person_id = c.partner_id
+LEFT JOIN tenant_channels ch ON ch.tenant_id = c.tenant_id AND ch.channel = c.channel
+"""
+
+
+async def claim(
+    pool: asyncpg.Pool, limit: int, lease_seconds: float, tenants: Sequence[str] | None
+) -> list[asyncpg.Record]:
+    """Lease up to `limit` due rows, with all it takes to send them, in one round trip.
+    SKIP LOCKED lets replicas claim side by side; the lease (locked_until) keeps a row ours
+    after the claiming transaction commits, and frees it if we die."""
+    return await pool.fetch(_CLAIM, limit, lease_seconds, list(tenants) if tenants else None)
+
+
+async def seconds_until_due(pool: asyncpg.Pool, tenants: Sequence[str] | None) -> float | None:
+    """How long until the next unleased pending row is due (None: nothing pending)."""
+    return await pool.fetchval(
+        """SELECT GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - now()))::float8
+           FROM deliveries
+           WHERE state = 'pending' AND (locked_until IS NULL OR locked_until < now())
+             AND ($1::text[] IS NULL OR tenant_id = ANY($1::text[]))
+           ORDER BY next_attempt_at LIMIT 1""",
+        list(tenants) if tenants else None,
+    )
+
+
+async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> list[Finished]:
+    """Write a batch of outcomes in one statement and release the leases; returns the rows
+    that just became sent or failed. The `state = 'pending'` guard makes this idempotent."""
+    if not outcomes:
+        return []
+    rows = await conn.fetch(
+        """UPDATE deliveries d SET
+               state = u.state,
+               attempts = d.attempts + u.attempted::int,
+               next_attempt_at = COALESCE(u.next_attempt_at, d.next_attempt_at),
+               last_error = u.error,
+               waiting = u.waiting,
+               locked_until = NULL,
+               sent_at = CASE WHEN u.state = 'sent' THEN now() END
+           FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::text[],
+                       $6::bool[]) AS u(id, state, attempted, next_attempt_at, error, waiting)
+           WHERE d.id = u.id AND d.state = 'pending'
+           RETURNING d.id, d.state, d.tenant_id, d.recipient_id, d.channel, d.kind,
+                     d.source_event_id, d.attempts, d.last_error, d.correlation_id""",
+        [o.id for o in outcomes],
+        [o.state for o in outcomes],
+        [o.attempted for o in outcomes],
+        [o.next_attempt_at for o in outcomes],
+        [o.error for o in outcomes],
+        [o.waiting for o in outcomes],
+    )
+    return [
+        Finished(
+            id=r["id"],
+            state=r["state"],
+            tenant_id=r["tenant_id"],
+            recipient_id=r["recipient_id"],
+            channel=r["channel"],
+            kind=r["kind"],
+            source_event_id=r["source_event_id"],
+            attempts=r["attempts"],
+            error=r["last_error"],
+            correlation_id=r["correlation_id"],
+        )
+        for r in rows
+        if r["state"] in ("sent", "failed")
+    ]

@@ -1,0 +1,657 @@
+"""notifications end to end against the real Kafka and PostgreSQL (the session `infra`: the
+KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL environment first), a real SMTP server (aiosmtpd) and a
+real HTTP receiver, with the service running in-process (`build(settings)`, `app.start()`).
+
+Every test uses its own tenant, and every tenant is sent to this module's receivers (an email
+endpoint of its own in tenant_channels), so the tests share one broker and one database with
+anything else, including another notifications replica, without seeing each other's mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import RecordMetadata
+from faststream.asgi import AsgiFastStream
+
+from services.notifications.domain import notification_id
+from services.notifications.entrypoint import build
+from services.notifications.settings import NotificationSettings, TenantChannel
+from services.notifications.sinks import SmtpSink, WebhookSink
+from shared.contract.topics import TOPICS
+from shared.infra import Endpoints
+from shared.settings import KafkaSettings
+
+pytestmark = pytest.mark.integration
+
+RUN = uuid.uuid4().hex[:10]
+NAMES = ("proposal", "webhook", "flaky", "flaky-hook", "erase", "remind", "refused")
+TENANT = {name: f"t-{RUN}-{name}" for name in NAMES}
+SECRET = "test-secret-" + RUN
+REMINDER_BEFORE = 6.0  # seconds; proposals expiring later than that get a reminder
+RETRY_BASE = 0.3
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="module")
+async def webhook() -> AsyncIterator[WebhookSink]:
+    sink = await WebhookSink().start()
+    yield sink
+    await sink.stop()
+
+
+@pytest.fixture(scope="module")
+async def db(infra: Endpoints) -> AsyncIterator[asyncpg.Pool]:
+    """This module's own pool: notifications' schema first (overrides the session `db`)."""
+    pool = await asyncpg.create_pool(
+        infra.database_url,
+        min_size=1,
+        max_size=3,
+        server_settings={"search_path": "notifications"},
+    )
+    assert pool is not None
+    yield pool
+    for table in ("deliveries", "contacts", "matches", "responses", "tenant_channels"):
+        await pool.execute(
+            f"DELETE FROM {table} WHERE tenant_id = ANY($1::text[])", list(TENANT.values())
+        )
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def service(
+    infra: Endpoints, db: asyncpg.Pool, smtp: SmtpSink, webhook: WebhookSink
+) -> AsyncIterator[AsgiFastStream]:
+    email_endpoint = f"smtp://{smtp.host}:{smtp.port}?starttls=false"
+    channels = [
+        TenantChannel(tenant_id=t, channel="email", endpoint=email_endpoint)
+        for name, t in TENANT.items()
+        if name not in ("webhook", "flaky-hook", "refused")
+    ] + [
+        # configured through the settings (NOTIFICATIONS_TENANTS) ...
+        TenantChannel(
+            tenant_id=TENANT["webhook"], channel="webhook", endpoint=webhook.url, secret=SECRET
+        )
+    ]
+    # ... or straight in the table, as an operator would
+    await db.execute(
+        "INSERT INTO tenant_channels VALUES ($1, 'webhook', $2, $3)",
+        TENANT["flaky-hook"],
+        webhook.url,
+        SECRET,
+    )
+    settings = NotificationSettings(
+        kafka=KafkaSettings(bootstrap_servers=infra.bootstrap_servers),
+        database_url=infra.database_url,
+        consumer_group=f"notifications-test-{RUN}",
+        smtp_host="127.0.0.1",
+        smtp_port=1,  # nothing listens there: every test tenant names its own relay
+        notifications_tenants=channels,
+        delivery_tenants=list(TENANT.values()),
+        delivery_poll_seconds=0.2,
+        retry_base_seconds=RETRY_BASE,
+        retry_max_seconds=5.0,
+        reminder_before_seconds=REMINDER_BEFORE,
+        batch_max_records=200,
+    )
+    app = build(settings)
+    await app.start()
+    yield app
+    await app.stop()
+
+
+@pytest.fixture(scope="module")
+async def producer(infra: Endpoints) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=infra.bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def person() -> str:
+    return f"p-{uuid.uuid4().hex[:12]}"
+
+
+def address(person_id: str) -> str:
+    return f"{person_id}@example.com"
+
+
+def event(
+    tenant: str, type_: str, data: dict[str, Any], event_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": "tests/notifications",
+        "type": type_,
+        "time": datetime.now(UTC).isoformat(),
+        "tenantid": tenant,
+        "data": data,
+    }
+
+
+def enrolment(
+    tenant: str,
+    person_id: str,
+    *,
+    role: str,
+    languages: list[str],
+    name: str | None = None,
+    registered_at: datetime | None = None,
+) -> dict[str, Any]:
+    return event(
+        tenant,
+        "enrolment-updated",
+        {
+            "program_id": "prog-1",
+            "person_id": person_id,
+            "role": role,
+            "display_name": name or f"Person {person_id}",
+            "email": address(person_id),
+            "languages": languages,
+            "timezone": "Europe/Paris",
+            "registered_at": (registered_at or datetime.now(UTC)).isoformat(),
+        },
+    )
+
+
+def proposed(
+    tenant: str, match_id: str, mentee: str, mentor: str, expires_in: timedelta
+) -> dict[str, Any]:
+    return event(
+        tenant,
+        "match-proposed",
+        {
+            "match_id": match_id,
+            "program_id": "prog-1",
+            "mentee_id": mentee,
+            "mentor_id": mentor,
+            "score": 0.82,
+            "explanation": [
+                {"criterion": "topic_fit", "weight": 0.5, "contribution": 0.4, "reason": "python"},
+                {"criterion": "languages", "weight": 0.2, "contribution": 0.2, "reason": "fr"},
+            ],
+            "expires_at": (datetime.now(UTC) + expires_in).isoformat(),
+        },
+    )
+
+
+def match_event(
+    tenant: str, type_: str, match_id: str, mentee: str, mentor: str, **extra: Any
+) -> dict[str, Any]:
+    data = {"match_id": match_id, "program_id": "prog-1", "mentee_id": mentee, "mentor_id": mentor}
+    return event(tenant, type_, {**data, **extra})
+
+
+async def publish(producer: AIOKafkaProducer, ev: dict[str, Any], key: str) -> RecordMetadata:
+    """Raw CloudEvents JSON (structured mode), as any publisher would send it."""
+    return await producer.send_and_wait(ev["type"], json.dumps(ev).encode(), key=key.encode())
+
+
+async def eventually(probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """The first truthy value `probe` returns (awaited if it is a coroutine), or fail."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def consumed(db: asyncpg.Pool, meta: RecordMetadata) -> bool:
+    """Whether the service applied the record (its offset is stored with the batch)."""
+    offset = await db.fetchval(
+        'SELECT "offset" FROM consumed_offsets WHERE topic = $1 AND partition = $2',
+        meta.topic,
+        meta.partition,
+    )
+    return offset is not None and offset >= meta.offset
+
+
+def parsed(content: bytes) -> EmailMessage:
+    message = message_from_bytes(content, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def expected_message_id(tenant: str, ev: dict[str, Any], recipient: str, kind: str) -> str:
+    return f"<{notification_id(tenant, ev['id'], recipient, 'email', kind)}@mentornet>"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Reads what the service published, from offsets taken before the test acted."""
+
+    bootstrap: str
+
+    async def end(self, topic: str) -> dict[TopicPartition, int]:
+        """The current end offset of each partition (partition counts from the registry)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in range(TOPICS[topic].partitions)]
+            return await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+
+    async def since(self, start: dict[TopicPartition, int], seconds: float = 2.0) -> list[Any]:
+        """Every record written to these partitions after `start`, read for `seconds`."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(list(start))
+            for tp, offset in start.items():
+                consumer.seek(tp, offset)
+            records: list[Any] = []
+            deadline = asyncio.get_running_loop().time() + seconds
+            while asyncio.get_running_loop().time() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                for part in batch.values():
+                    records += part
+            return records
+        finally:
+            await consumer.stop()
+
+
+@pytest.fixture(scope="module")
+def topics(infra: Endpoints) -> Topics:
+    return Topics(infra.bootstrap_servers)
+
+
+def header(record: Any, name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value.decode()
+    return None
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+async def test_proposal_mails_both_sides_once_in_their_language(
+    service: AsgiFastStream,
+    smtp: SmtpSink,
+    db: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    topics: Topics,
+) -> None:
+    tenant = TENANT["proposal"]
+    mentee, mentor, match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
+    delivered_from = await topics.end("notification-delivered")
+    await publish(
+        producer,
+        enrolment(
+            tenant, mentee, role="mentee", languages=["fr", "en"], name="Amélie <script>x</script>"
+        ),
+        f"{tenant}:prog-1",
+    )
+    await publish(
+        producer,
+        enrolment(tenant, mentor, role="mentor", languages=["de", "en"]),
+        f"{tenant}:prog-1",
+    )
+    proposal = proposed(tenant, match, mentee, mentor, timedelta(days=3))
+    await publish(producer, proposal, match)
+
+    await eventually(lambda: smtp.to(address(mentee)) and smtp.to(address(mentor)))
+    to_mentee = parsed(smtp.to(address(mentee))[0].content)
+    to_mentor = parsed(smtp.to(address(mentor))[0].content)
+    assert to_mentee["Message-ID"] == expected_message_id(
+        tenant, proposal, mentee, "match-proposal"
+    )
+    assert to_mentor["Message-ID"] == expected_message_id(
+        tenant, proposal, mentor, "match-proposal"
+    )
+    assert to_mentee["Subject"].startswith("Nous vous avons trouvé un mentor")
+    assert to_mentor["Subject"].startswith("A mentee has been proposed to you")
+    html = to_mentee.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "&lt;script&gt;" in html and "<script>" not in html
+    text = to_mentee.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Sujets : python" in text
+
+    # the same event again (a producer retry, a replay): nothing is sent twice
+    again = await publish(producer, proposal, match)
+    await eventually(lambda: consumed(db, again))
+    await asyncio.sleep(1.0)
+    assert len(smtp.to(address(mentee))) == len(smtp.to(address(mentor))) == 1
+    rows = await db.fetch(
+        "SELECT kind, state FROM deliveries WHERE tenant_id = $1 AND source_event_id = $2",
+        tenant,
+        proposal["id"],
+    )
+    assert sorted((r["kind"], r["state"]) for r in rows) == [
+        ("match-proposal", "sent"),
+        ("match-proposal", "sent"),
+        ("match-reminder", "pending"),  # due a day before the deadline
+        ("match-reminder", "pending"),
+    ]
+
+    # and each delivery was reported once on notification-delivered
+    async def reported() -> list[Any]:
+        records = await topics.since(delivered_from, 1.0)
+        return [r for r in records if json.loads(r.value)["tenantid"] == tenant]
+
+    outcomes = await eventually(reported, timeout=15)
+    assert sorted(json.loads(r.value)["data"]["recipient_id"] for r in outcomes) == sorted(
+        [mentee, mentor]
+    )
+
+
+async def test_webhook_tenant_gets_signed_introductions_and_feedback_requests(
+    service: AsgiFastStream, smtp: SmtpSink, webhook: WebhookSink, producer: AIOKafkaProducer
+) -> None:
+    tenant = TENANT["webhook"]
+    mentee, mentor, match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
+    await publish(
+        producer,
+        enrolment(tenant, mentee, role="mentee", languages=["en"], name="Ada"),
+        f"{tenant}:prog-1",
+    )
+    await publish(
+        producer,
+        enrolment(tenant, mentor, role="mentor", languages=["fr"], name="Grace"),
+        f"{tenant}:prog-1",
+    )
+    confirmed = match_event(
+        tenant, "match-confirmed", match, mentee, mentor, confirmed_at=datetime.now(UTC).isoformat()
+    )
+    await publish(producer, confirmed, match)
+
+    def hooks_for(kind: str) -> list[Any]:
+        found = []
+        for hook in list(webhook.hooks):
+            body = json.loads(hook.body)
+            if body["tenant_id"] == tenant and body["kind"] == kind:
+                found.append((hook, body))
+        return found
+
+    intros = await eventually(
+        lambda: len(hooks_for("match-introduction")) == 2 and hooks_for("match-introduction")
+    )
+    for hook, body in intros:
+        # verify the signature with our own HMAC code, over the raw body received
+        timestamp = hook.headers["x-mentornet-timestamp"]
+        mac = hmac.new(SECRET.encode(), timestamp.encode() + b"." + hook.body, hashlib.sha256)
+        assert hook.headers["x-mentornet-signature"] == "sha256=" + mac.hexdigest()
+        recipient = body["recipient"]["person_id"]
+        assert hook.headers["idempotency-key"] == str(
+            notification_id(tenant, confirmed["id"], recipient, "webhook", "match-introduction")
+        )
+        partner_name = "Grace" if recipient == mentee else "Ada"
+        assert partner_name in body["text"] and partner_name in body["subject"]
+    locales = {body["recipient"]["person_id"]: body["recipient"]["locale"] for _, body in intros}
+    assert locales == {mentee: "en", mentor: "fr"}
+
+    session = event(
+        tenant,
+        "session-completed",
+        {"match_id": match, "session_id": "s-1", "duration_minutes": 45},
+    )
+    await publish(producer, session, match)
+    feedback = await eventually(
+        lambda: len(hooks_for("feedback-request")) == 2 and hooks_for("feedback-request")
+    )
+    assert {b["recipient"]["person_id"] for _, b in feedback} == {mentee, mentor}
+    assert not smtp.to(address(mentee)) and not smtp.to(address(mentor))  # webhook only
+
+
+async def test_refusing_smtp_server_is_retried_with_backoff_without_holding_up_others(
+    service: AsgiFastStream,
+    smtp: SmtpSink,
+    webhook: WebhookSink,
+    db: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+) -> None:
+    tenant, hook_tenant = TENANT["flaky"], TENANT["flaky-hook"]
+    mentee, mentor, match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
+    other_mentee, other_mentor, other_match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
+    refusals = 3
+    smtp.refuse[address(mentee)] = refusals  # 421 to the first three attempts, then accepts
+    for t, p, role in (
+        (tenant, mentee, "mentee"),
+        (tenant, mentor, "mentor"),
+        (hook_tenant, other_mentee, "mentee"),
+        (hook_tenant, other_mentor, "mentor"),
+    ):
+        await publish(producer, enrolment(t, p, role=role, languages=["en"]), f"{t}:prog-1")
+    await publish(producer, proposed(tenant, match, mentee, mentor, timedelta(days=3)), match)
+    await publish(
+        producer,
+        proposed(hook_tenant, other_match, other_mentee, other_mentor, timedelta(days=3)),
+        other_match,
+    )
+
+    def hooks() -> list[Any]:
+        return [h for h in list(webhook.hooks) if json.loads(h.body)["tenant_id"] == hook_tenant]
+
+    await eventually(lambda: smtp.to(address(mentor)) and len(hooks()) == 2)
+    healthy_done = max(smtp.to(address(mentor))[0].received_at, *(h.received_at for h in hooks()))
+    mail = (await eventually(lambda: smtp.to(address(mentee)), timeout=30))[0]
+
+    attempts = smtp.attempts[address(mentee)]
+    assert len(attempts) == refusals + 1
+    assert len(smtp.to(address(mentee))) == 1  # nothing lost, nothing doubled
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    for n, gap in enumerate(gaps, start=1):  # equal jitter: at least half the nominal delay
+        assert gap >= RETRY_BASE * 2 ** (n - 1) / 2 - 0.02, gaps
+    assert gaps[-1] > gaps[0]
+    assert healthy_done < mail.received_at  # the healthy paths did not wait for the retries
+    row = await eventually(
+        lambda: db.fetchrow(
+            """SELECT state, attempts, last_error FROM deliveries
+               WHERE tenant_id = $1 AND recipient_id = $2 AND kind = 'match-proposal'
+                 AND state = 'sent'""",
+            tenant,
+            mentee,
+        )
+    )
+    assert (row["state"], row["attempts"], row["last_error"]) == ("sent", refusals + 1, None)
+
+
+async def test_offboarded_person_gets_nothing_and_keeps_no_personal_data(
+    service: AsgiFastStream, smtp: SmtpSink, db: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    tenant = TENANT["erase"]
+    leaver, unknown_leaver, mentor = person(), person(), person()
+    key = f"{tenant}:prog-1"
+    registered = datetime.now(UTC) - timedelta(minutes=5)
+    await publish(producer, enrolment(tenant, mentor, role="mentor", languages=["en"]), key)
+    await publish(
+        producer,
+        enrolment(tenant, leaver, role="mentee", languages=["fr"], registered_at=registered),
+        key,
+    )
+
+    # a proposal for someone whose contact has not arrived yet waits for it ...
+    waiting_match = f"m-{uuid.uuid4().hex[:8]}"
+    await publish(
+        producer,
+        proposed(tenant, waiting_match, unknown_leaver, mentor, timedelta(days=3)),
+        waiting_match,
+    )
+    await eventually(lambda: smtp.to(address(mentor)))
+
+    async def contact_erased(person_id: str) -> bool:
+        row = await db.fetchrow(
+            "SELECT * FROM contacts WHERE tenant_id = $1 AND person_id = $2", tenant, person_id
+        )
+        return row is not None and row["erased_at"] is not None
+
+    # ... then both leave
+    for p in (leaver, unknown_leaver):
+        await publish(
+            producer,
+            event(
+                tenant, "enrolment-ended", {"program_id": "prog-1", "person_id": p, "erase": True}
+            ),
+            key,
+        )
+    await eventually(lambda: contact_erased(leaver))
+    await eventually(lambda: contact_erased(unknown_leaver))
+
+    # a registration older than the erasure arriving late, and a proposal after it
+    late = await publish(
+        producer,
+        enrolment(
+            tenant, unknown_leaver, role="mentee", languages=["en"], registered_at=registered
+        ),
+        key,
+    )
+    match = f"m-{uuid.uuid4().hex[:8]}"
+    after = await publish(
+        producer, proposed(tenant, match, leaver, mentor, timedelta(days=3)), match
+    )
+    await eventually(lambda: consumed(db, late))
+    await eventually(lambda: consumed(db, after))
+    await eventually(lambda: len(smtp.to(address(mentor))) == 2)
+    await asyncio.sleep(1.0)
+
+    assert smtp.to(address(leaver)) == [] and smtp.to(address(unknown_leaver)) == []
+    for p in (leaver, unknown_leaver):
+        row = await db.fetchrow(
+            "SELECT * FROM contacts WHERE tenant_id = $1 AND person_id = $2", tenant, p
+        )
+        assert row["display_name"] is None and row["email"] is None and row["timezone"] is None
+        assert row["languages"] == [] and row["role"] is None
+        states = await db.fetch(
+            "SELECT kind, state, last_error FROM deliveries WHERE tenant_id = $1 AND recipient_id = $2",
+            tenant,
+            p,
+        )
+        assert states and {r["state"] for r in states} == {"cancelled"}, states
+
+
+async def test_reminder_goes_only_to_who_has_not_answered(
+    service: AsgiFastStream,
+    smtp: SmtpSink,
+    db: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    topics: Topics,
+) -> None:
+    tenant = TENANT["remind"]
+    mentee, mentor, match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
+    for p, role in ((mentee, "mentee"), (mentor, "mentor")):
+        await publish(
+            producer, enrolment(tenant, p, role=role, languages=["en"]), f"{tenant}:prog-1"
+        )
+    dlq_from = await topics.end("dlq.notifications")
+    await publish(
+        producer,
+        proposed(tenant, match, mentee, mentor, timedelta(seconds=REMINDER_BEFORE + 4)),
+        match,
+    )
+    answer = {"match_id": match, "person_id": mentee, "decision": "accepted"}
+    invalid = await publish(
+        producer, event(tenant, "match-responded", {**answer, "decision": "maybe"}), match
+    )
+    valid = await publish(producer, event(tenant, "match-responded", answer), match)
+    await eventually(lambda: consumed(db, valid))
+
+    reminders = await eventually(
+        lambda: [m for m in smtp.to(address(mentor)) if "Reminder" in parsed(m.content)["Subject"]]
+    )
+    assert len(reminders) == 1
+    await asyncio.sleep(0.5)
+    assert [parsed(m.content)["Subject"] for m in smtp.to(address(mentee))] == [
+        "We found a mentor for you: please answer"
+    ]
+
+    # the invalid answer is matching's to dead-letter, not ours
+    assert invalid.partition == valid.partition and invalid.offset < valid.offset
+    dead = [
+        r
+        for r in await topics.since(dlq_from, 1.5)
+        if header(r, "dlq-topic") == "match-responded"
+        and header(r, "dlq-offset") == str(invalid.offset)
+        and header(r, "dlq-partition") == str(invalid.partition)
+    ]
+    assert dead == []
+
+    # declined: the mentee hears the next proposal is on its way
+    await publish(
+        producer,
+        match_event(tenant, "match-ended", match, mentee, mentor, outcome="declined"),
+        match,
+    )
+    await eventually(
+        lambda: any(
+            "next mentoring proposal" in parsed(m.content)["Subject"]
+            for m in smtp.to(address(mentee))
+        )
+    )
+
+
+async def test_permanent_refusal_fails_once_and_is_reported(
+    service: AsgiFastStream, db: asyncpg.Pool, producer: AIOKafkaProducer, topics: Topics
+) -> None:
+    tenant = TENANT["refused"]
+    refusing = await WebhookSink(status=400).start()
+    try:
+        await db.execute(
+            "INSERT INTO tenant_channels VALUES ($1, 'webhook', $2, $3)",
+            tenant,
+            refusing.url,
+            SECRET,
+        )
+        mentee, mentor, match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
+        failed_from = await topics.end("notification-failed")
+        dlq_from = await topics.end("dlq.notifications")
+        for p, role in ((mentee, "mentee"), (mentor, "mentor")):
+            await publish(
+                producer, enrolment(tenant, p, role=role, languages=["en"]), f"{tenant}:prog-1"
+            )
+        await publish(
+            producer,
+            match_event(tenant, "match-ended", match, mentee, mentor, outcome="expired"),
+            match,
+        )
+
+        row = await eventually(
+            lambda: db.fetchrow(
+                "SELECT * FROM deliveries WHERE tenant_id = $1 AND state = 'failed'", tenant
+            )
+        )
+        assert (row["attempts"], row["last_error"]) == (1, "HTTP 400")
+        assert sum(refusing.counts.values()) == 1  # a 4xx is not retried
+
+        async def reported(start: dict[TopicPartition, int]) -> list[Any]:
+            records = await topics.since(start, 1.0)
+            return [r for r in records if json.loads(r.value)["tenantid"] == tenant]
+
+        failed = await eventually(lambda: reported(failed_from), timeout=15)
+        assert json.loads(failed[0].value)["data"]["error"] == "HTTP 400"
+        dead = await eventually(lambda: reported(dlq_from), timeout=15)
+        assert header(dead[0], "dlq-reason-code") == "delivery_failed"
+    finally:
+        await refusing.stop()
