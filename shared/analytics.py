@@ -332,17 +332,21 @@ def program_health(
         waited = _seconds(answered.proposed_at, at)
         first_answers[key] = min(waited, first_answers.get(key, waited))
 
-    programs = {(t, p) for t, p, _ in enrolments} | {
-        (m.tenant, m.program) for m in matches.values()
-    }
-    if program is not None:
-        programs = {(t, p) for t, p in programs if p == program}
+    people: dict[tuple[str, str], dict[str, _Enrolment]] = defaultdict(dict)
+    for (tenant_id, program_id, person), enrolment in enrolments.items():
+        people[(tenant_id, program_id)][person] = enrolment
+    program_matches: dict[tuple[str, str], list[_Match]] = defaultdict(list)
+    for m in matches.values():
+        program_matches[(m.tenant, m.program)].append(m)
     answers_by_program: dict[tuple[str, str], list[float]] = defaultdict(list)
     for (tenant_id, match_id, _), waited in first_answers.items():
         m = matches[(tenant_id, match_id)]
         answers_by_program[(m.tenant, m.program)].append(waited)
+    programs = set(people) | set(program_matches)
     return [
-        _program(t, p, enrolments, matches, answers_by_program[(t, p)]) for t, p in sorted(programs)
+        _program(t, p, people[(t, p)], program_matches[(t, p)], answers_by_program[(t, p)])
+        for t, p in sorted(programs)
+        if program is None or p == program
     ]
 
 
@@ -369,17 +373,17 @@ def _enrolment_updated(
 def _program(
     tenant_id: str,
     program_id: str,
-    enrolments: Mapping[tuple[str, str, str], _Enrolment],
-    matches: Mapping[tuple[str, str], _Match],
+    people: Mapping[str, _Enrolment],
+    ours: Sequence[_Match],
     answers: list[float],
 ) -> ProgramHealth:
-    people = {
-        person: e for (t, p, person), e in enrolments.items() if t == tenant_id and p == program_id
-    }
-    ours = [m for m in matches.values() if m.tenant == tenant_id and m.program == program_id]
+    """The figures of one program from its enrolments (by person) and its matches."""
     by_mentee: dict[str, list[_Match]] = defaultdict(list)
+    open_by_mentor: dict[str, int] = defaultdict(int)
     for m in ours:
         by_mentee[m.mentee].append(m)
+        if m.open_relationship:
+            open_by_mentor[m.mentor] += 1
     active_mentees = [p for p, e in people.items() if e.active and e.role == "mentee"]
     active_mentors = {p: e for p, e in people.items() if e.active and e.role == "mentor"}
 
@@ -407,11 +411,7 @@ def _program(
     confirmed_matches = [m for m in ours if m.confirmed_at is not None]
     both_rated = [m for m in confirmed_matches if m.mentor_ratings and m.mentee_ratings]
     loads = tuple(
-        MentorLoad(
-            mentor,
-            sum(1 for m in ours if m.mentor == mentor and m.open_relationship),
-            enrolment.capacity,
-        )
+        MentorLoad(mentor, open_by_mentor[mentor], enrolment.capacity)
         for mentor, enrolment in sorted(active_mentors.items())
     )
     return ProgramHealth(

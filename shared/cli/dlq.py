@@ -9,12 +9,13 @@ fixed, the record gets a second chance; a record that is still wrong is dead-let
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -25,9 +26,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from shared.contract.topics import TOPICS
 from shared.kafka import client_options
 from shared.settings import KafkaSettings
 
+T = TypeVar("T")
 SERVICES = ("profiles", "matching", "notifications")
 DLQ_PREFIX = "dlq-"
 READ_TIMEOUT = 120.0  # seconds to read a dead-letter topic to its end before giving up
@@ -197,6 +200,14 @@ class DeadLetter:
         return self.header("dlq-offset") or ""
 
     @property
+    def origin(self) -> str:
+        """topic:partition:offset of the original record (just the topic when that is all)."""
+        topic = self.original_topic or "?"
+        if not self.original_partition:
+            return topic
+        return f"{topic}:{self.original_partition}:{self.original_offset}"
+
+    @property
     def rejected_at(self) -> str:
         """When the service rejected it (dlq-time), else when the dead letter was written."""
         stamp = self.header("dlq-time")
@@ -311,6 +322,17 @@ async def replay(
     return done
 
 
+def replayable(letter: DeadLetter) -> bool:
+    """Whether a replay can change anything: some mentornet service reads the original topic.
+
+    Not so for notifications' `delivery_failed` letters (their topic, notification-failed, is for
+    analytics only): republishing would duplicate the event and retry no delivery. Topics outside
+    the registry are the operator's call.
+    """
+    spec = TOPICS.get(_target(letter))
+    return spec is None or bool(spec.consumers)
+
+
 def _target(letter: DeadLetter) -> str:
     if not letter.original_topic:
         raise CliError(
@@ -325,37 +347,35 @@ def check_selector(offsets: Sequence[int], code: str | None, everything: bool) -
 
 
 def select(
-    letters: Sequence[DeadLetter],
-    offsets: Sequence[int],
-    code: str | None,
-    everything: bool,
-    partition: int | None,
+    letters: Sequence[DeadLetter], code: str | None, partition: int | None
 ) -> list[DeadLetter]:
-    """The dead letters a replay names: by offsets (all must exist), by reason code, or all."""
-    check_selector(offsets, code, everything)
-    chosen = [x for x in letters if partition is None or x.partition == partition]
-    if everything:
-        return chosen
-    if code is not None:
-        return [x for x in chosen if x.reason_code == code]
-    partitions = {x.partition for x in chosen}
-    if len(partitions) > 1:
-        raise CliError(f"{letters[0].topic} has several partitions: give --partition")
-    by_offset = {x.offset: x for x in chosen}
-    missing = [o for o in offsets if o not in by_offset]
-    if missing:
-        topic = letters[0].topic if letters else "the topic"
-        raise CliError(f"offset {missing[0]} not found in {topic}")
-    return [by_offset[o] for o in sorted(set(offsets))]
+    """The dead letters a replay by --code (or --all, code None) names, optionally one partition."""
+    return [
+        x
+        for x in letters
+        if (partition is None or x.partition == partition)
+        and (code is None or x.reason_code == code)
+    ]
 
 
 # --- commands ----------------------------------------------------------------------------------
 
 
-def _run(coro: Any) -> Any:
-    from shared.cli.main import run  # late: main imports this module to register it
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; any failure becomes exactly one line on stderr and exit status 1.
 
-    return run(coro)
+    Like `shared.cli.main.run`, but never wrapped at the terminal width and with brackets in
+    messages (aiokafka's "[Errno 111]"...) printed as they are, not read as markup.
+    """
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the error line below says it all
+    try:
+        return asyncio.run(coro)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        message = str(exc) or type(exc).__name__
+        Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("list")
@@ -381,14 +401,14 @@ def list_command(
         letters.sort(key=lambda x: (x.timestamp_ms, x.topic, x.partition, x.offset))
         return letters[-limit:], len(letters)
 
-    shown, total = _run(go())
+    shown, total = run(go())
     if not shown:
         console.print("no dead letters")
         return
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("dlq topic", overflow="fold")
     table.add_column("offset", no_wrap=True, justify="right")
-    table.add_column("original topic:partition:offset", overflow="fold")
+    table.add_column("original", overflow="fold")
     table.add_column("code", overflow="fold")
     table.add_column("reason", overflow="fold", min_width=20)
     table.add_column("rejected at (UTC)", overflow="fold")
@@ -397,7 +417,7 @@ def list_command(
         table.add_row(
             x.topic if x.partition == 0 else f"{x.topic}/{x.partition}",
             str(x.offset),
-            f"{x.original_topic or '?'}:{x.original_partition}:{x.original_offset}",
+            x.origin,
             x.reason_code,
             escape(x.reason),
             x.rejected_at,
@@ -425,7 +445,7 @@ def show_command(
     bootstrap_servers: BootstrapOption = None,
 ) -> None:
     """One dead letter in full: reason, original coordinates, headers, key and bytes."""
-    x: DeadLetter = _run(
+    x: DeadLetter = run(
         fetch_dead_letter(kafka_settings(bootstrap_servers), dlq_topic, offset, partition)
     )
     facts = Table(show_header=False, box=None)
@@ -434,7 +454,9 @@ def show_command(
     facts.add_row("reason", escape(x.reason))
     facts.add_row(
         "original",
-        f"{x.original_topic or '?'} partition {x.original_partition} offset {x.original_offset}",
+        f"{x.original_topic or '?'} partition {x.original_partition} offset {x.original_offset}"
+        if x.original_partition
+        else x.original_topic or "?",
     )
     facts.add_row("service", x.header("dlq-service") or "?")
     facts.add_row("rejected at", escape(x.header("dlq-time") or x.rejected_at))
@@ -479,18 +501,31 @@ def replay_command(
     """
     offsets = list(offset or [])
 
-    async def go() -> list[tuple[DeadLetter, str]]:
+    async def go() -> tuple[list[tuple[DeadLetter, str]], list[DeadLetter]]:
         check_selector(offsets, code, everything)
         kafka = kafka_settings(bootstrap_servers)
-        if offsets:
-            letters = [await fetch_dead_letter(kafka, dlq_topic, o, partition) for o in offsets]
-            chosen = select(letters, offsets, None, False, None)
+        if offsets:  # each must exist: fetched one by one, in offset order
+            chosen = [
+                await fetch_dead_letter(kafka, dlq_topic, o, partition)
+                for o in sorted(set(offsets))
+            ]
         else:
-            letters = await read_dead_letters(kafka, [dlq_topic])
-            chosen = select(letters, offsets, code, everything, partition)
-        return await replay(kafka, chosen, dry_run)
+            chosen = select(await read_dead_letters(kafka, [dlq_topic]), code, partition)
+        useless = [x for x in chosen if not replayable(x)]
+        if useless and offsets:
+            x = useless[0]
+            raise CliError(
+                f"offset {x.offset} came from {x.original_topic}, which no mentornet service "
+                "reads: a replay would retry nothing"
+            )
+        return await replay(kafka, [x for x in chosen if replayable(x)], dry_run), useless
 
-    done = _run(go())
+    done, skipped = run(go())
+    if skipped:
+        console.print(
+            f"skipped {len(skipped)} dead letter(s) whose original topic no mentornet service "
+            f"reads ({', '.join(sorted({x.reason_code for x in skipped}))})"
+        )
     if not done:
         console.print("nothing to replay")
         return
