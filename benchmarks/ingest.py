@@ -76,7 +76,7 @@ async def main() -> None:
     args = arguments(__doc__ or "", [("--events", {"type": int, "default": None})])
     n = args.events or (20_000 if args.quick else 200_000)
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
-    async with real_infrastructure() as infra:
+    async with real_infrastructure("bench") as infra:
         baseline = await kafka_baseline(infra.bootstrap_servers, n)
         publish_s = await publish_population(infra.bootstrap_servers, tenant, n)
         run = await run_profiles(infra.bootstrap_servers, infra.database_url, tenant, n)

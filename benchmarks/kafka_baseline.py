@@ -131,7 +131,7 @@ async def measure(bootstrap: str, n: int) -> dict[str, Any]:
 async def main() -> None:
     args = arguments(__doc__ or "", [("--messages", {"type": int, "default": None})])
     n = args.messages or (20_000 if args.quick else 200_000)
-    async with real_infrastructure() as infra:
+    async with real_infrastructure("bench") as infra:
         result = await measure(infra.bootstrap_servers, n)
     emit(
         {

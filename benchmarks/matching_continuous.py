@@ -115,7 +115,7 @@ async def main() -> None:
     )
     mentors = args.mentors or (1_000 if args.quick else 10_000)
     seconds = args.seconds or (5.0 if args.quick else 30.0)
-    async with real_infrastructure() as infra:
+    async with real_infrastructure("bench") as infra:
         result = await measure(
             infra.bootstrap_servers, infra.database_url, mentors, args.rate, seconds
         )

@@ -11,7 +11,7 @@ aiosmtpd server and a minimal HTTP server, which count Message-IDs and Idempoten
 duplicates are counted where they would hurt. Peak memory is the service's VmHWM. Rate limits
 are off unless --rate is given. The last line printed is one JSON object.
 
-Needs the local Kafka and PostgreSQL (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL).
+Uses KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL when set, else starts the benchmark stack.
 """
 
 from __future__ import annotations
@@ -36,12 +36,8 @@ import httpx
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
 from services.notifications.domain import notification_id
 from services.notifications.sinks import free_port
-from shared.db.migrations import migrate
+from shared.infra import Endpoints, real_infrastructure
 
-DATABASE_URL = os.environ.get(
-    "DATABASE_URL", "postgresql://mentornet:mentornet@127.0.0.1:5433/mentornet"
-)
-KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
 
@@ -52,13 +48,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def service_env(args: Any, smtp_port: int, http_port: int, tenants: list[str]) -> dict[str, str]:
+def service_env(
+    args: Any, smtp_port: int, http_port: int, tenants: list[str], infra: Endpoints
+) -> dict[str, str]:
     """One replica's environment; replicas share the rows through SKIP LOCKED and leases."""
     return {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
-        "DATABASE_URL": DATABASE_URL,
-        "KAFKA_BOOTSTRAP_SERVERS": KAFKA,
+        "DATABASE_URL": infra.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
         "HTTP_PORT": str(http_port),
         "LOG_LEVEL": "WARNING",
         "CONSUMER_GROUP": "notifications-bench",
@@ -194,7 +192,11 @@ async def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: flo
 
 
 async def run(args: Any) -> dict[str, Any]:
-    await migrate(DATABASE_URL)
+    async with real_infrastructure("bench") as infra:
+        return await measure(args, infra)
+
+
+async def measure(args: Any, infra: Endpoints) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     email_tenant, hook_tenant = f"bench-{run_id}-email", f"bench-{run_id}-hook"
     tenants = [email_tenant, hook_tenant]
@@ -216,7 +218,7 @@ async def run(args: Any) -> dict[str, Any]:
     ]
     for sink in sinks:
         assert sink.stdout is not None and sink.stdout.readline().strip() == b"ready"
-    pool = await asyncpg.create_pool(DATABASE_URL, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2)
     assert pool is not None
     await pool.execute(
         "INSERT INTO notifications.tenant_channels VALUES ($1, 'webhook', $2, $3)",
@@ -229,7 +231,7 @@ async def run(args: Any) -> dict[str, Any]:
     services = [
         start(
             [*profile, "-m", "services.notifications"],
-            service_env(args, smtp_port, port, tenants),
+            service_env(args, smtp_port, port, tenants, infra),
             quiet=not args.verbose,
         )
         for port in ports

@@ -36,19 +36,22 @@ def _docker_answers() -> bool:
         return False
 
 
-def testing_stack_config() -> StackConfig:
-    """Ports apart from the demo stack's, so `make test` and `make up` can run side by side."""
+def testing_stack_config(purpose: str = "test") -> StackConfig:
+    """A stack of its own for tests (ports 19092/19093/15433) or benchmarks (29092/29093/25433),
+    apart from the demo stack's, so `make test`, benchmarks and `make up` never share data."""
+    base = {"test": (19092, 19093, 15433), "bench": (29092, 29093, 25433)}[purpose]
+    env = f"MENTORNET_{purpose.upper()}_"
     return StackConfig(
-        home=REPO_ROOT / ".stack" / "test",
-        kafka_port=int(os.environ.get("MENTORNET_TEST_KAFKA_PORT", "19092")),
-        controller_port=int(os.environ.get("MENTORNET_TEST_KAFKA_CONTROLLER_PORT", "19093")),
-        pg_port=int(os.environ.get("MENTORNET_TEST_PG_PORT", "15433")),
+        home=REPO_ROOT / ".stack" / purpose,
+        kafka_port=int(os.environ.get(f"{env}KAFKA_PORT", base[0])),
+        controller_port=int(os.environ.get(f"{env}KAFKA_CONTROLLER_PORT", base[1])),
+        pg_port=int(os.environ.get(f"{env}PG_PORT", base[2])),
         with_mailcatcher=False,
     )
 
 
 @asynccontextmanager
-async def real_infrastructure() -> AsyncIterator[Endpoints]:
+async def real_infrastructure(purpose: str = "test") -> AsyncIterator[Endpoints]:
     env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     env_db = os.environ.get("DATABASE_URL")
     if env_kafka and env_db:
@@ -59,7 +62,7 @@ async def real_infrastructure() -> AsyncIterator[Endpoints]:
         async with _containers() as endpoints:
             yield endpoints
     else:
-        cfg = testing_stack_config()
+        cfg = testing_stack_config(purpose)
         already_running = all(c.running for c in status(cfg) if c.name in ("kafka", "postgres"))
         await start_infra(cfg, provision=False)
         endpoints = Endpoints(cfg.bootstrap_servers, cfg.database_url, "local stack")

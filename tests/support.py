@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -230,6 +231,27 @@ class ServiceProcess:
         if not self.log or not self.log.exists():
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def commit_end_offsets(bootstrap: str, group: str, service: str) -> None:
+    """Give a new consumer group committed offsets at the topics' current ends, so the service
+    starts exactly there: no history to replay, and nothing published afterwards is skipped (an
+    uncommitted "latest" is resolved lazily and could land after the test's first records)."""
+    topics = importlib.import_module(f"services.{service}.entrypoint").TOPICS
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        assert partitions, f"no partitions found for {topics}"
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        await consumer.commit({tp: offset for tp, offset in ends.items()})
+    finally:
+        await consumer.stop()
 
 
 class running:

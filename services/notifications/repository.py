@@ -412,16 +412,20 @@ async def seconds_until_due(pool: asyncpg.Pool, tenants: Sequence[str] | None) -
 
 async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> list[Finished]:
     """Write a batch of outcomes in one statement and release the leases; returns the rows
-    that just became sent or failed. The `state = 'pending'` guard makes this idempotent."""
+    that just became sent or failed. The `state = 'pending'` guard makes this idempotent.
+
+    A row the worker found "waiting for contact" is retried at once if the contacts arrived
+    meanwhile: their arrival woke only rows already marked waiting (no lost wake-up)."""
     if not outcomes:
         return []
     rows = await conn.fetch(
         """UPDATE deliveries d SET
                state = u.state,
                attempts = d.attempts + u.attempted::int,
-               next_attempt_at = COALESCE(u.next_attempt_at, d.next_attempt_at),
+               next_attempt_at = CASE WHEN u.waiting AND contacts_now_known(d) THEN now()
+                                      ELSE COALESCE(u.next_attempt_at, d.next_attempt_at) END,
                last_error = u.error,
-               waiting = u.waiting,
+               waiting = u.waiting AND NOT contacts_now_known(d),
                locked_until = NULL,
                sent_at = CASE WHEN u.state = 'sent' THEN now() END
            FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::text[],

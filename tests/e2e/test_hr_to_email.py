@@ -54,12 +54,18 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
     controller.stop()
 
 
+TENANT = unique("acme")
+
+
 @pytest.fixture(scope="module")
 async def system(
     service_env: dict[str, str], smtp: tuple[Inbox, int]
 ) -> AsyncIterator[dict[str, ServiceProcess]]:
     # DEBUG, so that every line a service can write is written, and checked for personal data.
     env = {**service_env, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp[1]), "LOG_LEVEL": "DEBUG"}
+    # This run's notifications process sends only this test's mail, whatever else is pending in
+    # a shared database (other test runs, benchmarks).
+    env["DELIVERY_TENANTS"] = json.dumps([TENANT])
     async with running(["profiles", "matching", "notifications"], env) as procs:
         yield procs
 
@@ -83,7 +89,7 @@ async def test_registrations_become_a_proposal_and_two_emails(
     infra: Endpoints, smtp: tuple[Inbox, int], system: dict[str, ServiceProcess]
 ) -> None:
     inbox, _ = smtp
-    tenant = unique("acme")
+    tenant = TENANT
     mentor_email, mentee_email = f"marie@{tenant}.example", f"nicolas@{tenant}.example"
     mentor = {
         "person_id": "e-100",

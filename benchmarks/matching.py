@@ -1,0 +1,378 @@
+"""matching: how fast and how well mentees are matched with mentors.
+
+    python -m benchmarks.matching [--quick]
+
+Sections of the report (one JSON object, last line), each under `sections`:
+  cohort  100,000 mentees x 20,000 mentors (quick: 5,000 x 1,000) assigned at once by the top-k
+          min-cost flow, against the greedy baseline on the same instance; then, on 10,000 x 2,000
+          (quick: 2,000 x 400), both against the exact optimum: a min-cost flow over every eligible
+          pair, built from `criteria_values` and `eligible` mentee by mentee.
+Every assignment is checked by `check`, which reads the Mentor and Mentee records directly and
+shares no code with the matcher.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import ortools
+
+from benchmarks._common import arguments, emit, machine, peak_rss_mb
+from services.matching.domain.candidates import BatchScorer
+from services.matching.domain.cohort import (
+    DEFAULT_K,
+    SolveStats,
+    assign_greedy,
+    commit,
+    min_cost_assignment,
+    solve,
+)
+from services.matching.domain.config import CRITERIA, ProgramConfig
+from services.matching.domain.scoring import (
+    Candidate,
+    Mentee,
+    Mentor,
+    MentorPool,
+    criteria_values,
+    eligible,
+    rank,
+    utc_offset_hours,
+)
+from shared.contract.events import ProgramRules
+
+NOW = datetime(2026, 3, 2, 9, tzinfo=UTC)
+TOPICS = [f"topic {i:02d}" for i in range(30)]
+LANGUAGES = (["en", "fr", "de", "es", "pt"], [0.80, 0.07, 0.06, 0.05, 0.02])
+ZONES = (
+    [
+        "America/Los_Angeles",
+        "America/New_York",
+        "America/Sao_Paulo",
+        "Europe/London",
+        "Europe/Paris",
+        "Asia/Kolkata",
+        "Asia/Singapore",
+        "Asia/Tokyo",
+    ],
+    [0.12, 0.20, 0.06, 0.14, 0.22, 0.12, 0.08, 0.06],
+)
+DEPARTMENTS = [f"department {i}" for i in range(12)]
+RULES = ProgramRules(max_timezone_difference_hours=8, department="any", min_seniority_gap=1)
+UNASSIGNED_CHECKED = 1000  # unassigned mentees checked, at most, for an eligible mentor still free
+
+Pairs = list[tuple[Mentee, Candidate]]
+
+
+# --- instances -------------------------------------------------------------------------------
+
+
+def instance(
+    mentees: int, mentors: int, seed: int
+) -> tuple[MentorPool, list[Mentee], dict[str, set[str]]]:
+    """A program: ~30 topics with skewed popularity, 5 languages, 8 time zones, 12 departments,
+    capacities 1-5, some mentors with load or ratings, some mentees reporting to a mentor,
+    some mentees who are mentors themselves, and some past refusals."""
+    rng = random.Random(seed)
+    popularity = [1 / (i + 1) ** 0.7 for i in range(len(TOPICS))]
+
+    def speaks() -> tuple[str, ...]:
+        spoken = {rng.choices(*LANGUAGES)[0] for _ in range(rng.choice((1, 1, 2, 3)))}
+        return tuple(sorted(spoken))
+
+    def topics(count: int) -> list[str]:
+        return list(dict.fromkeys(rng.choices(TOPICS, popularity, k=count)))
+
+    mentor_list = []
+    for j in range(mentors):
+        ratings = rng.choice((0, 0, rng.randint(1, 30)))
+        mentor_list.append(
+            Mentor(
+                person_id=f"p{j:07d}",
+                languages=speaks(),
+                timezone=rng.choices(*ZONES)[0],
+                department=None if rng.random() < 0.05 else rng.choice(DEPARTMENTS),
+                seniority=None if rng.random() < 0.05 else rng.randint(3, 10),
+                expertise=tuple((t, rng.randint(2, 5)) for t in topics(rng.randint(2, 5))),
+                capacity=rng.randint(1, 5),
+                load=rng.choice((0, 0, 0, 1)),
+                rating_sum=round(ratings * rng.uniform(3.0, 5.0)),
+                rating_count=ratings,
+            )
+        )
+    pool = MentorPool(mentor_list, NOW)
+    mentee_list, excluded = [], {}
+    for i in range(mentees):
+        is_mentor = rng.random() < 0.02
+        person_id = f"p{rng.randrange(mentors):07d}" if is_mentor else f"q{i:07d}"
+        manager = f"p{rng.randrange(mentors):07d}" if rng.random() < 0.10 else None
+        goals = topics(rng.randint(1, 3))
+        mentee_list.append(
+            Mentee(
+                person_id=person_id,
+                languages=speaks(),
+                timezone=rng.choices(*ZONES)[0],
+                department=None if rng.random() < 0.05 else rng.choice(DEPARTMENTS),
+                seniority=None if rng.random() < 0.05 else rng.randint(1, 6),
+                manager_id=manager,
+                goals=tuple((t, p + 1) for p, t in enumerate(goals)),
+            )
+        )
+        if rng.random() < 0.05:
+            excluded[person_id] = {f"p{rng.randrange(mentors):07d}" for _ in range(2)}
+    return pool, mentee_list, excluded
+
+
+# --- independent checks ----------------------------------------------------------------------
+
+
+def check(
+    pool: MentorPool,
+    initial_load: Mapping[str, int],
+    pairs: Pairs,
+    config: ProgramConfig,
+    excluded: Mapping[str, set[str]],
+) -> dict[str, int]:
+    """Broken rules among the pairs, counted straight from the records (no matcher code)."""
+    rules, problems = config.rules, Counter[str]()
+    taken = Counter(c.mentor.person_id for _, c in pairs)
+    offsets: dict[str, float] = {}
+
+    def offset(zone: str) -> float:
+        return offsets.setdefault(zone, utc_offset_hours(zone, NOW))
+
+    for mentee, candidate in pairs:
+        mentor = candidate.mentor
+        problems["language"] += not set(mentee.languages) & set(mentor.languages)
+        problems["self"] += mentee.person_id == mentor.person_id
+        problems["manager"] += mentee.manager_id == mentor.person_id
+        problems["excluded"] += mentor.person_id in excluded.get(mentee.person_id, ())
+        gap = abs(offset(mentor.timezone) - offset(mentee.timezone))
+        limit = rules.max_timezone_difference_hours
+        problems["timezone"] += limit is not None and min(gap, 24 - gap) > limit
+        same = mentor.department == mentee.department
+        problems["department"] += (rules.department == "same" and not same) or (
+            rules.department == "cross" and same
+        )
+        known = mentor.seniority is not None and mentee.seniority is not None
+        problems["seniority"] += bool(
+            known
+            and rules.min_seniority_gap is not None
+            and mentor.seniority - mentee.seniority < rules.min_seniority_gap  # type: ignore[operator]
+        )
+    problems["capacity"] = sum(
+        taken[m.person_id] > m.capacity - initial_load[m.person_id] for m in pool.mentors
+    )
+    problems["mentee_twice"] = sum(
+        n > 1 for n in Counter(id(mentee) for mentee, _ in pairs).values()
+    )
+    return {rule: int(problems[rule]) for rule in sorted(problems)}
+
+
+def free_eligible_left(
+    pool: MentorPool,
+    mentees: Sequence[Mentee],
+    pairs: Pairs,
+    config: ProgramConfig,
+    excluded: Mapping[str, set[str]],
+    limit: int,
+) -> dict[str, int]:
+    """Unassigned mentees (up to `limit`, evenly spread) with an eligible mentor still free, by `rank`.
+
+    The pool's loads already hold the assignments, so `rank` sees only the places left.
+    """
+    assigned = {id(mentee) for mentee, _ in pairs}
+    waiting = [m for m in mentees if id(m) not in assigned]
+    sample = waiting[:: max(1, len(waiting) // limit)][:limit]
+    found = sum(bool(rank(pool, m, config, excluded.get(m.person_id, ()), limit=1)) for m in sample)
+    return {"unassigned": len(waiting), "checked": len(sample), "found": found}
+
+
+def gini(values: np.ndarray) -> float:
+    """0 when every mentor is equally used, towards 1 when a few carry everything."""
+    values = np.sort(values)
+    if not len(values) or not values.sum():
+        return 0.0
+    ranks = np.arange(1, len(values) + 1)
+    return float((2 * ranks - len(values) - 1) @ values / (len(values) * values.sum()))
+
+
+def summary(pairs: Pairs, pool: MentorPool) -> dict[str, Any]:
+    total = sum(c.score for _, c in pairs)
+    used = pool.capacity > 0
+    return {
+        "matched": len(pairs),
+        "total_score": round(total, 4),
+        "mean_score": round(total / max(len(pairs), 1), 4),
+        "load_gini": round(gini(pool.load[used] / pool.capacity[used]), 4),
+    }
+
+
+# --- the exact optimum -----------------------------------------------------------------------
+
+
+def optimum(
+    pool: MentorPool,
+    mentees: Sequence[Mentee],
+    config: ProgramConfig,
+    excluded: Mapping[str, set[str]],
+) -> dict[str, Any]:
+    """The best total score: a min-cost flow over every eligible pair (reference scoring)."""
+    weights, seconds = config.normalised_weights(), {}
+    rows, mentors, scores = [], [], []
+    with timed(seconds, "graph"):
+        for i, mentee in enumerate(mentees):
+            values = criteria_values(pool, mentee, config)
+            ok = eligible(pool, mentee, config, values, excluded.get(mentee.person_id, ()))
+            score = np.asarray(sum(weights[c] * values[c] for c in CRITERIA))
+            cols = np.flatnonzero(ok)
+            rows.append(np.full(len(cols), i))
+            mentors.append(cols)
+            scores.append(score[cols])
+    tails, heads, gains = np.concatenate(rows), np.concatenate(mentors), np.concatenate(scores)
+    with timed(seconds, "solve"):
+        chosen = min_cost_assignment(tails, heads, gains, len(mentees), pool.capacity - pool.load)
+    total = sum(
+        float(scores[i][np.searchsorted(mentors[i], chosen[i])])
+        for i in np.flatnonzero(chosen >= 0)
+    )
+    return {
+        "eligible_pairs": len(tails),
+        "seconds": seconds,
+        "matched": int((chosen >= 0).sum()),
+        "total_score": round(total, 4),
+    }
+
+
+# --- the cohort section ----------------------------------------------------------------------
+
+
+def run_flow(
+    pool: MentorPool,
+    mentees: Sequence[Mentee],
+    config: ProgramConfig,
+    excluded: Mapping[str, set[str]],
+    k: int,
+) -> tuple[Pairs, dict[str, Any]]:
+    """`cohort.assign`, step by step so each step is timed."""
+    seconds: dict[str, float] = {}
+    stats = SolveStats()
+    started = time.perf_counter()
+    with timed(seconds, "prepare"):
+        scorer = BatchScorer(pool, mentees, config, excluded)
+    with timed(seconds, "solve_total"):
+        chosen = solve(scorer, k, stats)
+    with timed(seconds, "commit"):
+        pairs = commit(pool, scorer, chosen)
+    seconds["total"] = round(time.perf_counter() - started, 3)
+    seconds["candidates"] = round(seconds["prepare"] + stats.candidate_seconds, 3)
+    seconds["flow"] = round(stats.flow_seconds, 3)
+    seconds["greedy_leftovers"] = round(stats.greedy_seconds, 3)
+    return pairs, {
+        "seconds": seconds,
+        "k": k,
+        "rounds": stats.rounds,
+        "arcs": stats.arcs,
+        "eligible_mentees": stats.eligible_mentees,
+        "placed_by_greedy_leftovers": stats.greedy_placed,
+    }
+
+
+def compare(
+    mentees: int, mentors: int, seed: int, config: ProgramConfig, k: int, full_checks: bool
+) -> dict[str, Any]:
+    """Flow and greedy on one instance, checked; with `full_checks`, the exact optimum too."""
+    pool, mentee_list, excluded = instance(mentees, mentors, seed)
+    initial = pool.load.copy()
+    initial_load = {m.person_id: int(pool.load[j]) for j, m in enumerate(pool.mentors)}
+    places = int((pool.capacity - pool.load).sum())
+    result: dict[str, Any] = {
+        "instance": {"mentees": mentees, "mentors": mentors, "free_places": places, "seed": seed}
+    }
+    exact = optimum(pool, mentee_list, config, excluded) if full_checks else None
+
+    pairs, flow = run_flow(pool, mentee_list, config, excluded, k)
+    flow.update(summary(pairs, pool))
+    bound = min(flow["eligible_mentees"], places)
+    flow["coverage"] = round(len(pairs) / max(flow["eligible_mentees"], 1), 4)
+    flow["coverage_of_bound"] = round(len(pairs) / max(bound, 1), 4)
+    flow["violations"] = check(pool, initial_load, pairs, config, excluded)
+    flow["unassigned_with_free_eligible_mentor"] = free_eligible_left(
+        pool, mentee_list, pairs, config, excluded, UNASSIGNED_CHECKED
+    )
+    flow["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["flow"] = flow
+
+    pool.load[:] = initial
+    seconds: dict[str, float] = {}
+    with timed(seconds, "total"):
+        greedy_pairs = assign_greedy(pool, mentee_list, config, excluded, k)
+    greedy = {"seconds": seconds, **summary(greedy_pairs, pool)}
+    greedy["violations"] = check(pool, initial_load, greedy_pairs, config, excluded)
+    result["greedy"] = greedy
+    result["flow_over_greedy"] = round(flow["total_score"] / max(greedy["total_score"], 1e-9), 4)
+    if exact is not None:
+        best = exact["total_score"]
+        exact["flow_ratio"] = round(flow["total_score"] / best, 5)
+        exact["greedy_ratio"] = round(greedy["total_score"] / best, 5)
+        result["optimum"] = exact
+    return result
+
+
+def cohort(quick: bool) -> dict[str, Any]:
+    """Speed at scale, then quality against the exact optimum on a smaller instance."""
+    config = ProgramConfig(rules=RULES, mode="cohort")
+    big, small = ((5_000, 1_000), (2_000, 400)) if quick else ((100_000, 20_000), (10_000, 2_000))
+    return {
+        "definitions": {
+            "coverage": "matched / mentees with at least one eligible mentor with a free place"
+            " before assignment",
+            "coverage_of_bound": "matched / min(those mentees, free places): 1.0 is the most"
+            " anyone could match",
+            "unassigned_with_free_eligible_mentor": "unassigned mentees (a sample) that `rank` still"
+            " finds an eligible mentor with a free place for, after assignment: must be 0",
+            "load_gini": "Gini coefficient of load / capacity over mentors, after assignment",
+            "violations": "broken hard rules counted by an independent checker: must all be 0",
+            "optimum": "min-cost flow over every eligible pair, scored mentee by mentee with"
+            " criteria_values",
+        },
+        "rules": RULES.model_dump(),
+        "scale": compare(*big, seed=1, config=config, k=DEFAULT_K, full_checks=False),
+        "quality": compare(*small, seed=2, config=config, k=DEFAULT_K, full_checks=True),
+    }
+
+
+SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {"cohort": cohort}
+
+
+@contextmanager
+def timed(into: dict[str, float], key: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[key] = round(into.get(key, 0.0) + time.perf_counter() - started, 3)
+
+
+def main() -> None:
+    args = arguments(__doc__ or "matching benchmark")
+    report: dict[str, Any] = {
+        "benchmark": "matching",
+        "quick": args.quick,
+        "machine": {**machine(), "numpy": np.__version__, "ortools": ortools.__version__},
+        "sections": {},
+    }
+    for name, section in SECTIONS.items():
+        report["sections"][name] = section(args.quick)
+    report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    emit(report)
+
+
+if __name__ == "__main__":
+    main()
