@@ -86,6 +86,8 @@ class MentorPool:
     utc_offset: NDArray[np.float64] = field(init=False)
     seniority: NDArray[np.float64] = field(init=False)
     department: NDArray[np.object_] = field(init=False)
+    department_code: NDArray[np.int64] = field(init=False)  # -1 when unknown: fast comparisons
+    department_codes: dict[str, int] = field(init=False)
     capacity: NDArray[np.int64] = field(init=False)
     load: NDArray[np.int64] = field(init=False)
     reputation: NDArray[np.float64] = field(init=False)
@@ -100,6 +102,16 @@ class MentorPool:
             [np.nan if m.seniority is None else m.seniority for m in self.mentors], dtype=float
         )
         self.department = np.array([m.department for m in self.mentors], dtype=object)
+        self.department_codes = {
+            d: i for i, d in enumerate(sorted({m.department for m in self.mentors if m.department}))
+        }
+        self.department_code = np.array(
+            [
+                self.department_codes.get(m.department, -1) if m.department else -1
+                for m in self.mentors
+            ],
+            dtype=np.int64,
+        )
         self.capacity = np.array([m.capacity for m in self.mentors], dtype=np.int64)
         self.load = np.array([m.load for m in self.mentors], dtype=np.int64)
         sums = np.array([m.rating_sum for m in self.mentors], dtype=float)
@@ -173,8 +185,8 @@ def criteria_values(
     if mentee.department is None:
         department = np.full(n, 0.5)
     else:
-        same = pool.department == mentee.department
-        unknown = pool.department == None  # noqa: E711 (element-wise on an object array)
+        same = pool.department_code == pool.department_codes.get(mentee.department, -2)
+        unknown = pool.department_code < 0
         prefers_same = config.rules.department == "same"
         department = np.where(unknown, 0.5, np.where(same == prefers_same, 1.0, 0.0)).astype(float)
 
@@ -209,7 +221,8 @@ def eligible(
     if rules.max_timezone_difference_hours is not None:
         ok &= values["_gap_hours"] <= rules.max_timezone_difference_hours
     if rules.department != "any":
-        same = pool.department == mentee.department
+        mentee_code = pool.department_codes.get(mentee.department, -2) if mentee.department else -1
+        same = pool.department_code == mentee_code  # two unknown departments count as the same
         ok &= same if rules.department == "same" else ~same
         if rules.department == "same" and mentee.department is None:
             ok[:] = False
