@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -34,8 +35,11 @@ mentors = st.builds(
     ).map(tuple),
     capacity=st.integers(1, 3),
     load=st.integers(0, 3),
-    rating_sum=st.integers(0, 50),
     rating_count=st.integers(0, 10),
+).flatmap(  # a sum each rating of which is 1..5
+    lambda m: st.integers(m.rating_count, 5 * m.rating_count).map(
+        lambda total: replace(m, rating_sum=total)
+    )
 )
 mentees = st.builds(
     Mentee,

@@ -117,7 +117,7 @@ class MentorPool:
         sums = np.array([m.rating_sum for m in self.mentors], dtype=float)
         counts = np.array([m.rating_count for m in self.mentors], dtype=float)
         mean = (sums + RATING_PRIOR * RATING_PRIOR_WEIGHT) / (counts + RATING_PRIOR_WEIGHT)
-        self.reputation = (mean - 1.0) / 4.0
+        self.reputation = np.clip((mean - 1.0) / 4.0, 0.0, 1.0)
         self.languages = {}
         topics: dict[str, tuple[list[int], list[float]]] = {}
         for i, m in enumerate(self.mentors):
