@@ -3,6 +3,11 @@
 Machines without Docker still need the real broker and database, so this module runs them as
 plain processes under one folder (the stack home, default `<repo>/.stack`). Every process it
 starts is recorded in `<home>/stack.json`, so `down` stops exactly those and nothing else.
+
+The broker is PLAINTEXT only by default. Given `sasl_ssl_port`, a PEM keystore and SCRAM users,
+it also opens a SASL_SSL listener (TLS, SCRAM-SHA-512), as production brokers do; brokers and
+controller keep talking PLAINTEXT among themselves on 127.0.0.1. `make_local_tls` writes a
+throwaway CA and server certificate for it (the security tests use both).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib
+import ipaddress
 import json
 import os
 import pwd
@@ -27,8 +33,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import KafkaSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_VERSION = "4.1.1"
@@ -39,6 +47,8 @@ INFRA: tuple[str, ...] = ("kafka", "postgres", "mailcatcher")
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 DB_NAME = DB_USER = DB_PASSWORD = "mentornet"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_UNSAFE = frozenset(",[]\"'\\ \t\r\n")  # would break `--add-scram 'SCRAM-SHA-512=[...]'`
 
 Step = Callable[[str], None]
 
@@ -68,15 +78,70 @@ class StackConfig(BaseSettings):
     matching_port: int = 8002
     notifications_port: int = 8003
     with_mailcatcher: bool = True
+    # Transport security (off unless `sasl_ssl_port` is set): a SASL_SSL listener with SCRAM.
+    sasl_ssl_port: int | None = None
+    scram_users: dict[str, SecretStr] = Field(default_factory=dict)  # JSON: {"name": "password"}
+    ssl_keystore: Path | None = None  # PEM: the broker's unencrypted PKCS#8 key, then its chain
+    ssl_cafile: Path | None = None  # the CA clients trust (KAFKA_SSL_CAFILE)
 
     @field_validator("home", "cache")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
 
+    @field_validator("ssl_keystore", "ssl_cafile")
+    @classmethod
+    def _absolute_file(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
+
+    @field_validator("scram_users")
+    @classmethod
+    def _scram_safe(cls, users: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, password in users.items():
+            if not name or not password.get_secret_value():
+                raise ValueError("SCRAM users need a name and a password")
+            if SCRAM_UNSAFE & set(name + password.get_secret_value()):
+                raise ValueError(
+                    f"SCRAM user {name!r}: names and passwords cannot contain spaces, quotes, "
+                    "commas, brackets or backslashes (the broker's format tool splits on them)"
+                )
+        return users
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> StackConfig:
+        if self.sasl_ssl_port is not None and self.ssl_keystore is None:
+            raise ValueError("a SASL_SSL listener (sasl_ssl_port) needs ssl_keystore (PEM)")
+        return self
+
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        if self.sasl_ssl_port is None:
+            raise ValueError("this stack has no SASL_SSL listener (set sasl_ssl_port)")
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    def kafka_settings(self, username: str | None = None) -> KafkaSettings:
+        """Client settings for this broker: PLAINTEXT, or SASL_SSL as `username` (a SCRAM user)."""
+        if username is None:  # every field given, so no KAFKA_* variable of the caller leaks in
+            return KafkaSettings(
+                bootstrap_servers=self.bootstrap_servers,
+                security_protocol="PLAINTEXT",
+                sasl_username=None,
+                sasl_password=None,
+                ssl_cafile=None,
+            )
+        if username not in self.scram_users:
+            raise ValueError(f"{username!r} is not one of this stack's SCRAM users")
+        return KafkaSettings(
+            bootstrap_servers=self.sasl_ssl_bootstrap_servers,
+            security_protocol="SASL_SSL",
+            sasl_username=username,
+            sasl_password=self.scram_users[username],
+            ssl_cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+        )
 
     @property
     def database_url(self) -> str:
@@ -352,7 +417,7 @@ def _kafka_files(cfg: StackConfig) -> tuple[Path, Path, Path]:
     kdir = cfg.home / "kafka"
     data = kdir / "data"
     data.mkdir(parents=True, exist_ok=True)
-    props = {
+    props: dict[str, str] = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{cfg.controller_port}",
@@ -373,6 +438,8 @@ def _kafka_files(cfg: StackConfig) -> tuple[Path, Path, Path]:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
     }
+    if cfg.sasl_ssl_port is not None:
+        props.update(_sasl_ssl_properties(cfg, props))
     server = kdir / "server.properties"
     server.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     log4j = kdir / "log4j2.properties"
@@ -389,6 +456,48 @@ def _kafka_files(cfg: StackConfig) -> tuple[Path, Path, Path]:
     return server, log4j, data
 
 
+def _sasl_ssl_properties(cfg: StackConfig, props: dict[str, str]) -> dict[str, str]:
+    """The SASL_SSL listener: TLS with the PEM keystore, SCRAM-SHA-512 users from the metadata."""
+    listener = f"SASL_SSL://127.0.0.1:{cfg.sasl_ssl_port}"
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return {
+        "listeners": f"{props['listeners']},{listener}",
+        "advertised.listeners": f"{props['advertised.listeners']},{listener}",
+        "listener.security.protocol.map": f"{props['listener.security.protocol.map']},"
+        "SASL_SSL:SASL_SSL",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": scram,
+        "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+        "listener.name.sasl_ssl.ssl.keystore.location": str(cfg.ssl_keystore),
+        "listener.name.sasl_ssl.ssl.client.auth": "none",
+        "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+    }
+
+
+def _scram_arguments(cfg: StackConfig, data: Path) -> list[str]:
+    """`--add-scram` for each SCRAM user; users can only be added when storage is formatted."""
+    names_file = data.parent / "scram-users.json"
+    if (data / "meta.properties").exists():
+        formatted = set(json.loads(names_file.read_text())) if names_file.exists() else set()
+        if missing := sorted(set(cfg.scram_users) - formatted):
+            raise StackError(
+                f"kafka: SCRAM users {missing} are not on this broker; they are added only when "
+                f"storage is formatted: stop the broker and delete {data} to re-format"
+            )
+        return []
+    if cfg.scram_users:
+        names_file.write_text(json.dumps(sorted(cfg.scram_users)))
+    return [
+        arg
+        for name, password in cfg.scram_users.items()
+        for arg in (
+            "--add-scram",
+            f"{SCRAM_MECHANISM}=[name={name},password={password.get_secret_value()}]",
+        )
+    ]
+
+
 def _java() -> str:
     home = os.environ.get("JAVA_HOME")
     if home and (Path(home) / "bin" / "java").exists():
@@ -403,6 +512,12 @@ async def _start_kafka(cfg: StackConfig, on_step: Step) -> None:
     java = _java()
     server, log4j, data = _kafka_files(cfg)
     classpath = ["-cp", f"{libs}/*"]
+    if cfg.sasl_ssl_port is not None:
+        if cfg.ssl_keystore is None or not cfg.ssl_keystore.is_file():
+            raise StackError(f"kafka: PEM keystore {cfg.ssl_keystore} does not exist")
+        if _port_open(cfg.sasl_ssl_port):
+            raise StackError(f"kafka: SASL_SSL port {cfg.sasl_ssl_port} is already in use")
+    scram = _scram_arguments(cfg, data)
     if not (data / "meta.properties").exists():
         cluster_id = "-"
         while cluster_id.startswith("-"):  # Kafka's own rule for generated cluster ids
@@ -420,13 +535,18 @@ async def _start_kafka(cfg: StackConfig, on_step: Step) -> None:
                 "-c",
                 str(server),
                 "-g",
+                *scram,
             ],
             capture_output=True,
             text=True,
             check=False,
         )
         if fmt.returncode != 0:
-            raise StackError(f"kafka: storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+            (data.parent / "scram-users.json").unlink(missing_ok=True)
+            output = f"{fmt.stdout}\n{fmt.stderr}"
+            for password in cfg.scram_users.values():  # never echo a secret into an error
+                output = output.replace(password.get_secret_value(), "[secret]")
+            raise StackError(f"kafka: storage format failed:\n{output}")
     kafka_logs = cfg.logs_dir / "kafka"
     kafka_logs.mkdir(parents=True, exist_ok=True)
     command = [
@@ -440,17 +560,112 @@ async def _start_kafka(cfg: StackConfig, on_step: Step) -> None:
         "kafka.Kafka",
         str(server),
     ]
-    on_step(f"kafka: starting on {cfg.bootstrap_servers}")
+    secured = f" and SASL_SSL {cfg.sasl_ssl_bootstrap_servers}" if cfg.sasl_ssl_port else ""
+    on_step(f"kafka: starting on {cfg.bootstrap_servers}{secured}")
     server_log = kafka_logs / "server.log"
     pid = _spawn(cfg, "kafka", command, cfg.logs_dir / "kafka.log", server_log, cwd=cfg.home)
     await _wait_ready(
         cfg,
         "kafka",
         pid,
-        _port_check(cfg.kafka_port),
+        _kafka_check(cfg),
         [server_log, cfg.logs_dir / "kafka.log"],
         spawned=True,
     )
+
+
+def _kafka_check(cfg: StackConfig) -> Callable[[], Awaitable[bool]]:
+    """The broker opens its client listeners once it runs; with SASL_SSL, wait for both."""
+    ports = [cfg.kafka_port, *([cfg.sasl_ssl_port] if cfg.sasl_ssl_port else [])]
+
+    async def check() -> bool:
+        return all(_port_open(p) for p in ports)
+
+    return check
+
+
+async def create_topics_on(kafka: KafkaSettings, replication: int = 1) -> list[str]:
+    """Create the registry's missing topics through any listener (`shared.topics.create_topics`
+    reads its security from the environment; this takes it explicitly, e.g. SASL_SSL)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    from shared.contract.topics import TOPICS
+    from shared.kafka import client_options
+
+    admin = AIOKafkaAdminClient(**client_options(kafka), client_id="mentornet-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        created = []
+        for topic in (t for t in TOPICS.values() if t.name not in existing):
+            new = NewTopic(
+                topic.name, topic.partitions, replication, topic_configs=topic.kafka_config()
+            )
+            try:
+                await admin.create_topics([new])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:  # another provisioner won the race
+                pass
+        return created
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True)
+class LocalTls:
+    """A throwaway CA and a server certificate signed by it, as PEM files."""
+
+    cafile: Path  # what clients trust (KAFKA_SSL_CAFILE)
+    keystore: Path  # the broker's key, certificate and the CA (StackConfig.ssl_keystore)
+
+
+def make_local_tls(
+    folder: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), days: int = 30
+) -> LocalTls:
+    """Write a CA and a server certificate for `hosts` with the `openssl` command (EC P-256).
+
+    For local stacks and tests only: the CA key is left next to it, unencrypted.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise StackError("TLS: `openssl` not found")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for host in hosts:
+        try:
+            names.append(f"IP:{ipaddress.ip_address(host)}")
+        except ValueError:
+            names.append(f"DNS:{host}")
+    (folder / "server.ext").write_text(
+        f"subjectAltName={','.join(names)}\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    steps = [
+        # the CA: self-signed, allowed to sign certificates and nothing else
+        f"req -x509 {ec} -keyout ca.key -out ca.pem -days {days} -subj /CN=mentornet-local-ca "
+        "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
+        f"req {ec} -keyout server.key -out server.csr -subj /CN={hosts[0]}",
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -extfile server.ext -out server.pem "
+        f"-days {days} -set_serial {uuid.uuid4().int >> 64}",
+    ]
+    for step in steps:
+        command = [openssl, *step.split()]
+        result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StackError(f"TLS: openssl {' '.join(command[1:3])} failed:\n{result.stderr}")
+    keystore = folder / "broker.pem"
+    keystore.write_text(
+        "".join((folder / f).read_text() for f in ("server.key", "server.pem", "ca.pem"))
+    )
+    for secret in (folder / "ca.key", folder / "server.key", keystore):
+        secret.chmod(0o600)
+    return LocalTls(cafile=folder / "ca.pem", keystore=keystore)
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -663,7 +878,12 @@ async def start_component(cfg: StackConfig, name: str, on_step: Step | None = No
     if name == "postgres":
         await _start_postgres(cfg, say)
     elif entry:
-        check = _port_check(cfg.port_of(name)) if name in INFRA else _healthz_check(entry["port"])
+        if name == "kafka":
+            check = _kafka_check(cfg)
+        elif name in INFRA:
+            check = _port_check(cfg.port_of(name))
+        else:
+            check = _healthz_check(entry["port"])
         await _wait_ready(cfg, name, entry["pid"], check, [Path(entry["log"])], spawned=False)
     elif name == "kafka":
         await _start_kafka(cfg, say)
@@ -771,6 +991,7 @@ def _default_log(cfg: StackConfig, name: str) -> Path:
 def status(cfg: StackConfig) -> list[ComponentStatus]:
     """Every component: whether it runs and answers, its pid, address and main log file."""
     state = _load_state(cfg)
+    secured = cfg.sasl_ssl_port is not None
     rows = []
     for name in (*INFRA, *SERVICES):
         entry = state.get(name)
@@ -786,7 +1007,8 @@ def status(cfg: StackConfig) -> list[ComponentStatus]:
                 name=name,
                 running=running,
                 pid=entry["pid"] if entry and running else None,
-                address=f"127.0.0.1:{cfg.port_of(name)}",
+                address=f"127.0.0.1:{cfg.port_of(name)}"
+                + (f" (SASL_SSL :{cfg.sasl_ssl_port})" if name == "kafka" and secured else ""),
                 log=entry["log"] if entry else str(_default_log(cfg, name)),
             )
         )

@@ -284,7 +284,7 @@ def _ended(match: asyncpg.Record, outcome: str, ended_by: str | None = None) -> 
         mentee_id=match["mentee_id"],
         mentor_id=match["mentor_id"],
         outcome=outcome,
-        ended_by=ended_by,  # type: ignore[arg-type]
+        ended_by=ended_by,
     )
 
 

@@ -128,6 +128,41 @@ def migrate(database_url: DatabaseOption = None) -> None:
     )
 
 
+@app.command("db-roles")
+def db_roles(
+    database_url: DatabaseOption = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder with one file per service, or a file of `service=password` lines "
+            "(default: PROFILES_DB_PASSWORD, MATCHING_DB_PASSWORD, NOTIFICATIONS_DB_PASSWORD)."
+        ),
+    ] = None,
+    service: Annotated[
+        list[str] | None, typer.Option(help="Only this service (repeatable; default: all).")
+    ] = None,
+) -> None:
+    """Create or update one login role per service (mentornet_<service>) with only its grants.
+
+    Run it after `migrate`, as the user that owns the schemas; see docs/security.md."""
+    from shared.db.roles import RolesReport, create_service_roles, load_passwords
+
+    async def go() -> RolesReport:
+        passwords = load_passwords(service, password_file)
+        return await create_service_roles(database(database_url), passwords)
+
+    report = run(go())
+    for role in report.created + report.updated:
+        console.print(
+            f"{role}: {'created' if role in report.created else 'password and grants updated'}"
+        )
+    if not report.public_schema_locked:
+        err.print(
+            "[yellow]warning:[/yellow] every role may create objects in schema public; "
+            "its owner should REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+        )
+
+
 @topics_app.command("create")
 def topics_create(
     bootstrap_servers: BootstrapOption = None,

@@ -86,7 +86,8 @@ class CloudEvent(BaseModel):
         )
 
     def to_json(self) -> dict[str, Any]:
-        return json.loads(self.to_bytes())  # type: ignore[no-any-return]
+        body: dict[str, Any] = json.loads(self.to_bytes())
+        return body
 
     def to_bytes(self) -> bytes:
         """Structured-mode JSON. Built by hand around pydantic's JSON of `data`: this runs once
@@ -297,7 +298,7 @@ def _check_key(event: CloudEvent, key: bytes | None) -> None:
 
 
 def _explain(exc: ValidationError, prefix: str) -> tuple[str, str]:
-    problems = []
+    problems: list[str] = []
     code = "invalid_field"
     for error in exc.errors()[:5]:
         where = (

@@ -32,7 +32,9 @@ class ProgramConfig:
     @classmethod
     def of(cls, configured: ProgramConfigured) -> ProgramConfig:
         """Weights not named keep their default; all are then normalised to sum to 1."""
-        weights = {**DEFAULT_WEIGHTS, **configured.weights}
+        weights = dict(DEFAULT_WEIGHTS)
+        for criterion, weight in configured.weights.items():
+            weights[criterion] = weight
         return cls(
             weights=weights,
             rules=configured.rules,

@@ -245,7 +245,9 @@ def rank(
     values = criteria_values(pool, mentee, config)
     ok = eligible(pool, mentee, config, values, excluded)
     weights = config.normalised_weights()
-    scores = sum(weights[c] * values[c] for c in CRITERIA)
+    scores: NDArray[np.float64] = sum(
+        (weights[c] * values[c] for c in CRITERIA), np.zeros(len(pool))
+    )
     rows = np.flatnonzero(ok)
     k = min(limit or config.candidates, len(rows))
     if k == 0:
