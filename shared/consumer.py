@@ -60,6 +60,7 @@ class EventPipeline:
         self.apply = apply
         self.max_event_bytes = max_event_bytes
         self.pool: asyncpg.Pool | None = None
+        self.cluster = ""  # the Kafka cluster's id, set at startup: offsets are per cluster
         self._failures = 0
         self.events = Counter(
             "mentornet_events",
@@ -96,7 +97,7 @@ class EventPipeline:
             raise
 
     async def _process(self, conn: asyncpg.Connection, records: Sequence[Any]) -> None:
-        records = await _skip_applied(conn, records)
+        records = await _skip_applied(conn, self.cluster, records)
         outgoing: list[OutboxRecord] = []
         decoded: list[Incoming] = []
         for record in records:
@@ -133,7 +134,7 @@ class EventPipeline:
         for incoming in fresh:
             self.events.labels(incoming.record.topic, "accepted").inc()
         await enqueue(conn, self.schema, outgoing)
-        await _store_offsets(conn, records)
+        await _store_offsets(conn, self.cluster, records)
 
 
 def bind_event(event: CloudEvent) -> Any:
@@ -143,11 +144,14 @@ def bind_event(event: CloudEvent) -> Any:
     )
 
 
-async def _skip_applied(conn: asyncpg.Connection, records: Sequence[Any]) -> list[Any]:
+async def _skip_applied(
+    conn: asyncpg.Connection, cluster: str, records: Sequence[Any]
+) -> list[Any]:
     partitions = {(r.topic, r.partition) for r in records}
     rows = await conn.fetch(
         """SELECT topic, partition, "offset" FROM consumed_offsets
-           WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[]))""",
+           WHERE cluster = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))""",
+        cluster,
         [t for t, _ in partitions],
         [p for _, p in partitions],
     )
@@ -155,14 +159,14 @@ async def _skip_applied(conn: asyncpg.Connection, records: Sequence[Any]) -> lis
     return [r for r in records if r.offset > applied.get((r.topic, r.partition), -1)]
 
 
-async def _store_offsets(conn: asyncpg.Connection, records: Sequence[Any]) -> None:
+async def _store_offsets(conn: asyncpg.Connection, cluster: str, records: Sequence[Any]) -> None:
     latest: dict[tuple[str, int], int] = {}
     for r in records:
         latest[(r.topic, r.partition)] = max(r.offset, latest.get((r.topic, r.partition), -1))
     if latest:
         await conn.executemany(
-            """INSERT INTO consumed_offsets (topic, partition, "offset") VALUES ($1, $2, $3)
-               ON CONFLICT (topic, partition)
+            """INSERT INTO consumed_offsets (cluster, topic, partition, "offset") VALUES ($1, $2, $3, $4)
+               ON CONFLICT (cluster, topic, partition)
                DO UPDATE SET "offset" = GREATEST(consumed_offsets."offset", EXCLUDED."offset")""",
-            [(t, p, o) for (t, p), o in latest.items()],
+            [(cluster, t, p, o) for (t, p), o in latest.items()],
         )

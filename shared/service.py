@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
@@ -24,7 +25,7 @@ from shared.contract.events import EVENT_MODELS
 from shared.contract.topics import TOPICS
 from shared.db.outbox import OutboxRelay
 from shared.db.pool import create_pool
-from shared.kafka import check_production_security, make_broker, make_producer
+from shared.kafka import check_production_security, client_options, make_broker, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.settings import ServiceSettings
 
@@ -80,6 +81,7 @@ class Runtime:
 
         async def open_pipeline(runtime: Runtime) -> None:
             pipeline.pool = runtime.pool
+            pipeline.cluster = await runtime.cluster_id()
 
         self.on_ready.insert(0, open_pipeline)
 
@@ -103,6 +105,17 @@ class Runtime:
                 await pipeline.handle(records)
 
         return pipeline
+
+    async def cluster_id(self) -> str:
+        """The Kafka cluster's id (offsets are only comparable within one cluster)."""
+        admin = AIOKafkaAdminClient(
+            **client_options(self.settings.kafka), client_id=f"mentornet-{self.name}"
+        )
+        await admin.start()
+        try:
+            return str((await admin.describe_cluster())["cluster_id"])
+        finally:
+            await admin.close()
 
     def publishes(self, *topics: str) -> None:
         """Declare what the service publishes (through its outbox), so its AsyncAPI page shows

@@ -158,7 +158,7 @@ async def test_offboarding_erases_every_trace_of_personal_data(
 ) -> None:
     tenant = unique("acme")
     person = unique("p")
-    name, email = "Grace Hopper", f"{person}@example.org"
+    name, email = f"Grace Hopper {person}", f"{person}@example.org"
     reg = [
         cloud_event(
             "mentor-registered",

@@ -1,0 +1,286 @@
+"""Kafka over SASL_SSL with SCRAM-SHA-512, end to end on a real broker of its own.
+
+The module starts a broker of its own (temporary home, free ports) whose SASL_SSL listener presents
+a certificate from a CA the test makes itself. A service runs against it in production mode; wrong
+credentials, an untrusted certificate and PLAINTEXT clients are refused; production refuses to
+start without SASL_SSL.
+
+The service gets a PostgreSQL of its own too, beside that broker: a consumer records the last offset
+applied per (topic, partition) in its schema, so a database shared with another broker would take
+this broker's offsets for replays (and the other way round).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pydantic import SecretStr
+
+from shared.db.migrations import migrate
+from shared.kafka import client_options
+from shared.settings import KafkaSettings
+from shared.stack import (
+    REPO_ROOT,
+    StackConfig,
+    create_topics_on,
+    make_local_tls,
+    start_component,
+    stop_component,
+)
+from tests.support import cloud_event, running, unique
+
+pytestmark = pytest.mark.integration
+
+SERVICE_USER, TESTER = "profiles", "tester"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [int(s.getsockname()[1]) for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _make_home() -> Path:
+    # Not pytest's tmp_path: its parents are 0700, and as root PostgreSQL runs as another user.
+    home = Path(tempfile.mkdtemp(prefix="mentornet-sasl-"))
+    home.chmod(0o755)
+    return home
+
+
+def _quiet(step: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+async def secure() -> AsyncIterator[StackConfig]:
+    """A broker with a SASL_SSL listener, SCRAM users and every topic, and a migrated PostgreSQL;
+    both stopped at the end, with nothing left running."""
+    home = await asyncio.to_thread(_make_home)
+    tls = await asyncio.to_thread(make_local_tls, home / "tls")
+    kafka, controller, sasl, pg = ports = _free_ports(4)
+    cfg = StackConfig(
+        home=home,
+        kafka_port=kafka,
+        controller_port=controller,
+        sasl_ssl_port=sasl,
+        pg_port=pg,
+        scram_users={
+            SERVICE_USER: SecretStr(secrets.token_urlsafe(24)),
+            TESTER: SecretStr(secrets.token_urlsafe(24)),
+        },
+        ssl_keystore=tls.keystore,
+        ssl_cafile=tls.cafile,
+        with_mailcatcher=False,
+    )
+    try:
+        await asyncio.gather(
+            start_component(cfg, "kafka", on_step=_quiet),
+            start_component(cfg, "postgres", on_step=_quiet),
+        )
+        # provisioned through the secured listener itself, as an operator would
+        await create_topics_on(cfg.kafka_settings(TESTER))
+        await migrate(cfg.database_url)
+        yield cfg
+    finally:
+        for name in ("kafka", "postgres"):
+            stop_component(cfg, name, on_step=_quiet)
+        assert [p for p in ports if _port_open(p)] == [], "something still listens"
+        assert _processes_mentioning(str(home)) == [], "a process of the secured stack is left"
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line names `text` (zombies excluded)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if stat != "Z" and text.encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def mentor(person: str) -> dict[str, Any]:
+    return {
+        "person_id": person,
+        "program_id": "prog-1",
+        "display_name": "Secure Mentor",
+        "email": f"{person}@example.org",
+        "languages": ["en"],
+        "timezone": "Europe/London",
+        "expertise": [{"topic": "compilers", "level": 5}],
+        "capacity": 1,
+    }
+
+
+@contextmanager
+def _client_errors() -> Iterator[list[str]]:
+    """What aiokafka logs while connecting: the reason behind its generic bootstrap error."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("aiokafka")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+async def _refusal(kafka: KafkaSettings | dict[str, Any]) -> str:
+    """Start a producer with these options; it must fail. Returns why, as aiokafka logged it."""
+    options = client_options(kafka) if isinstance(kafka, KafkaSettings) else kafka
+    producer = AIOKafkaProducer(**options, request_timeout_ms=5000)
+    with _client_errors() as reasons:
+        try:
+            await asyncio.wait_for(producer.start(), timeout=30)
+        except KafkaError:
+            return "\n".join(reasons)
+        finally:
+            await producer.stop()
+    raise AssertionError(f"a client with {sorted(options)} connected; it should be refused")
+
+
+async def test_a_service_in_production_mode_works_over_sasl_ssl(secure: StackConfig) -> None:
+    service = secure.kafka_settings(SERVICE_USER)
+    password = service.sasl_password.get_secret_value() if service.sasl_password else ""
+    env = {
+        "ENVIRONMENT": "production",
+        "KAFKA_BOOTSTRAP_SERVERS": service.bootstrap_servers,
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_USERNAME": SERVICE_USER,
+        "KAFKA_SASL_PASSWORD": password,
+        "KAFKA_SSL_CAFILE": str(secure.ssl_cafile),
+        "DATABASE_URL": secure.database_url,
+    }
+    tenant = unique("secure")
+    event = cloud_event("mentor-registered", tenant, mentor("p-1"))
+    tester = client_options(secure.kafka_settings(TESTER))
+    reader = AIOKafkaConsumer(
+        "enrolment-updated", **tester, group_id=None, auto_offset_reset="earliest"
+    )
+    # /readyz answers 200 only once the broker answers the service over SASL_SSL.
+    async with running(["profiles"], env) as procs:
+        producer = AIOKafkaProducer(**tester, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                "mentor-registered", json.dumps(event).encode(), key=b"p-1"
+            )
+        finally:
+            await producer.stop()
+        await reader.start()
+        try:
+            published = await asyncio.wait_for(_first_of_tenant(reader, tenant), timeout=30)
+        finally:
+            await reader.stop()
+        log = procs["profiles"].tail(10_000)
+    body = json.loads(published)
+    assert body["type"] == "enrolment-updated" and body["correlationid"] == event["id"]
+    assert body["data"]["person_id"] == "p-1"
+    assert password not in log, "the SASL password reached the service's log"
+
+
+async def _first_of_tenant(reader: AIOKafkaConsumer, tenant: str) -> bytes:
+    while True:
+        record = await reader.getone()
+        if record.value and json.loads(record.value).get("tenantid") == tenant:
+            return bytes(record.value)
+
+
+async def test_wrong_credentials_are_refused(secure: StackConfig) -> None:
+    good = secure.kafka_settings(TESTER)
+    wrong_password = good.model_copy(update={"sasl_password": SecretStr("not-the-password")})
+    unknown_user = good.model_copy(update={"sasl_username": "nobody"})
+    for settings in (wrong_password, unknown_user):
+        reason = await _refusal(settings)
+        assert "SaslAuthenticationFailed" in reason and "invalid credentials" in reason, reason
+    # the right password still works, so the refusals above were about the credentials
+    producer = AIOKafkaProducer(**client_options(good))
+    await producer.start()
+    await producer.stop()
+
+
+async def test_an_untrusted_certificate_is_refused(secure: StackConfig) -> None:
+    """Without KAFKA_SSL_CAFILE the client trusts only the system CAs, not the broker's."""
+    settings = secure.kafka_settings(TESTER).model_copy(update={"ssl_cafile": None})
+    reason = await _refusal(settings)
+    assert "CERTIFICATE_VERIFY_FAILED" in reason, reason
+
+
+async def test_a_plaintext_client_cannot_use_the_sasl_ssl_port(secure: StackConfig) -> None:
+    reason = await _refusal({"bootstrap_servers": secure.sasl_ssl_bootstrap_servers})
+    assert "closed" in reason, reason  # the broker hangs up on bytes that are not TLS
+    # TLS without SASL is refused as well: the listener insists on authentication.
+    tls = client_options(secure.kafka_settings(TESTER))
+    reason = await _refusal(
+        {
+            "bootstrap_servers": tls["bootstrap_servers"],
+            "security_protocol": "SSL",
+            "ssl_context": tls["ssl_context"],
+        }
+    )
+    assert "closed" in reason, reason
+
+
+@pytest.mark.parametrize(
+    "security",
+    [
+        {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+        {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "profiles"},  # no password
+    ],
+    ids=["plaintext", "no-password"],
+)
+def test_production_refuses_to_start_without_sasl_ssl(
+    secure: StackConfig, security: dict[str, str]
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.profiles"],
+        cwd=REPO_ROOT,
+        env={
+            **clean,
+            "ENVIRONMENT": "production",
+            "KAFKA_BOOTSTRAP_SERVERS": secure.bootstrap_servers,
+            "HTTP_PORT": str(_free_ports(1)[0]),
+            **security,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "ENVIRONMENT=production requires KAFKA_SECURITY_PROTOCOL=SASL_SSL" in result.stderr
+    assert "Traceback" not in result.stderr  # a clear message, not a crash
