@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from services.notifications.settings import NotificationSettings
+from shared.db.roles import password_variable
 from shared.settings import KafkaSettings, ServiceSettings
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(900)]
@@ -24,7 +25,8 @@ pytestmark = [pytest.mark.unit, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("profiles", "matching", "notifications")
 CONSUMERS = ("matching", "notifications")
-SECRETS = {"mentornet-db", "mentornet-kafka", "mentornet-smtp"}
+DATABASE_SECRETS = {name: f"mentornet-db-{name}" for name in SERVICES} | {"provision": "mentornet-db-migrator"}
+SECRETS = {*DATABASE_SECRETS.values(), "mentornet-kafka", "mentornet-smtp"}
 PARTITIONS = 6  # per topic: more consumers in one group than this would sit idle
 
 
@@ -119,7 +121,7 @@ def test_one_image_and_the_command_chooses_the_service(
     for name in SERVICES:
         assert pods[name]["containers"][0]["command"] == ["python", "-m", f"services.{name}"]
     command = pods["provision"]["containers"][0]["command"]
-    assert command == ["sh", "-c", "mentornet topics create && mentornet migrate"]
+    assert command == ["sh", "-c", "mentornet topics create && mentornet migrate && mentornet db-roles"]
 
 
 @each_overlay
@@ -157,7 +159,8 @@ def test_secrets_are_referenced_by_name(rendered: dict[str, Any], overlay: str) 
             for source in pod["containers"][0]["envFrom"]
             if "secretRef" in source
         }
-        assert {"mentornet-db", "mentornet-kafka"} <= refs, name
+        assert {DATABASE_SECRETS[name], "mentornet-kafka"} <= refs, name
+        assert not refs & (set(DATABASE_SECRETS.values()) - {DATABASE_SECRETS[name]}), "one role each"
         assert ("mentornet-smtp" in refs) == (name == "notifications"), name
 
 
@@ -181,6 +184,8 @@ def test_configuration_names_real_settings(rendered: dict[str, Any], overlay: st
     notifications = {name.upper() for name in NotificationSettings.model_fields}
     for secret in yaml.safe_load_all(example.read_text()):
         known = notifications if secret["metadata"]["name"] == "mentornet-smtp" else shared
+        if secret["metadata"]["name"] == "mentornet-db-migrator":  # read by `mentornet db-roles`
+            known = known | {password_variable(name) for name in SERVICES}
         unknown = set(secret["stringData"]) - known
         assert not unknown, f"{secret['metadata']['name']}: {sorted(unknown)} are read by no one"
 
