@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
 
 from shared.infra import Endpoints, real_infrastructure
+from tests.support import SmtpInbox, free_port
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +29,16 @@ async def db(infra: Endpoints) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 def service_env(infra: Endpoints) -> dict[str, str]:
     return {"KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers, "DATABASE_URL": infra.database_url}
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[tuple[SmtpInbox, int]]:
+    """A real SMTP server run by the test, and its port."""
+    inbox, port = SmtpInbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
 
 
 LAYERS = ("unit", "integration", "e2e", "fault")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email
 import importlib
 import json
 import os
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +254,20 @@ async def commit_end_offsets(bootstrap: str, group: str, service: str) -> None:
         await consumer.commit({tp: offset for tp, offset in ends.items()})
     finally:
         await consumer.stop()
+
+
+class SmtpInbox:
+    """An aiosmtpd handler that keeps every message it accepts (a real SMTP server for tests)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        return [m for m in self.messages if address in m["To"]]
 
 
 class running:

@@ -7,21 +7,18 @@ test runs itself. The HR side uses a plain Kafka producer and hand-written JSON,
 from __future__ import annotations
 
 import asyncio
-import email
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from email.message import Message
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from shared.infra import Endpoints
 from tests.support import (
     ServiceProcess,
+    SmtpInbox,
     TopicReader,
-    free_port,
     of_tenant,
     publish_raw,
     running,
@@ -31,35 +28,12 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 
 
-class Inbox:
-    """An aiosmtpd handler that keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def to(self, address: str) -> list[Message]:
-        return [m for m in self.messages if address in m["To"]]
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
-
-
 TENANT = unique("acme")
 
 
 @pytest.fixture(scope="module")
 async def system(
-    service_env: dict[str, str], smtp: tuple[Inbox, int]
+    service_env: dict[str, str], smtp: tuple[SmtpInbox, int]
 ) -> AsyncIterator[dict[str, ServiceProcess]]:
     # DEBUG, so that every line a service can write is written, and checked for personal data.
     env = {**service_env, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp[1]), "LOG_LEVEL": "DEBUG"}
@@ -86,7 +60,7 @@ def hr_event(type_: str, tenant: str, event_id: str, data: dict[str, Any]) -> by
 
 
 async def test_registrations_become_a_proposal_and_two_emails(
-    infra: Endpoints, smtp: tuple[Inbox, int], system: dict[str, ServiceProcess]
+    infra: Endpoints, smtp: tuple[SmtpInbox, int], system: dict[str, ServiceProcess]
 ) -> None:
     inbox, _ = smtp
     tenant = TENANT

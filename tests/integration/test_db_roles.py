@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-from aiosmtpd.controller import Controller
 
 from shared.db.migrations import SERVICES
 from shared.db.roles import create_service_roles, role_database_url, role_name
 from shared.infra import Endpoints
 from tests.support import (
     ServiceProcess,
+    SmtpInbox,
     TopicReader,
     cloud_event,
-    free_port,
     of_tenant,
     publish_raw,
     unique,
@@ -161,8 +161,8 @@ async def test_a_role_does_its_own_work(
                 "SELECT 1 FROM outbox WHERE id = $1 FOR UPDATE SKIP LOCKED", outbox_id
             )
             await conn.execute(
-                """INSERT INTO consumed_offsets (topic, partition, "offset") VALUES ($1, 0, 1)
-                   ON CONFLICT (topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset" """,
+                """INSERT INTO consumed_offsets (cluster, topic, partition, "offset") VALUES ('c', $1, 0, 1)
+                   ON CONFLICT (cluster, topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset" """,
                 f"t-{tenant}",
             )
             if service == "matching":
@@ -210,30 +210,12 @@ async def test_a_later_migration_is_granted_to_its_service_only(
 # ---------------------------------------------------------------- the services, each as its role
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.recipients: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.recipients += envelope.rcpt_tos
-        return "250 OK"
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
-
-
 TENANT = unique("roles-e2e")
 
 
 @pytest.fixture(scope="module")
 async def services_as_roles(
-    infra: Endpoints, passwords: Passwords, smtp: tuple[Inbox, int]
+    infra: Endpoints, passwords: Passwords, smtp: tuple[SmtpInbox, int]
 ) -> AsyncIterator[dict[str, ServiceProcess]]:
     """The three services, each connected as its own role, in consumer groups of their own."""
     procs = {
@@ -278,7 +260,7 @@ def registration(kind: str, person: str, **data: Any) -> tuple[str, bytes, bytes
 async def test_the_services_run_end_to_end_with_only_their_grants(
     infra: Endpoints,
     db: asyncpg.Pool,
-    smtp: tuple[Inbox, int],
+    smtp: tuple[SmtpInbox, int],
     services_as_roles: dict[str, ServiceProcess],
 ) -> None:
     inbox, _ = smtp
@@ -311,7 +293,8 @@ async def test_the_services_run_end_to_end_with_only_their_grants(
         TENANT,
         timeout=60,
     )
-    assert sorted(inbox.recipients) == sorted(f"{p}@{TENANT}.example" for p in ("e-1", "m-1"))
+    recipients = [address for m in inbox.messages for address in re.findall(r"<([^>]+)>", m["To"])]
+    assert sorted(recipients) == sorted(f"{p}@{TENANT}.example" for p in ("e-1", "m-1"))
     # each service's connections were made as its own role
     for service, proc in services_as_roles.items():
         users = await db.fetch(

@@ -164,11 +164,15 @@ def test_signatures_follow_the_documented_recipe() -> None:
 
     event = valid()
     body = json.dumps(event["data"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    text = "\n".join([event["id"], event["source"], event["type"], event["time"], event["tenantid"], body])
+    text = "\n".join(
+        [event["id"], event["source"], event["type"], event["time"], event["tenantid"], body]
+    )
     event["signature"] = "sha256=" + hmac.new(b"k", text.encode(), hashlib.sha256).hexdigest()
     raw = json.dumps(event).encode()
     assert decode_record(raw, topic="mentor-registered", signing_keys={"acme": b"k"}).id == "evt-1"
     with pytest.raises(Rejected) as rejected:
         decode_record(raw, topic="mentor-registered", signing_keys={"acme": b"other"})
     assert rejected.value.code == "bad_signature"
-    assert decode_record(raw, topic="mentor-registered", signing_keys={"globex": b"k"}).id == "evt-1"
+    assert (
+        decode_record(raw, topic="mentor-registered", signing_keys={"globex": b"k"}).id == "evt-1"
+    )

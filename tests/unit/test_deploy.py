@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.unit, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("profiles", "matching", "notifications")
 CONSUMERS = ("matching", "notifications")
-DATABASE_SECRETS = {name: f"mentornet-db-{name}" for name in SERVICES} | {"provision": "mentornet-db-migrator"}
+DATABASE_SECRETS = {name: f"mentornet-db-{name}" for name in SERVICES} | {
+    "provision": "mentornet-db-migrator"
+}
 SECRETS = {*DATABASE_SECRETS.values(), "mentornet-kafka", "mentornet-smtp"}
 PARTITIONS = 6  # per topic: more consumers in one group than this would sit idle
 
@@ -121,7 +123,11 @@ def test_one_image_and_the_command_chooses_the_service(
     for name in SERVICES:
         assert pods[name]["containers"][0]["command"] == ["python", "-m", f"services.{name}"]
     command = pods["provision"]["containers"][0]["command"]
-    assert command == ["sh", "-c", "mentornet topics create && mentornet migrate && mentornet db-roles"]
+    assert command == [
+        "sh",
+        "-c",
+        "mentornet topics create && mentornet migrate && mentornet db-roles",
+    ]
 
 
 @each_overlay
@@ -160,7 +166,9 @@ def test_secrets_are_referenced_by_name(rendered: dict[str, Any], overlay: str) 
             if "secretRef" in source
         }
         assert {DATABASE_SECRETS[name], "mentornet-kafka"} <= refs, name
-        assert not refs & (set(DATABASE_SECRETS.values()) - {DATABASE_SECRETS[name]}), "one role each"
+        assert not refs & (set(DATABASE_SECRETS.values()) - {DATABASE_SECRETS[name]}), (
+            "one role each"
+        )
         assert ("mentornet-smtp" in refs) == (name == "notifications"), name
 
 

@@ -1,0 +1,615 @@
+"""Faults while a mixed stream flows: every promise still holds once the system settles.
+
+On the fault layer's own Kafka and PostgreSQL, the three services run as processes (matching
+twice, one consumer group), notifications delivers to an SMTP server run by the test, and every
+service reaches PostgreSQL through a TCP proxy of ours. While more than 20,000 events flow (HR
+registrations, updates and offboardings across tenants and programs, answers to proposals as they
+appear, sessions, invalid records), the test injects in turn:
+
+  SIGKILL of each service (then a restart), SIGSTOP of a matching replica past the consumer
+  session timeout (a rebalance), SIGKILL of the Kafka broker, a PostgreSQL restart, and through
+  the proxy: latency, connection resets and a blackhole.
+
+Then it checks the end state against what the stream must have produced, writes the figures to
+`.stack/test-results/reliability.json` and prints them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.notifications.sinks import SmtpSink
+from shared.stack import start_component, stop_component
+from tests.fault.conftest import (
+    APP_SOURCE,
+    HR_SOURCE,
+    INGRESS_DLQ,
+    FaultStack,
+    Publisher,
+    ReadinessProbe,
+    Responder,
+    Services,
+    World,
+    end_offsets,
+    group_topics,
+    log_dir,
+    publish_paced,
+    read_dead_letters,
+    record_results,
+    wait_lag_zero,
+)
+from tests.fault.proxy import TcpProxy
+
+pytestmark = pytest.mark.fault
+
+TENANTS, PROGRAMS, MENTORS, MENTEES = 4, 3, 150, 300  # mentors and mentees per tenant
+UPDATES, OFFBOARDINGS, INVALID = 15_500, 300, 600
+STREAM_SECONDS = float(os.environ.get("MENTORNET_FAULT_STREAM_SECONDS", 80))
+SESSION_TIMEOUT = 10.0  # aiokafka's default session_timeout_ms, which the services keep
+SETTLE_TIMEOUT = 200.0
+DLQ_TOPICS = ("dlq.profiles", "dlq.matching", "dlq.notifications")
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class Faults:
+    """Injects the faults one after the other and keeps what happened, for the report."""
+
+    def __init__(self, stack: FaultStack, services: Services, proxy: TcpProxy) -> None:
+        self.stack = stack
+        self.services = services
+        self.proxy = proxy
+        self.t0 = time.monotonic()
+        self.log: list[dict[str, Any]] = []
+        self.outages: list[tuple[str, float, float, dict[str, int | None]]] = []
+
+    def _note(self, fault: str, target: str, started: float, **more: Any) -> None:
+        self.log.append(
+            {
+                "fault": fault,
+                "target": target,
+                "at_s": round(started - self.t0, 1),
+                "seconds": round(time.monotonic() - started, 1),
+                **more,
+            }
+        )
+
+    async def sigkill_and_restart(self, label: str) -> None:
+        started = time.monotonic()
+        code = await asyncio.to_thread(self.services[label].stop, signal.SIGKILL)
+        assert code == -signal.SIGKILL, f"{label} was not running when killed ({code})"
+        await self.services.restart(label)
+        self._note("sigkill+restart", label, started)
+
+    async def sigstop(self, label: str, seconds: float) -> None:
+        started = time.monotonic()
+        proc = self.services[label].process
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        self._note("sigstop+sigcont", label, started, paused_s=seconds)
+
+    async def outage(
+        self,
+        fault: str,
+        target: str,
+        begin: Callable[[], Awaitable[None]],
+        end: Callable[[], Awaitable[None]],
+        hold: float,
+    ) -> None:
+        """An outage of a dependency: `begin`, wait `hold` seconds, `end`; readiness is judged
+        on this window (pids noted so a restart would be seen)."""
+        pids = self.services.pids()
+        started = time.monotonic()
+        await begin()
+        await asyncio.sleep(hold)
+        await end()
+        ended = time.monotonic()
+        self.outages.append((f"{fault}:{target}", started, ended, pids))
+        self._note(fault, target, started)
+
+    async def kafka_crash(self) -> None:
+        cfg = self.stack.cfg
+
+        async def kill() -> None:
+            await asyncio.to_thread(stop_component, cfg, "kafka", True, _quiet)
+
+        async def restart() -> None:
+            await start_component(cfg, "kafka", on_step=_quiet)
+
+        await self.outage("sigkill+restart", "kafka", kill, restart, hold=4)
+
+    async def postgres_restart(self) -> None:
+        cfg = self.stack.cfg
+
+        async def stop() -> None:
+            await asyncio.to_thread(stop_component, cfg, "postgres", False, _quiet)
+
+        async def start() -> None:
+            await start_component(cfg, "postgres", on_step=_quiet)
+
+        await self.outage("restart", "postgres", stop, start, hold=3)
+
+    async def latency(self, seconds: float, delay: float) -> None:
+        started = time.monotonic()
+        self.proxy.latency = delay
+        await asyncio.sleep(seconds)
+        self.proxy.latency = 0.0
+        self._note("latency", "postgres-proxy", started, added_ms=int(delay * 1000))
+
+    async def resets(self, times: int, every: float) -> None:
+        started = time.monotonic()
+        reset = 0
+        for _ in range(times):
+            reset += self.proxy.reset_all()
+            await asyncio.sleep(every)
+        self._note("connection-resets", "postgres-proxy", started, connections_reset=reset)
+
+    async def blackhole(self, seconds: float) -> None:
+        async def on() -> None:
+            self.proxy.blackhole(True)
+
+        async def off() -> None:
+            self.proxy.blackhole(False)
+
+        await self.outage("blackhole", "postgres-proxy", on, off, hold=seconds)
+
+    async def run(self) -> None:
+        await asyncio.sleep(6)  # the stream is flowing
+        for label in ("profiles", "matching-1", "notifications"):
+            await self.sigkill_and_restart(label)
+            await asyncio.sleep(3)
+        await self.sigstop("matching-2", SESSION_TIMEOUT + 2)
+        await asyncio.sleep(3)
+        await self.kafka_crash()
+        await self.wait_all_ready()
+        await asyncio.sleep(3)
+        await self.postgres_restart()
+        await self.wait_all_ready()
+        await asyncio.sleep(3)
+        await self.latency(6, 0.05)
+        await self.resets(3, 1.5)
+        await self.blackhole(8)
+        await self.wait_all_ready()
+
+    async def wait_all_ready(self, timeout: float = 60) -> None:
+        for proc in self.services.procs.values():
+            await proc.wait_ready(timeout)
+
+
+def readiness_report(
+    probe: ReadinessProbe, faults: Faults, recover_within: float = 30.0
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """For each outage: did each service say 503 during it, and 200 again after it, same pid?"""
+    report, problems = [], []
+    for name, start, end, pids in faults.outages:
+        for label, pid in pids.items():
+            during = [s for s in probe.between(start, end) if s.label == label and s.pid == pid]
+            after = [
+                s
+                for s in probe.between(end, end + recover_within)
+                if s.label == label and s.status == 200
+            ]
+            unready = sum(1 for s in during if s.status != 200)
+            back = after[0] if after else None
+            report.append(
+                {
+                    "outage": name,
+                    "service": label,
+                    "samples": len(during),
+                    "not_ready_samples": unready,
+                    "ready_again_after_s": round(back.at - end, 1) if back else None,
+                    "same_process": bool(back and back.pid == pid),
+                }
+            )
+            if not unready:
+                problems.append(f"{label} stayed ready during {name}")
+            if back is None:
+                problems.append(f"{label} not ready within {recover_within}s after {name}")
+            elif back.pid != pid:
+                problems.append(f"{label} needed a restart to be ready after {name}")
+    return report, problems
+
+
+async def settled(
+    db: asyncpg.Pool, world: World, tenants: list[str], responder: Responder
+) -> dict[str, bool]:
+    """What must be true once the system has caught up."""
+    hr = await db.fetchval(
+        "SELECT count(*) FROM profiles.inbox WHERE tenant_id = ANY($1) AND source = $2",
+        tenants,
+        HR_SOURCE,
+    )
+    app = await db.fetchval(
+        "SELECT count(*) FROM matching.inbox WHERE tenant_id = ANY($1) AND source = $2",
+        tenants,
+        APP_SOURCE,
+    )
+    outboxes = await db.fetchval(
+        "SELECT (SELECT count(*) FROM profiles.outbox) + (SELECT count(*) FROM matching.outbox)"
+        " + (SELECT count(*) FROM notifications.outbox)"
+    )
+    due = await db.fetchval(
+        """SELECT count(*) FROM notifications.deliveries
+           WHERE tenant_id = ANY($1) AND state = 'pending' AND next_attempt_at <= now()""",
+        tenants,
+    )
+    return {
+        "profiles inbox complete": hr == len(world.valid_hr),
+        "matching inbox complete": app == len(world.valid_app),
+        "outboxes empty": outboxes == 0,
+        "no delivery due": due == 0,
+        "no new proposal for 5 s": time.monotonic() - world.last_proposal_at > 5,
+    }
+
+
+async def check_profiles(db: asyncpg.Pool, world: World, tenants: list[str]) -> dict[str, int]:
+    inbox = {
+        (r["tenant_id"], r["event_id"])
+        for r in await db.fetch(
+            "SELECT tenant_id, event_id FROM profiles.inbox WHERE tenant_id = ANY($1)", tenants
+        )
+    }
+    stored = {
+        (r["tenant_id"], r["program_id"], r["person_id"]): (r["role"], r["event_id"])
+        for r in await db.fetch(
+            """SELECT tenant_id, program_id, person_id, role, event_id FROM profiles.enrolments
+               WHERE tenant_id = ANY($1)""",
+            tenants,
+        )
+    }
+    pool = {
+        (r["tenant_id"], r["program_id"], r["person_id"]): r["role"]
+        for r in await db.fetch(
+            """SELECT tenant_id, program_id, person_id, 'mentor' AS role FROM matching.mentors
+               WHERE tenant_id = ANY($1)
+               UNION ALL
+               SELECT tenant_id, program_id, person_id, 'mentee' FROM matching.mentees
+               WHERE tenant_id = ANY($1)""",
+            tenants,
+        )
+    }
+    expected_pool = {k: role for k, (role, _) in world.enrolments.items()}
+    return {
+        "hr_events_missing": len(world.valid_hr - inbox),
+        "hr_events_unexpected": len(inbox - world.valid_hr),  # an invalid record let in
+        "enrolments_wrong": sum(1 for k, v in world.enrolments.items() if stored.get(k) != v)
+        + len(stored.keys() - world.enrolments.keys()),
+        "matching_pool_wrong": sum(1 for k, v in expected_pool.items() if pool.get(k) != v)
+        + len(pool.keys() - expected_pool.keys()),
+    }
+
+
+async def check_matching(db: asyncpg.Pool, world: World, tenants: list[str]) -> dict[str, int]:
+    inbox = {
+        (r["tenant_id"], r["event_id"])
+        for r in await db.fetch(
+            "SELECT tenant_id, event_id FROM matching.inbox WHERE tenant_id = ANY($1) AND source = $2",
+            tenants,
+            APP_SOURCE,
+        )
+    }
+    matches = await db.fetch(
+        """SELECT m.match_id, m.tenant_id, m.program_id, m.mentee_id, m.mentor_id, m.status,
+                  coalesce(h.sessions, 0) AS sessions
+           FROM matching.matches m LEFT JOIN matching.pair_history h USING (match_id)
+           WHERE m.tenant_id = ANY($1)""",
+        tenants,
+    )
+    over_capacity = await db.fetchval(
+        """SELECT count(*) FROM matching.mentors m
+           WHERE m.tenant_id = ANY($1) AND (
+             SELECT count(*) FROM matching.matches x
+             WHERE x.tenant_id = m.tenant_id AND x.program_id = m.program_id
+               AND x.mentor_id = m.person_id AND x.status IN ('proposed', 'confirmed')
+           ) > m.capacity""",
+        tenants,
+    )
+    load_drift = await db.fetchval(
+        """SELECT count(*) FROM matching.mentors m
+           WHERE m.tenant_id = ANY($1) AND m.load <> (
+             SELECT count(*) FROM matching.matches x
+             WHERE x.tenant_id = m.tenant_id AND x.program_id = m.program_id
+               AND x.mentor_id = m.person_id AND x.status IN ('proposed', 'confirmed'))""",
+        tenants,
+    )
+    two_open = await db.fetchval(
+        """SELECT count(*) FROM (SELECT 1 FROM matching.matches WHERE tenant_id = ANY($1)
+           AND status = 'proposed' GROUP BY tenant_id, program_id, mentee_id
+           HAVING count(*) > 1) x""",
+        tenants,
+    )
+    rules = wrong_state = wrong_sessions = 0
+    pairs: Counter[tuple[str, str, str, str]] = Counter()
+    declined_pairs = set()
+    for m in matches:
+        pair = (m["tenant_id"], m["program_id"], m["mentee_id"], m["mentor_id"])
+        pairs[pair] += 1
+        if m["status"] == "declined":
+            declined_pairs.add(pair)
+        mentee = world.people[(m["tenant_id"], m["mentee_id"])][1]
+        mentor = world.people[(m["tenant_id"], m["mentor_id"])][1]
+        if (
+            not set(mentee["languages"]) & set(mentor["languages"])
+            or mentee.get("manager_id") == mentor["person_id"]
+            or mentee["person_id"] == mentor["person_id"]
+        ):
+            rules += 1
+        if world.touches_offboarded(dict(m)):
+            continue
+        answers = world.answers.get(m["match_id"], [])
+        if not answers:
+            expected = "proposed"
+        elif any(d == "declined" for _, d in answers):
+            expected = "declined"
+        else:
+            expected = "confirmed"
+        if m["status"] != expected:
+            wrong_state += 1
+        if m["status"] == "confirmed" and m["sessions"] != world.sessions.get(m["match_id"], 0):
+            wrong_sessions += 1
+    stored_ids = {m["match_id"] for m in matches}
+    return {
+        "app_events_missing": len(world.valid_app - inbox),
+        "over_capacity": int(over_capacity),
+        "load_counter_drift": int(load_drift),
+        "two_open_proposals": int(two_open),
+        "rules_broken": rules,
+        "declined_pair_proposed_again": sum(1 for p in declined_pairs if pairs[p] > 1),
+        "wrong_match_state": wrong_state,
+        "wrong_session_count": wrong_sessions,
+        "proposals_not_published": len(stored_ids - world.proposals.keys()),
+        "proposals_published_not_stored": len(world.proposals.keys() - stored_ids),
+        "proposals_published_under_two_ids": sum(
+            1 for ids in world.proposal_event_ids.values() if len(ids) > 1
+        ),
+    }
+
+
+async def check_notifications(
+    db: asyncpg.Pool, world: World, tenants: list[str], sink: SmtpSink
+) -> dict[str, int]:
+    rows = await db.fetch(
+        """SELECT id::text AS id, tenant_id, kind, recipient_id, match_id, state, next_attempt_at <= now() AS due
+           FROM notifications.deliveries WHERE tenant_id = ANY($1)""",
+        tenants,
+    )
+    received = dict(sink.counts)
+    by_id = {f"<{r['id']}@mentornet>": r for r in rows}
+    sent = [mid for mid, r in by_id.items() if r["state"] == "sent"]
+    matches = await db.fetch(
+        """SELECT match_id, tenant_id, mentee_id, mentor_id, status FROM matching.matches
+           WHERE tenant_id = ANY($1) AND status IN ('proposed', 'confirmed')""",
+        tenants,
+    )
+    kinds = {(r["match_id"], r["recipient_id"], r["kind"]): r["state"] for r in rows}
+    not_planned = 0
+    for m in matches:
+        if world.touches_offboarded(dict(m)):
+            continue
+        kind = "match-proposal" if m["status"] == "proposed" else "match-introduction"
+        for person in (m["mentee_id"], m["mentor_id"]):
+            if kinds.get((m["match_id"], person, kind)) != "sent":
+                not_planned += 1
+    return {
+        "deliveries": len(rows),
+        "sent": len(sent),
+        "cancelled": sum(1 for r in rows if r["state"] == "cancelled"),
+        "failed": sum(1 for r in rows if r["state"] == "failed"),
+        "pending_due": sum(1 for r in rows if r["state"] == "pending" and r["due"]),
+        "pending_later": sum(1 for r in rows if r["state"] == "pending" and not r["due"]),
+        "emails_received": sum(received.values()),
+        "sent_but_not_received": sum(1 for mid in sent if mid not in received),
+        "received_without_delivery_row": sum(1 for mid in received if mid not in by_id),
+        "received_again_same_message_id": sum(c - 1 for c in received.values() if c > 1),
+        "expected_email_missing": not_planned,
+    }
+
+
+def check_dead_letters(
+    world: World, answers: dict[tuple[str, int, int], list[dict[str, str]]]
+) -> dict[str, int]:
+    unanswered = wrong_code = no_reason = 0
+    for invalid in world.invalid:
+        assert invalid.where is not None
+        letters = [
+            a for a in answers.get(invalid.where, []) if a["_dlq"] == INGRESS_DLQ[invalid.topic]
+        ]
+        if not letters:
+            unanswered += 1
+            continue
+        if any(a["dlq-reason-code"] not in invalid.codes for a in letters):
+            wrong_code += 1
+        if any(not a.get("dlq-reason") for a in letters):
+            no_reason += 1
+    invalid_at = {i.where for i in world.invalid}
+    domain = Counter(
+        a["dlq-reason-code"]
+        for where, letters in answers.items()
+        if where not in invalid_at
+        for a in letters
+        if a["_dlq"] == "dlq.matching"
+    )
+    return {
+        "invalid_records": len(world.invalid),
+        "unanswered": unanswered,
+        "wrong_reason_code": wrong_code,
+        "without_reason": no_reason,
+        "answered_more_than_once": sum(
+            1
+            for i in world.invalid
+            if len([a for a in answers.get(i.where, ()) if a["_dlq"] == INGRESS_DLQ[i.topic]]) > 1  # type: ignore[arg-type]
+        ),
+        "also_answered_by_notifications": sum(
+            1
+            for i in world.invalid
+            if any(a["_dlq"] == "dlq.notifications" for a in answers.get(i.where, ()))  # type: ignore[arg-type]
+        ),
+        **{f"valid_refused_{code}": n for code, n in sorted(domain.items())},
+    }
+
+
+@pytest.mark.timeout(600)
+async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
+    fault_stack: FaultStack, fault_db: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
+    began = time.monotonic()
+    world = World(
+        "faults", tenants=TENANTS, programs=PROGRAMS, mentors=MENTORS, mentees=MENTEES, seed=2026
+    )
+    tenants = world.tenants
+    planned = world.program_configs() + world.hr_stream(UPDATES, OFFBOARDINGS, INVALID)
+    rate = len(planned) / STREAM_SECONDS
+
+    proxy = await TcpProxy(fault_stack.cfg.pg_port).start()
+    proxied = fault_stack.database_url.replace(f":{fault_stack.cfg.pg_port}/", f":{proxy.port}/")
+    env = fault_stack.service_env(
+        database_url=proxied,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp_sink.port),
+        SMTP_RATE_PER_SECOND="0",
+        SMTP_TIMEOUT="5",
+        WEBHOOK_TIMEOUT="5",
+        DELIVERY_LEASE_SECONDS="15",  # a killed replica's claimed rows come back sooner
+    )
+    services = Services(log_dir("faults"))
+    for label, name in (
+        ("profiles", "profiles"),
+        ("matching-1", "matching"),
+        ("matching-2", "matching"),
+        ("notifications", "notifications"),
+    ):
+        services.add(label, name, env)
+    dlq_start = await end_offsets(fault_stack.bootstrap, DLQ_TOPICS)
+    responder = Responder(
+        world, fault_stack.bootstrap, await end_offsets(fault_stack.bootstrap, Responder.TOPICS)
+    )
+    publisher = Publisher(fault_stack.bootstrap)
+    probe = ReadinessProbe(services)
+    faults = Faults(fault_stack, services, proxy)
+    figures: dict[str, Any] = {}
+    violations: dict[str, int] = {}
+    try:
+        await services.start()
+        probe.start()
+        responder.start()
+        stream_started = time.monotonic()
+        faults.t0 = stream_started
+        publishing = asyncio.create_task(publish_paced(publisher, planned, rate))
+        await faults.run()
+        stream_seconds = await publishing
+        faults_seconds = time.monotonic() - stream_started
+
+        settle_started = time.monotonic()
+        state: dict[str, bool] = {}
+        while time.monotonic() - settle_started < SETTLE_TIMEOUT:
+            state = await settled(fault_db, world, tenants, responder)
+            if all(state.values()):
+                break
+            await asyncio.sleep(1)
+        lag, lag_wait = await wait_lag_zero(fault_stack.bootstrap, group_topics(), timeout=60)
+        settle_seconds = time.monotonic() - settle_started
+        await responder.stop()
+        dead_letters = await read_dead_letters(fault_stack.bootstrap, dlq_start)
+
+        readiness, readiness_problems = readiness_report(probe, faults)
+        profiles = await check_profiles(fault_db, world, tenants)
+        matching = await check_matching(fault_db, world, tenants)
+        notifications = check = await check_notifications(fault_db, world, tenants, smtp_sink)
+        dlq = check_dead_letters(world, dead_letters)
+        alive = services.alive()
+
+        lost = {
+            "hr_events": profiles["hr_events_missing"],
+            "app_events": matching["app_events_missing"],
+            "proposals_not_published": matching["proposals_not_published"],
+            "emails": check["sent_but_not_received"]
+            + check["pending_due"]
+            + check["failed"]
+            + check["expected_email_missing"],
+            "invalid_records_unanswered": dlq["unanswered"],
+        }
+        duplicated = {
+            "effects": matching["wrong_session_count"]
+            + matching["proposals_published_under_two_ids"],
+            "emails_same_message_id": check["received_again_same_message_id"],
+        }
+        violations = {
+            "over_capacity": matching["over_capacity"],
+            "load_counter_drift": matching["load_counter_drift"],
+            "two_open_proposals": matching["two_open_proposals"],
+            "rules_broken": matching["rules_broken"],
+            "declined_pair_proposed_again": matching["declined_pair_proposed_again"],
+            "wrong_match_state": matching["wrong_match_state"],
+            "enrolments_wrong": profiles["enrolments_wrong"],
+            "matching_pool_wrong": profiles["matching_pool_wrong"],
+            "invalid_let_in": profiles["hr_events_unexpected"],
+            "dead_letter_wrong_or_without_reason": dlq["wrong_reason_code"] + dlq["without_reason"],
+            "emails_without_delivery_row": check["received_without_delivery_row"],
+            "readiness": len(readiness_problems),
+            "consumer_lag_left": sum(lag.values()),
+            "service_processes_dead": sum(1 for ok in alive.values() if not ok),
+        }
+        figures = {
+            "events_sent": {
+                "hr_valid": len(world.valid_hr),
+                "hr_invalid": len(world.invalid),
+                "app": len(world.valid_app),
+                "total": len(world.valid_hr) + len(world.invalid) + len(world.valid_app),
+                "records_published_including_retries": publisher.sent + responder.publisher.sent,
+                "publisher_retries": publisher.retried_chunks + responder.publisher.retried_chunks,
+                "tenants": TENANTS,
+                "programs": TENANTS * PROGRAMS,
+            },
+            "faults_injected": faults.log,
+            "lost": lost,
+            "duplicated": duplicated,
+            "violations": violations,
+            "durations_s": {
+                "stream": round(stream_seconds, 1),
+                "faults": round(faults_seconds, 1),
+                "settle": round(settle_seconds, 1),
+                "lag_to_zero_after_settle": round(lag_wait, 1),
+                "total": round(time.monotonic() - began, 1),
+            },
+            "rate_events_per_s": round(rate, 1),
+            "matching": {
+                "proposals": len(world.proposals),
+                "confirmed": len(world.confirmed),
+                "sessions": sum(world.sessions.values()),
+                "offboarded_people": len(world.offboarded),
+            },
+            "notifications": notifications,
+            "dead_letters": dlq,
+            "readiness": readiness,
+            "proxy": vars(proxy.stats),
+            "settled": state,
+        }
+    finally:
+        await probe.stop()
+        await responder.stop()
+        await publisher.close()
+        await services.stop_all()
+        await proxy.stop()
+        if figures:
+            record_results("faults", figures)
+
+    assert state and all(state.values()), f"the system did not settle: {state}"
+    assert not any(lost.values()), f"lost: {lost}"
+    assert duplicated["effects"] == 0, f"duplicated effects: {duplicated}"
+    assert not any(violations.values()), f"violations: {violations}; {readiness_problems}"
+    assert len(world.valid_hr) + len(world.invalid) + len(world.valid_app) >= 20_000
