@@ -147,5 +147,5 @@ class OutboxRelay:
                     "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
                 )
             if len(rows) < self.batch_size:  # counting is cheap once the backlog is drained
-                self.backlog.set(await conn.fetchval("SELECT count(*) FROM outbox") - len(rows))
+                self.backlog.set(await conn.fetchval("SELECT count(*) FROM outbox"))  # after the delete
             return len(rows)
