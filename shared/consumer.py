@@ -27,6 +27,7 @@ from shared.db.outbox import OutboxRecord, enqueue
 from shared.db.pool import transaction
 from shared.dead_letters import dead_letter
 from shared.logging import get_logger
+from shared.tracing import OpenSpans, traceparent_of
 
 log = get_logger(__name__)
 
@@ -121,20 +122,38 @@ class EventPipeline:
 
         fresh_ids = await first_seen(conn, [i.event for i in decoded])
         fresh: list[Incoming] = []
+        spans = OpenSpans()
         for incoming in decoded:
             if incoming.event.id in fresh_ids:
-                fresh_ids.discard(
-                    incoming.event.id
-                )  # a second copy in the same batch is a duplicate
-                fresh.append(incoming)
+                fresh_ids.discard(incoming.event.id)  # a second copy in one batch is a duplicate
+                fresh.append(self._traced(incoming, spans))
             else:
                 self.events.labels(incoming.record.topic, "duplicate").inc()
-        if fresh:
-            outgoing += await self.apply(conn, fresh)
+        try:
+            if fresh:
+                outgoing += await self.apply(conn, fresh)
+        except BaseException as error:
+            spans.end(error)
+            raise
+        spans.end()
         for incoming in fresh:
             self.events.labels(incoming.record.topic, "accepted").inc()
         await enqueue(conn, self.schema, outgoing)
         await _store_offsets(conn, self.cluster, records)
+
+    def _traced(self, incoming: Incoming, spans: OpenSpans) -> Incoming:
+        """Continue the event's trace; what it causes will carry this service's span."""
+        event = incoming.event
+        parent = traceparent_of(incoming.record.headers, event.traceparent)
+        mine = spans.start(
+            f"{self.service} {event.type}",
+            parent,
+            self.service,
+            **{"messaging.kafka.topic": incoming.record.topic, "cloudevents.id": event.id},
+        )
+        if mine == event.traceparent:
+            return incoming
+        return Incoming(incoming.record, event.model_copy(update={"traceparent": mine}))
 
 
 def bind_event(event: CloudEvent) -> Any:

@@ -28,6 +28,7 @@ from shared.db.pool import create_pool
 from shared.kafka import check_production_security, client_options, make_broker, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.settings import ServiceSettings
+from shared.tracing import configure_tracing
 
 log = get_logger(__name__)
 
@@ -236,6 +237,7 @@ def serve(
 ) -> None:
     """Run one service until SIGTERM/SIGINT; uvicorn's lifespan drains the broker first."""
     configure_logging(name, settings.log_level, settings.log_format)
+    configure_tracing(name, settings.traces_file)
     app = build(settings)
     uvicorn.run(
         app,

@@ -41,4 +41,5 @@ class ServiceSettings(BaseSettings):
     ingress_signing_keys: dict[str, SecretStr] = Field(default_factory=dict)  # tenant -> HMAC key
     consumer_group: str | None = None  # default: the service name
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"  # where a new group starts
+    traces_file: str | None = None  # write OpenTelemetry spans here as JSON lines
     environment: str = "local"  # "production" refuses to start without TLS and authentication

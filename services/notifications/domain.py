@@ -186,6 +186,7 @@ class NewDelivery:
     correlation_id: str
     next_attempt_at: datetime
     give_up_at: datetime
+    traceparent: str | None = None
 
 
 def deliveries_for(
@@ -204,6 +205,7 @@ def deliveries_for(
             channel=channel,
             planned=p,
             correlation_id=event.correlation_id,
+            traceparent=event.traceparent,
             next_attempt_at=p.not_before or now,
             give_up_at=p.give_up_at or now + policy.contact_wait,
         )

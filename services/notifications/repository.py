@@ -321,6 +321,7 @@ async def insert_deliveries(conn: asyncpg.Connection, rows: Sequence[NewDelivery
             r.correlation_id,
             r.next_attempt_at,
             r.give_up_at,
+            r.traceparent,
         )
         for r in rows
     ]
@@ -328,18 +329,18 @@ async def insert_deliveries(conn: asyncpg.Connection, rows: Sequence[NewDelivery
         """WITH new AS (
                INSERT INTO deliveries (id, tenant_id, source_event_id, recipient_id, channel,
                    kind, category, match_id, partner_id, context, correlation_id,
-                   next_attempt_at, give_up_at, state, last_error)
+                   next_attempt_at, give_up_at, state, last_error, traceparent)
                SELECT n.id, n.tenant_id, n.source_event_id, n.recipient_id, n.channel, n.kind,
                       n.category, n.match_id, n.partner_id, n.context::jsonb,
                       n.correlation_id, n.next_attempt_at, n.give_up_at,
                       CASE WHEN c.erased THEN 'cancelled' ELSE 'pending' END,
-                      CASE WHEN c.erased THEN 'recipient erased' END
+                      CASE WHEN c.erased THEN 'recipient erased' END, n.traceparent
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                            $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                           $11::text[], $12::timestamptz[], $13::timestamptz[])
+                           $11::text[], $12::timestamptz[], $13::timestamptz[], $14::text[])
                     AS n(id, tenant_id, source_event_id, recipient_id, channel, kind, category,
                          match_id, partner_id, context, correlation_id, next_attempt_at,
-                         give_up_at)
+                         give_up_at, traceparent)
                LEFT JOIN LATERAL (  -- an erased person is recorded as not notified, never sent
                    SELECT k.erased_at IS NOT NULL AND k.email IS NULL AS erased FROM contacts k
                    WHERE k.tenant_id = n.tenant_id AND k.person_id = n.recipient_id) c ON true
@@ -372,7 +373,7 @@ WITH claimed AS (
 )
 SELECT c.id, c.tenant_id, c.source_event_id, c.recipient_id, c.channel, c.kind, c.category,
        c.match_id, c.partner_id, c.context, c.correlation_id, c.attempts, c.give_up_at,
-       c.last_error,
+       c.last_error, c.traceparent,
        r.person_id IS NOT NULL AS recipient_known, r.display_name AS recipient_name,
        r.email AS recipient_email, r.languages AS recipient_languages,
        r.timezone AS recipient_timezone,

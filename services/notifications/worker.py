@@ -38,6 +38,7 @@ from shared.contract.topics import dead_letter_topic
 from shared.db.outbox import OutboxRecord, enqueue
 from shared.db.pool import transaction
 from shared.logging import EMAIL, get_logger
+from shared.tracing import span
 
 log = get_logger(__name__)
 SERVICE = "notifications"
@@ -226,16 +227,19 @@ class DeliveryWorker:
                 return Outcome(c.id, "cancelled", error="partner erased")
             return self._wait_for_contact(c, now)
 
-        try:
-            rendered = self._render(c, partner_erased)
-            if c.channel == "email":
-                return await self._send_email(c, rendered)
-            return await self._send_webhook(c, rendered)
-        except DeliveryError as exc:
-            return self._retry(c, exc)
-        except Exception as exc:  # e.g. a template error: fixable by a deploy, so retried
-            log.warning("render failed", notification_id=str(c.id), error=repr(exc))
-            return self._retry(c, DeliveryError(f"{type(exc).__name__}: {exc}"))
+        with span(
+            f"notifications send {c.channel}", c.row["traceparent"], "notifications", kind=c.kind
+        ):
+            try:
+                rendered = self._render(c, partner_erased)
+                if c.channel == "email":
+                    return await self._send_email(c, rendered)
+                return await self._send_webhook(c, rendered)
+            except DeliveryError as exc:
+                return self._retry(c, exc)
+            except Exception as exc:  # e.g. a template error: fixable by a deploy, so retried
+                log.warning("render failed", notification_id=str(c.id), error=repr(exc))
+                return self._retry(c, DeliveryError(f"{type(exc).__name__}: {exc}"))
 
     def _render(self, c: Claimed, partner_erased: bool) -> Rendered:
         context = dict(json.loads(c.context) if isinstance(c.context, str) else c.context)

@@ -60,6 +60,7 @@ class EnrolmentRow:
             time=self.cause.time,
             tenantid=self.tenant_id,
             correlationid=self.cause.correlation_id,
+            traceparent=self.cause.traceparent,
             specversion="1.0",
             datacontenttype="application/json",
             data=RawJson(registration[:-1] + extra),

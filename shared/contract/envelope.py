@@ -56,6 +56,7 @@ class CloudEvent(BaseModel):
     datacontenttype: str = "application/json"
     tenantid: Identifier
     correlationid: str | None = Field(default=None, max_length=128)
+    traceparent: str | None = Field(default=None, max_length=64)  # W3C trace context extension
     data: Any = None
 
     @property
@@ -82,6 +83,7 @@ class CloudEvent(BaseModel):
             time=time or datetime.now(UTC),
             tenantid=tenantid,
             correlationid=cause.correlation_id if cause else None,
+            traceparent=cause.traceparent if cause else None,
             data=data,
         )
 
@@ -103,6 +105,8 @@ class CloudEvent(BaseModel):
         }
         if self.correlationid:
             head["correlationid"] = self.correlationid
+        if self.traceparent:
+            head["traceparent"] = self.traceparent
         if isinstance(self.data, RawJson):
             data = str(self.data)
         elif isinstance(self.data, BaseModel):

@@ -39,6 +39,8 @@ class OutboxRecord:
         headers = [("ce_id", event.id.encode()), ("ce_type", event.type.encode())]
         if event.correlationid:
             headers.append(("ce_correlationid", event.correlationid.encode()))
+        if event.traceparent:
+            headers.append(("traceparent", event.traceparent.encode()))
         return cls(topic, key.encode(), event.to_bytes(), tuple(headers))
 
 
@@ -147,5 +149,7 @@ class OutboxRelay:
                     "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
                 )
             if len(rows) < self.batch_size:  # counting is cheap once the backlog is drained
-                self.backlog.set(await conn.fetchval("SELECT count(*) FROM outbox"))  # after the delete
+                self.backlog.set(
+                    await conn.fetchval("SELECT count(*) FROM outbox")
+                )  # after the delete
             return len(rows)
