@@ -42,7 +42,11 @@ def _topic_fit(c: Candidate, mentee: Mentee, _: ProgramConfig, __: object) -> st
     goals = [t for t, _ in sorted(mentee.goals, key=lambda g: g[1])]
     covered = [t for t in goals if normalise_topic(t) in offered]
     if not covered:
-        return f"Covers none of your {len(goals)} goals"
+        return (
+            f"Does not cover your goal: {goals[0]}"
+            if len(goals) == 1
+            else "Covers none of your goals"
+        )
     if len(covered) == len(goals) == 1:
         return f"Covers your goal: {covered[0]}"
     return f"Covers {len(covered)} of your {len(goals)} goals: {', '.join(covered)}"
