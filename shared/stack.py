@@ -584,34 +584,6 @@ def _kafka_check(cfg: StackConfig) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-async def create_topics_on(kafka: KafkaSettings, replication: int = 1) -> list[str]:
-    """Create the registry's missing topics through any listener (`shared.topics.create_topics`
-    reads its security from the environment; this takes it explicitly, e.g. SASL_SSL)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    from shared.contract.topics import TOPICS
-    from shared.kafka import client_options
-
-    admin = AIOKafkaAdminClient(**client_options(kafka), client_id="mentornet-admin")
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        created = []
-        for topic in (t for t in TOPICS.values() if t.name not in existing):
-            new = NewTopic(
-                topic.name, topic.partitions, replication, topic_configs=topic.kafka_config()
-            )
-            try:
-                await admin.create_topics([new])
-                created.append(topic.name)
-            except TopicAlreadyExistsError:  # another provisioner won the race
-                pass
-        return created
-    finally:
-        await admin.close()
-
-
 @dataclass(frozen=True)
 class LocalTls:
     """A throwaway CA and a server certificate signed by it, as PEM files."""

@@ -12,16 +12,22 @@ from shared.kafka import client_options
 from shared.settings import KafkaSettings
 
 
-def _admin(bootstrap_servers: str | None) -> AIOKafkaAdminClient:
-    kafka = KafkaSettings()
+def _admin(
+    bootstrap_servers: str | None, kafka: KafkaSettings | None = None
+) -> AIOKafkaAdminClient:
+    """An admin client: `kafka` settings when given (any listener, e.g. SASL_SSL), else those of
+    the environment, optionally pointed at other `bootstrap_servers`."""
+    kafka = kafka or KafkaSettings()
     if bootstrap_servers:
         kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
     return AIOKafkaAdminClient(**client_options(kafka), client_id="mentornet-admin")
 
 
-async def create_topics(bootstrap_servers: str | None = None, replication: int = 1) -> list[str]:
+async def create_topics(
+    bootstrap_servers: str | None = None, replication: int = 1, kafka: KafkaSettings | None = None
+) -> list[str]:
     """Create every missing topic of the registry; returns the names created now."""
-    admin = _admin(bootstrap_servers)
+    admin = _admin(bootstrap_servers, kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -9,9 +9,8 @@ fixed, the record gets a second chance; a record that is still wrong is dead-let
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from shared.cli.common import BootstrapOption, run
 from shared.contract.topics import TOPICS
 from shared.kafka import client_options
 from shared.settings import KafkaSettings
@@ -39,15 +39,6 @@ app = typer.Typer(
     help="Dead letters: list, show and replay records a service rejected.", no_args_is_help=True
 )
 console = Console()
-
-BootstrapOption = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap-servers",
-        "-b",
-        help="Kafka (default: KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).",
-    ),
-]
 
 
 class CliError(Exception):
@@ -359,23 +350,6 @@ def select(
 
 
 # --- commands ----------------------------------------------------------------------------------
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine; any failure becomes exactly one line on stderr and exit status 1.
-
-    Like `shared.cli.main.run`, but never wrapped at the terminal width and with brackets in
-    messages (aiokafka's "[Errno 111]"...) printed as they are, not read as markup.
-    """
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the error line below says it all
-    try:
-        return asyncio.run(coro)
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as exc:
-        message = str(exc) or type(exc).__name__
-        Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-        raise typer.Exit(1) from None
 
 
 @app.command("list")

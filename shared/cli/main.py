@@ -5,9 +5,7 @@ Errors are printed in one line and exit non-zero; no traceback for a user's mist
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -15,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shared.cli.common import BootstrapOption, DatabaseOption, fail, run
 from shared.cli.dlq import app as dlq_app
 from shared.cli.report import report_command
 from shared.settings import KafkaSettings, ServiceSettings
@@ -39,30 +38,6 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
 console = Console()
 err = Console(stderr=True)
-
-BootstrapOption = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap-servers",
-        "-b",
-        help="Kafka (default: KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).",
-    ),
-]
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", help="PostgreSQL (default: DATABASE_URL or the local stack's)."),
-]
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine; turn failures into one readable line and exit status 1."""
-    try:
-        return asyncio.run(coro)
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
 
 
 def bootstrap(value: str | None) -> str:
@@ -256,5 +231,5 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a user's mistake or an outage: one line, not a traceback
-        err.print(f"[red]error:[/red] {exc}")
+        fail(exc)
         sys.exit(1)

@@ -30,7 +30,8 @@ from shared.analytics import (
     histogram,
     program_health,
 )
-from shared.cli.dlq import BootstrapOption, kafka_settings, read_topics, run
+from shared.cli.common import BootstrapOption, run
+from shared.cli.dlq import kafka_settings, read_topics
 from shared.contract.envelope import Rejected, decode_record
 from shared.contract.topics import TOPICS
 from shared.settings import KafkaSettings

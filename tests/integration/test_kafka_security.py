@@ -38,11 +38,11 @@ from shared.settings import KafkaSettings
 from shared.stack import (
     REPO_ROOT,
     StackConfig,
-    create_topics_on,
     make_local_tls,
     start_component,
     stop_component,
 )
+from shared.topics import create_topics
 from tests.support import cloud_event, running, unique
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ async def secure() -> AsyncIterator[StackConfig]:
             start_component(cfg, "postgres", on_step=_quiet),
         )
         # provisioned through the secured listener itself, as an operator would
-        await create_topics_on(cfg.kafka_settings(TESTER))
+        await create_topics(kafka=cfg.kafka_settings(TESTER))
         await migrate(cfg.database_url)
         yield cfg
     finally:
