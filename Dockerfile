@@ -46,7 +46,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
     HTTP_HOST=0.0.0.0 \
-    HTTP_PORT=8000
+    HTTP_PORT=8000 \
+    # cohort matching spreads its blocks over the cores itself: one BLAS thread per process
+    OPENBLAS_NUM_THREADS=1
 
 # A fixed, numeric UID/GID so Kubernetes can verify runAsNonRoot and volumes can be
 # chowned to a known id; no home directory and no login shell.

@@ -228,7 +228,10 @@ class DeliveryWorker:
             return self._wait_for_contact(c, now)
 
         with span(
-            f"notifications send {c.channel}", c.row["traceparent"], "notifications", kind=c.kind
+            f"notifications send {c.channel}",
+            c.row.get("traceparent"),
+            "notifications",
+            kind=c.kind,
         ):
             try:
                 rendered = self._render(c, partner_erased)

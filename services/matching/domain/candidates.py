@@ -1,10 +1,12 @@
-"""Top-k candidate mentors for many mentees at once, searched block by block.
+"""Candidate pairs for a whole cohort at once, searched block by block.
 
 `criteria_values` and `eligible` score one mentee against the whole pool. A cohort needs every
 waiting mentee, so here a block of mentees is scored against the pool with one float32 matrix
-product, the hard rules become penalties or excluded columns, and only each mentee's best k
-mentors are kept: no mentees x mentors matrix is ever held. The kept pairs are then scored again
-exactly, pair by pair, with the float64 operations of `criteria_values` and the rules of `eligible`.
+product, the hard rules become penalties or left-out columns, and only two kinds of pairs are
+kept: each mentee's best k mentors, and each mentor's best l mentees (ranked by score less half
+the mentee's own best score, so that mentees wanted everywhere do not fill every mentor's list).
+No mentees x mentors matrix is ever held. The kept pairs are then scored again exactly, pair by
+pair, with the float64 operations of `criteria_values` and the rules of `eligible`.
 
 The product's features, mentee side x mentor side:
   goal weight / total per topic          x  topic_fit weight x expertise level / 5
@@ -14,6 +16,9 @@ The product's features, mentee side x mentor side:
   1                                      x  languages + reputation + load for the language group
 Mentees are grouped by the languages they speak; a group only sees the mentors sharing one of
 them and having a free place.
+
+Blocks are scored on every core at once, so numpy's BLAS should use one thread per process
+(OPENBLAS_NUM_THREADS=1 in the environment): with more, its threads and ours fight for the cores.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,9 +44,12 @@ from services.matching.domain.topics import normalise_topic
 
 CHUNK = 32  # columns per chunk: a block's top k lies in the k chunks with the highest maxima
 BLOCK_SCORES = 1 << 22  # float32 scores per block (16 MiB), so a block stays in the CPU's cache
-ROW_CHUNK = 8  # rows per chunk when looking for each mentor's best mentees in a block
-COMPACT_AT = 1 << 20  # pairs kept for the mentors' best mentees before trimming them to l each
-WORKERS = min(4, os.cpu_count() or 1)  # blocks scored at once (numpy releases the GIL)
+FALLBACK = 16  # above this many pairs per kept one, a block's best mentees are partitioned out
+ROW_CHUNK = 64  # rows per chunk when looking for each mentor's best mentees in a block
+COMPACT_AT = 1 << 20  # pairs kept for the mentors' best mentees before trimming them
+WORKERS = os.cpu_count() or 1  # blocks scored at once (numpy releases the GIL)
+
+REGRET = 0.5  # a mentor's best mentees: score - REGRET x the mentee's own best score
 
 Ints = NDArray[np.int64]
 Floats = NDArray[np.float64]
@@ -59,7 +67,7 @@ class TopK:
 
 @dataclass(frozen=True)
 class Shortlist:
-    """One search: each mentee's best k mentors, and pairs giving each mentor its best l mentees."""
+    """One search: each mentee's best k mentors, and each mentor's best `per_mentor` mentees."""
 
     best_mentors: TopK  # rows follow the searched mentees
     mentee_rows: Ints  # pairs (mentee_rows[i], mentor_rows[i]) at exact score scores[i]
@@ -104,31 +112,43 @@ class BatchScorer:
         self.expertise = np.zeros((len(topics) + 1, m))  # the last row: a topic nobody offers
         for topic, (mentor_rows, levels) in pool.expertise.items():
             self.expertise[topics[topic], mentor_rows] = levels
-        normalise = lru_cache(maxsize=None)(normalise_topic)
-        goals = [
-            [(topics.get(normalise(t), len(topics)), 4 - p) for t, p in me.goals]
-            for me in self.mentees
-        ]
-        width = max((len(g) for g in goals), default=0)
+        topic_of: dict[str, int] = {}  # as typed -> row of self.expertise
+        goal_mentee, goal_topic, goal_weight = [], [], []
+        for i, me in enumerate(self.mentees):
+            for topic, priority in me.goals:
+                if topic not in topic_of:
+                    topic_of[topic] = topics.get(normalise_topic(topic), len(topics))
+                goal_mentee.append(i)
+                goal_topic.append(topic_of[topic])
+                goal_weight.append(4 - priority)
+        flat = np.array(goal_mentee, dtype=np.int64)
+        starts = np.searchsorted(flat, np.arange(n))
+        position = np.arange(len(flat)) - starts[flat]  # the goal's place among its mentee's
+        width = int(position.max()) + 1 if len(flat) else 0
         self.goal_topic = np.full((n, width), len(topics), dtype=np.int64)
         self.goal_weight = np.zeros((n, width), dtype=np.int64)
-        for i, g in enumerate(goals):
-            if g:
-                self.goal_topic[i, : len(g)], self.goal_weight[i, : len(g)] = zip(*g, strict=True)
+        self.goal_topic[flat, position] = goal_topic
+        self.goal_weight[flat, position] = goal_weight
         total = self.goal_weight.sum(axis=1)
         self.goal_total = np.where(total == 0, 1, total)
 
         codes = {c: i for i, c in enumerate(sorted(pool.languages))}
         self.mentor_languages = np.array([pool.languages[c] for c in codes], dtype=float)
         self.mentor_languages = self.mentor_languages.reshape(len(codes), m)
-        self.mentee_languages = np.zeros((n, len(codes)))
-        for i, me in enumerate(self.mentees):
-            for code in me.languages:
-                if code in codes:
-                    self.mentee_languages[i, codes[code]] += 1
-        self.language_count = np.array(
-            [max(len(me.languages), 1) for me in self.mentees], dtype=np.int64
+        spoken: dict[tuple[str, ...], int] = {}  # each distinct language list -> its row
+        spoken_by = np.array(
+            [spoken.setdefault(me.languages, len(spoken)) for me in self.mentees], dtype=np.int64
         )
+        counts = np.zeros((len(spoken), len(codes) + 1))  # codes spoken, then how many in all
+        for row, languages in enumerate(spoken):
+            for code in languages:
+                if code in codes:
+                    counts[row, codes[code]] += 1
+            counts[row, -1] = max(len(languages), 1)
+        self.mentee_languages = counts[spoken_by, :-1]
+        self.language_count = counts[spoken_by, -1].astype(np.int64)
+        _, group_of = np.unique(counts, axis=0, return_inverse=True)
+        self.language_group = group_of.reshape(-1)[spoken_by]
 
         offsets = {
             tz: utc_offset_hours(tz, pool.now) for tz in {me.timezone for me in self.mentees}
@@ -166,16 +186,13 @@ class BatchScorer:
         self.forbidden = np.array(forbidden, dtype=np.int64)
         self.forbidden_start = np.searchsorted(self.forbidden, np.arange(n + 1) * m)
 
-        signature = np.column_stack([self.mentee_languages, self.language_count])
-        _, self.language_group = np.unique(signature, axis=0, return_inverse=True)
-        self.language_group = self.language_group.reshape(n)
         negative = sum(min(w, 0.0) for w in self.weights.values())
         positive = sum(max(w, 0.0) for w in self.weights.values())
         span = positive - negative + 1
-        self.lowest = negative  # no eligible pair scores less
+        self.lowest, self.highest = negative, positive  # every eligible pair scores in between
         self.penalty = 4 * span  # one broken rule sinks a pair below any eligible one
         self.threshold = negative - span  # float32 scores above this are eligible
-        self._build_features(topics, goals)
+        self._build_features()
 
     # --- exact scores, pair by pair --------------------------------------------------------------
 
@@ -273,7 +290,9 @@ class BatchScorer:
             np.full((len(rows_all), k), -np.inf),
             np.zeros(len(rows_all), dtype=bool),
         )
-        best_mentees = _BestMentees(per_mentor, len(self.pool), self.threshold)
+        best_mentees = _BestMentees(
+            per_mentor, len(self.pool), self.threshold - REGRET * self.highest
+        )
         groups = self.language_group[rows_all]
         order = np.argsort(groups, kind="stable")
         bounds = np.flatnonzero(np.diff(groups[order])) + 1
@@ -324,11 +343,13 @@ class BatchScorer:
         found: TopK,
         at: Ints,
     ) -> tuple[Ints, Ints, NDArray[np.float32]]:
-        """One block of mentees: their top k into `found`; returned, pairs for the mentors' top l."""
+        """One block of mentees: their best k mentors into `found`; returned, pairs that may be
+        among the mentors' best mentees."""
         cols, rows = group.cols, rows_all[at]
         scores = self.mentee_features[rows] @ group.features
         self._forbid(scores, rows, group.column_of)
-        picked, approx = _select(scores, k)
+        chunk_max = scores.reshape(len(rows), CHUNK, group.width // CHUNK).max(axis=1)
+        picked, approx = _select(scores, chunk_max, k)
         valid = approx > self.threshold
         mentors = np.where(valid, cols[np.minimum(picked, len(cols) - 1)], 0)
         values = self.values(rows[:, None], mentors)
@@ -340,6 +361,9 @@ class BatchScorer:
         found.complete[at] = (group.width <= k) | (valid.sum(axis=1) < k)
         if not best_mentees.size:
             return _NO_PAIRS
+        # a mentor's best mentees are those losing least against their own best mentor
+        best_score = approx.max(axis=1, initial=-np.inf)
+        scores -= REGRET * np.where(best_score > self.threshold, best_score, np.inf)[:, None]
         bar = np.full(group.width, np.inf, dtype=np.float32)
         bar[: len(cols)] = best_mentees.bar[cols]
         local_rows, local_cols, approx = _above(scores, bar, best_mentees.size)
@@ -357,18 +381,17 @@ class BatchScorer:
         keep = column >= 0
         scores[local[keep], column[keep]] = -np.inf
 
-    def _build_features(self, topics: dict[str, int], goals: list[list[tuple[int, int]]]) -> None:
+    def _build_features(self) -> None:
         """The float32 feature matrices of the product (see the module docstring)."""
         pool, rules, w, n = self.pool, self.config.rules, self.weights, len(self.mentees)
-        used = sorted({t for g in goals for t, _ in g if t < len(topics)})
-        topic_column = {t: i for i, t in enumerate(used)}
+        offered = self.goal_topic < len(self.expertise) - 1  # goals some mentor has expertise in
+        used, column = np.unique(self.goal_topic[offered], return_inverse=True)
         goal_share = np.zeros((n, len(used)))
-        for i, g in enumerate(goals):
-            for t, weight in g:
-                if t in topic_column:
-                    goal_share[i, topic_column[t]] += weight / self.goal_total[i]
+        mentee_rows = np.nonzero(offered)[0]
+        shares = self.goal_weight[offered] / self.goal_total[mentee_rows]
+        np.add.at(goal_share, (mentee_rows, column.reshape(-1)), shares)
         mentor_parts = [w["topic_fit"] * self.expertise[used]]
-        mentee_parts = [goal_share]
+        categories = []  # (category of each mentee, how many categories) per one-hot part
 
         zones, zone_of = np.unique(self.offset, return_inverse=True)
         gap_hours = _gap_hours(pool.utc_offset[None, :], zones[:, None])
@@ -376,7 +399,7 @@ class BatchScorer:
         if rules.max_timezone_difference_hours is not None:
             zone_rows -= self.penalty * (gap_hours > rules.max_timezone_difference_hours)
         mentor_parts.append(zone_rows)
-        mentee_parts.append(_one_hot(zone_of.reshape(n), len(zones)))
+        categories.append((zone_of.reshape(n), len(zones)))
 
         known = ~np.isnan(self.seniority)
         levels, level_of = np.unique(self.seniority[known], return_inverse=True)
@@ -388,7 +411,7 @@ class BatchScorer:
         if rules.min_seniority_gap is not None:
             level_rows -= self.penalty * ~(np.isnan(gap) | (gap >= rules.min_seniority_gap))
         mentor_parts.append(level_rows)
-        mentee_parts.append(_one_hot(seniority_of, len(levels)))
+        categories.append((seniority_of, len(levels)))
 
         departments, department_of = np.unique(self.mentee_department, return_inverse=True)
         mentee_department, mentor_department = departments[:, None], self.mentor_department[None, :]
@@ -401,11 +424,17 @@ class BatchScorer:
             allowed = same & (mentee_department >= 0) if prefers_same else ~same
             department_rows -= self.penalty * ~allowed
         mentor_parts.append(department_rows)
-        mentee_parts.append(_one_hot(department_of.reshape(n), len(departments)))
+        categories.append((department_of.reshape(n), len(departments)))
 
-        mentee_parts.append(np.ones((n, 1)))
+        width = goal_share.shape[1] + sum(count for _, count in categories) + 1
+        self.mentee_features = np.zeros((n, width), dtype=np.float32)
+        self.mentee_features[:, : goal_share.shape[1]] = goal_share
+        start = goal_share.shape[1]
+        for category, count in categories:
+            self.mentee_features[np.arange(n), start + category] = 1.0
+            start += count
+        self.mentee_features[:, -1] = 1.0  # times the group's row: languages, reputation, load
         self.mentor_features = np.vstack(mentor_parts).astype(np.float32)
-        self.mentee_features = np.hstack(mentee_parts).astype(np.float32)
 
 
 def _gap_hours(mentor_offset: Floats, mentee_offset: Floats) -> Floats:
@@ -430,10 +459,10 @@ def _department_value(mentee: Ints, mentor: Ints, prefers_same: bool) -> Floats:
 
 
 class _BestMentees:
-    """Each mentor's best l mentees seen so far, and the score a new one must beat (`bar`).
+    """Each mentor's best `size` mentees seen so far, and the score a new one must reach (`bar`).
 
-    Blocks add pairs above the bar; when too many pile up they are trimmed to l per mentor
-    and the bar rises to each mentor's l-th score.
+    Blocks add pairs reaching the bar; when too many pile up they are trimmed to `size` per
+    mentor and the bar rises to each mentor's size-th score.
     """
 
     def __init__(self, size: int, mentors: int, threshold: float) -> None:
@@ -481,22 +510,24 @@ _NO_PAIRS = (
 def _above(
     scores: NDArray[np.float32], bar: NDArray[np.float32], size: int
 ) -> tuple[Ints, Ints, NDArray[np.float32]]:
-    """The (row, column, score) of scores at or above their column's bar, at most `size` a column
-    when many are (early on, when bars are still low).
+    """(row, column, score) wherever a score reaches its column's bar; at most `size` a column
+    when very many do (early on, while the bars are low).
 
-    Rows are read ROW_CHUNK at a time: only the chunks whose maximum reaches the bar are read.
+    Rows are read ROW_CHUNK at a time: a chunk is only read in the columns its maximum clears.
     """
     rows, width = scores.shape
     if rows % ROW_CHUNK:
-        pad = np.full((ROW_CHUNK - rows % ROW_CHUNK, width), -np.inf, dtype=np.float32)
+        pad = np.full((-rows % ROW_CHUNK, width), -np.inf, dtype=np.float32)
         scores = np.vstack([scores, pad])
     chunks = scores.reshape(-1, ROW_CHUNK, width)
     chunk, col = np.nonzero(chunks.max(axis=1) >= bar)
-    if len(chunk) * ROW_CHUNK > 2 * size * width and size < len(scores):
-        top = np.argpartition(scores, len(scores) - size, axis=0)[len(scores) - size :]
-        values = np.take_along_axis(scores, top, 0)
-        keep = values >= bar
-        return top[keep], np.broadcast_to(np.arange(width), keep.shape)[keep], values[keep]
+    if len(chunk) * ROW_CHUNK > FALLBACK * size * width and size < rows:
+        by_mentor = np.ascontiguousarray(scores.T)  # rows: a multiple of ROW_CHUNK, so of CHUNK
+        chunk_max = by_mentor.reshape(width, CHUNK, -1).max(axis=1)
+        _, best = _select(by_mentor, chunk_max, size)
+        level = np.maximum(best.min(axis=1), bar)  # ties at the size-th score all kept
+        col, row = np.nonzero(by_mentor >= level[:, None])
+        return row, col, by_mentor[col, row]
     values = chunks[chunk, :, col]  # (hits, ROW_CHUNK)
     keep = values >= bar[col][:, None]
     local = (chunk[:, None] * ROW_CHUNK + np.arange(ROW_CHUNK))[keep]
@@ -510,17 +541,14 @@ def _descending(scores: NDArray[np.float32]) -> Ints:
     return (1 << 32) - 1 - ascending
 
 
-def _one_hot(index: Ints, width: int) -> Floats:
-    out = np.zeros((len(index), width))
-    out[np.arange(len(index)), index] = 1.0
-    return out
-
-
-def _select(scores: NDArray[np.float32], k: int) -> tuple[Ints, NDArray[np.float32]]:
+def _select(
+    scores: NDArray[np.float32], chunk_max: NDArray[np.float32], k: int
+) -> tuple[Ints, NDArray[np.float32]]:
     """Each row's k highest columns (unordered) and their scores.
 
-    Chunk c holds the columns c, c + n, c + 2n, ... (n chunks): the k highest scores of a row all
-    lie in its k chunks with the highest maxima, so only k x CHUNK columns are partitioned.
+    Chunk c holds the columns c, c + n, c + 2n, ... (n chunks) and `chunk_max` their maximum per
+    row: a row's k highest scores all lie in its k chunks with the highest maxima, so only
+    k x CHUNK columns are partitioned.
     """
     rows, width = scores.shape
     k = min(k, width)
@@ -528,7 +556,6 @@ def _select(scores: NDArray[np.float32], k: int) -> tuple[Ints, NDArray[np.float
     if chunks <= k:
         picked = np.argpartition(scores, width - k, axis=1)[:, width - k :]
         return picked, np.take_along_axis(scores, picked, 1)
-    chunk_max = scores.reshape(rows, CHUNK, chunks).max(axis=1)
     best = np.argpartition(chunk_max, chunks - k, axis=1)[:, chunks - k :]
     columns = (best[:, :, None] + np.arange(CHUNK) * chunks).reshape(rows, k * CHUNK)
     values = np.take_along_axis(scores, columns, 1)

@@ -1,14 +1,16 @@
 """Cohort mode: every waiting mentee assigned at once, for the highest total score under capacities.
 
-A min-cost flow (OR-Tools) over each mentee's top-k candidates from `BatchScorer.top_k`:
+A min-cost flow (OR-Tools) over candidate pairs from `BatchScorer.search`: each mentee's best k
+mentors and each mentor's best PER_MENTOR mentees, never a full mentees x mentors matrix.
 
     source -> mentee (capacity 1) -> candidate mentor (capacity 1, cost -score) -> mentor
     mentor -> sink (capacity: the mentor's free places);  mentee -> sink (cost 0: unassigned)
 
-so it is always feasible. Mentees whose k candidates were all taken by better-placed mentees get
-another round over the mentors with places left, until no unassigned mentee has an eligible mentor
-with a free place. Scores are shifted up by the lowest possible score and by one cost unit, so that
-every pair is worth more than leaving its mentee unassigned (ties favour matching more mentees).
+so it is always feasible. Mentees left out because their candidates went to others get another
+round over the mentors with places left, until no unassigned mentee has an eligible mentor with a
+free place (after MAX_ROUNDS, the last ones are placed greedily). Scores are shifted up by the
+lowest score a pair can have (below zero only with negative weights) and by one cost unit, so
+every pair is worth more than leaving its mentee unassigned and ties favour matching more mentees.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from services.matching.domain.candidates import BatchScorer, Floats, Ints
 from services.matching.domain.config import ProgramConfig
 from services.matching.domain.scoring import Candidate, Mentee, MentorPool
 
-DEFAULT_K = 20  # candidates per mentee in the flow; >= 99% of the optimum on benchmark instances
+SCARCE_K = 3  # each mentee's best mentors in the first round, when places are fewer than mentees
+ROOMY_K = 5  # and when they are not: then who gets which mentor matters more than who gets one
+PER_MENTOR = 8  # each mentor's best mentees in every round (ranked as in candidates.REGRET)
+LATER_K = 2  # each waiting mentee's best mentors with places left, in later rounds
 COST_SCALE = 1_000_000  # flow costs are integers: a score of 1 costs -1e6
 MAX_ROUNDS = 8  # flow rounds before the last unassigned mentees are placed greedily
-REFRESH = 1024  # greedy: mentees whose candidate lists are searched again at once
+GREEDY_K = 32  # greedy: candidates listed per mentee
+REFRESH = 4096  # greedy: mentees whose candidate lists are searched again at once
 
 Assignment = list[tuple[Mentee, Candidate]]
 
@@ -39,6 +45,7 @@ class SolveStats:
     candidate_seconds: float = 0.0
     flow_seconds: float = 0.0
     greedy_seconds: float = 0.0
+    k: int = 0
     rounds: int = 0
     arcs: int = 0
     eligible_mentees: int = 0  # mentees with an eligible mentor with a free place, at the start
@@ -54,11 +61,12 @@ def assign(
 ) -> Assignment:
     """Assign the mentees for the highest total score; unassigned ones are left out of the result.
 
-    `excluded` maps a mentee's person id to mentors it must never get. The pool's loads are updated
-    with the assignments; each `Candidate` carries the values and load it was scored with.
+    `excluded` maps a mentee's person id to mentors it must never get; `k` is how many of each
+    mentee's best mentors the first round considers (default SCARCE_K or ROOMY_K). The pool's loads
+    are updated with the assignments; each `Candidate` carries the values and load it was scored with.
     """
     scorer = BatchScorer(pool, mentees, config, excluded)
-    return commit(pool, scorer, solve(scorer, k or DEFAULT_K))
+    return commit(pool, scorer, solve(scorer, k))
 
 
 def assign_greedy(
@@ -71,26 +79,34 @@ def assign_greedy(
     """The baseline: mentees in order, each takes its best eligible mentor with a place left."""
     scorer = BatchScorer(pool, mentees, config, excluded)
     chosen = np.full(len(scorer.mentees), -1, dtype=np.int64)
-    greedy(scorer, k or DEFAULT_K, np.arange(len(chosen)), scorer.free.copy(), chosen)
+    greedy(scorer, k or GREEDY_K, np.arange(len(chosen)), scorer.free.copy(), chosen)
     return commit(pool, scorer, chosen)
 
 
 def solve(
-    scorer: BatchScorer, k: int, stats: SolveStats | None = None, per_mentor: int | None = None
+    scorer: BatchScorer,
+    k: int | None = None,
+    stats: SolveStats | None = None,
+    per_mentor: int | None = None,
 ) -> Ints:
     """The mentor row chosen for each mentee, -1 for none: flow rounds, then greedy leftovers.
 
-    Each round's graph holds each waiting mentee's best k mentors and each mentor's best
-    `per_mentor` (default k) waiting mentees, among mentors with places left.
+    Each round's graph holds each waiting mentee's best k mentors (LATER_K after the first round)
+    and each mentor's best `per_mentor` waiting mentees, among mentors with places left.
     """
     stats = stats or SolveStats()
-    per_mentor = k if per_mentor is None else per_mentor
+    if k is None:
+        k = SCARCE_K if scorer.free.sum() < len(scorer.mentees) else ROOMY_K
+    stats.k = k
+    per_mentor = PER_MENTOR if per_mentor is None else per_mentor
     free = scorer.free.copy()
     chosen = np.full(len(scorer.mentees), -1, dtype=np.int64)
     waiting = np.arange(len(chosen))
     for _ in range(MAX_ROUNDS):
         started = time.perf_counter()
-        found = scorer.search(k, per_mentor, waiting, free)
+        found = scorer.search(
+            k if stats.rounds == 0 else min(k, LATER_K), per_mentor, waiting, free
+        )
         lists = found.best_mentors
         rows, slots = np.nonzero(lists.mentors >= 0)
         mentees = np.concatenate([waiting[rows], found.mentee_rows])
@@ -116,7 +132,7 @@ def solve(
         stats.arcs += len(first)
     started = time.perf_counter()
     before = int((chosen >= 0).sum())
-    greedy(scorer, k, waiting, free, chosen)
+    greedy(scorer, GREEDY_K, waiting, free, chosen)
     stats.greedy_placed += int((chosen >= 0).sum()) - before
     stats.greedy_seconds += time.perf_counter() - started
     return chosen
