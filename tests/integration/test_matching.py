@@ -252,3 +252,37 @@ async def test_wrong_answers_are_dead_lettered_and_ratings_build_reputation(
     )
     history = await db.fetchrow("SELECT * FROM matching.pair_history WHERE match_id = $1", match_id)
     assert (history["sessions"], history["minutes"], history["mentor_rating_sum"]) == (2, 90, 5)
+
+
+async def test_cohort_mode_waits_then_assigns_everyone_at_once(
+    infra: Endpoints, db: asyncpg.Pool, matching: ServiceProcess
+) -> None:
+    tenant = unique("cohort")
+    bootstrap = infra.bootstrap_servers
+    config = {"program_id": "prog", "mode": "cohort"}
+    async with TopicReader(bootstrap, "match-proposed") as reader:
+        await publish_raw(bootstrap, [ingress("program-configured", tenant, "prog", config)])
+        await wait_for(db, "SELECT 1 FROM matching.programs WHERE tenant_id = $1", tenant)
+        await publish_raw(
+            bootstrap,
+            [enrolment(tenant, "mentor", f"m{i}", capacity=2) for i in range(3)]
+            + [enrolment(tenant, "mentee", f"n{i}") for i in range(8)],
+        )
+        await wait_for(db, "SELECT count(*) = 8 FROM matching.mentees WHERE tenant_id = $1", tenant)
+        assert await reader.drain(1.5, keep=of_tenant(tenant)) == [], (
+            "cohort mode waits for the request"
+        )
+        await publish_raw(
+            bootstrap, [ingress("cohort-match-requested", tenant, "prog", {"program_id": "prog"})]
+        )
+        proposals = bodies(await reader.collect(lambda rs: len(rs) >= 6, keep=of_tenant(tenant)))
+        proposals += bodies(await reader.drain(1.0, keep=of_tenant(tenant)))
+    assert len(proposals) == 6, "every place filled, no more"
+    load: dict[str, int] = {}
+    for event in proposals:
+        load[event["data"]["mentor_id"]] = load.get(event["data"]["mentor_id"], 0) + 1
+        assert sum(i["contribution"] for i in event["data"]["explanation"]) == pytest.approx(
+            event["data"]["score"], abs=1e-6
+        )
+    assert load == {"m0": 2, "m1": 2, "m2": 2}
+    assert len({e["data"]["mentee_id"] for e in proposals}) == 6
