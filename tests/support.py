@@ -240,18 +240,26 @@ async def commit_end_offsets(bootstrap: str, group: str, service: str) -> None:
     starts exactly there: no history to replay, and nothing published afterwards is skipped (an
     uncommitted "latest" is resolved lazily and could land after the test's first records)."""
     topics = importlib.import_module(f"services.{service}.entrypoint").TOPICS
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:  # every partition of every topic: one missing would fall back to "earliest"
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]
+    ]
+    assert {tp.topic for tp in partitions} == set(topics), f"topics missing: {topics}"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
-        assert partitions, f"no partitions found for {topics}"
         ends = await consumer.end_offsets(partitions)
         consumer.assign(partitions)
-        await consumer.commit({tp: offset for tp, offset in ends.items()})
+        await consumer.commit(dict(ends))
     finally:
         await consumer.stop()
 
