@@ -167,6 +167,12 @@ async def _skip_applied(
     conn: asyncpg.Connection, cluster: str, records: Sequence[Any]
 ) -> list[Any]:
     partitions = {(r.topic, r.partition) for r in records}
+    # During a rebalance the old owner of a partition may still be inside its batch when the new
+    # owner reads consumed_offsets: wait for it, so its offsets are seen (sorted: no deadlock).
+    for topic, partition in sorted(partitions):
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"consumed:{cluster}:{topic}:{partition}"
+        )
     rows = await conn.fetch(
         """SELECT topic, partition, "offset" FROM consumed_offsets
            WHERE cluster = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))""",

@@ -6,6 +6,7 @@ use it because they forward bytes and headers exactly as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 from typing import Any
@@ -51,6 +52,27 @@ def check_production_security(settings: ServiceSettings) -> None:
         )
 
 
+async def tolerant_headers(message: Any, original: Any) -> Any:
+    """FastStream decodes every header value as UTF-8 to build its message: one record with a
+    binary or null header value would fail the whole batch before our handler, be rewound and
+    fail again forever. Parse a copy with decodable headers; the pipeline still reads the
+    original records (raw_message) and dead-letters them as they came."""
+    try:
+        return await original(message)
+    except (UnicodeDecodeError, AttributeError):
+        records = message if isinstance(message, tuple) else (message,)
+        safe = tuple(
+            dataclasses.replace(
+                r,
+                headers=[(k, (v or b"").decode("utf-8", "replace").encode()) for k, v in r.headers],
+            )
+            for r in records
+        )
+        parsed = await original(safe if isinstance(message, tuple) else safe[0])
+        parsed.raw_message = message
+        return parsed
+
+
 async def keep_raw(message: Any) -> None:
     """Subscribers read the raw records themselves: FastStream must not parse hostile bytes
     (a deeply nested JSON would raise before our handler, and the record would loop forever)."""
@@ -80,6 +102,7 @@ def make_broker(
         allow_auto_create_topics=False,
         middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=service)],
         decoder=keep_raw,
+        parser=tolerant_headers,
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,  # per-message lines only at DEBUG; errors still at ERROR
         description=f"mentornet {service}",

@@ -82,6 +82,14 @@ async def apply_events(
 
 async def on_enrolment_updated(conn: asyncpg.Connection, work: Work, incoming: Incoming) -> None:
     event, e = incoming.event, incoming.event.data
+    ended_at = await conn.fetchval(
+        "SELECT ended_at FROM departures WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3",
+        event.tenantid,
+        e.program_id,
+        e.person_id,
+    )
+    if ended_at is not None and e.registered_at <= ended_at:
+        return  # older than the person's departure, read after it
     other = "mentee" if e.role == "mentor" else "mentor"
     if await repo.delete_enrolment(conn, other, event.tenantid, e.program_id, e.person_id):
         await _end_relations(
@@ -96,6 +104,15 @@ async def on_enrolment_updated(conn: asyncpg.Connection, work: Work, incoming: I
 
 async def on_enrolment_ended(conn: asyncpg.Connection, work: Work, incoming: Incoming) -> None:
     event, e = incoming.event, incoming.event.data
+    await conn.execute(
+        """INSERT INTO departures (tenant_id, program_id, person_id, ended_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (tenant_id, program_id, person_id)
+           DO UPDATE SET ended_at = GREATEST(departures.ended_at, EXCLUDED.ended_at)""",
+        event.tenantid,
+        e.program_id,
+        e.person_id,
+        event.time,
+    )
     await _end_relations(conn, work, event, e.program_id, e.person_id)
     for role in ("mentor", "mentee"):
         await repo.delete_enrolment(conn, role, event.tenantid, e.program_id, e.person_id)

@@ -150,7 +150,7 @@ class DeliveryWorker:
                     self.pool, free, s.delivery_lease_seconds, s.delivery_tenants
                 )
                 failures = 0
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:  # these loops must outlive anything (InternalClientError...)
                 failures += 1
                 log.warning("claim failed; will retry", error=repr(exc))
                 await asyncio.sleep(min(0.2 * 2**failures, 10.0))
@@ -359,7 +359,7 @@ class DeliveryWorker:
             try:
                 await self.flush()
                 failures = 0
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:  # these loops must outlive anything (InternalClientError...)
                 failures += 1
                 log.warning("writing outcomes failed; will retry", error=repr(exc))
                 self._flush_wanted.set()

@@ -76,4 +76,5 @@ def ended_event(cause: CloudEvent, program_id: str) -> CloudEvent:
         data,
         cause=cause,
         id=derived_id(cause, f"enrolment-ended:{program_id}"),
+        time=cause.time,  # when the person left: older registrations are ignored downstream
     )

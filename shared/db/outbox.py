@@ -58,11 +58,13 @@ async def enqueue(conn: asyncpg.Connection, schema: str, records: Sequence[Outbo
 
 
 def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
-    return json.dumps([[k, base64.b64encode(v).decode()] for k, v in headers]).encode()
+    return json.dumps(
+        [[k, None if v is None else base64.b64encode(v).decode()] for k, v in headers]
+    ).encode()
 
 
-def _decode_headers(raw: bytes) -> list[tuple[str, bytes]]:
-    return [(k, base64.b64decode(v)) for k, v in json.loads(raw)]
+def _decode_headers(raw: bytes) -> list[tuple[str, bytes | None]]:
+    return [(k, None if v is None else base64.b64decode(v)) for k, v in json.loads(raw)]
 
 
 class OutboxRelay:

@@ -18,7 +18,8 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,7 +93,8 @@ async def fault_stack() -> AsyncIterator[FaultStack]:
 
 @pytest.fixture(scope="session")
 async def fault_db(fault_stack: FaultStack) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(fault_stack.database_url, min_size=1, max_size=4)
+    # min_size=0: no reconnect attempts (and warnings) of its own while PostgreSQL restarts
+    pool = await asyncpg.create_pool(fault_stack.database_url, min_size=0, max_size=4)
     assert pool is not None
     yield pool
     await pool.close()
@@ -279,7 +281,7 @@ def group_topics() -> dict[str, tuple[str, ...]]:
     return {s: importlib.import_module(f"services.{s}.entrypoint").TOPICS for s in SERVICES}
 
 
-async def consumer_lag(bootstrap: str, groups: dict[str, Sequence[str]]) -> dict[str, int]:
+async def consumer_lag(bootstrap: str, groups: Mapping[str, Sequence[str]]) -> dict[str, int]:
     """Records not yet committed by each group: end offset minus committed offset, summed."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
@@ -303,7 +305,7 @@ async def consumer_lag(bootstrap: str, groups: dict[str, Sequence[str]]) -> dict
 
 
 async def wait_lag_zero(
-    bootstrap: str, groups: dict[str, Sequence[str]], timeout: float = 120.0
+    bootstrap: str, groups: Mapping[str, Sequence[str]], timeout: float = 120.0
 ) -> tuple[dict[str, int], float]:
     """Wait until every group has committed everything; returns the lag and seconds waited."""
     started = time.monotonic()
@@ -609,33 +611,35 @@ class World:
                 )
         return planned
 
-    def hr_stream(self, updates: int, offboardings: int, invalid: int) -> list[Planned]:
+    def hr_stream(
+        self, updates: int, offboardings: int, invalid: int, register_by: float = 1.0
+    ) -> list[Planned]:
         """Registrations, updates, offboardings and invalid records, spread evenly: each pick is
-        weighted by what is left of each kind (updates and offboardings need someone enrolled)."""
+        weighted by what is left of each kind (updates and offboardings need someone enrolled).
+
+        With `register_by` < 1, everyone has registered within that share of the stream and the
+        rest only changes a population of fixed size (the steady state of a load test)."""
         queue = list(self._to_register)
-        left = {
-            "register": len(queue),
-            "update": updates,
-            "offboard": offboardings,
-            "invalid": invalid,
-        }
+        others = {"update": updates, "offboard": offboardings, "invalid": invalid}
+        early = {k: int(n * register_by) for k, n in others.items()}
         out: list[Planned] = []
-        while any(left.values()):
-            kinds = [k for k, n in left.items() if n > 0]
-            if not self._registered:
-                kinds = [k for k in kinds if k not in ("update", "offboard")] or ["register"]
-            kind = self.rng.choices(kinds, [left[k] for k in kinds])[0]
-            left[kind] -= 1
-            if kind == "register":
-                tenant, role, data = queue.pop(0)
-                out.append(self._registration(tenant, role, data))
-                self._registered.append((tenant, data["person_id"]))
-            elif kind == "update":
-                out.append(self._update())
-            elif kind == "offboard":
-                out.append(self._offboarding())
-            else:
-                out.append(self._invalid())
+        for left in ({"register": len(queue), **early}, {k: others[k] - early[k] for k in others}):
+            while any(left.values()):
+                kinds = [k for k, n in left.items() if n > 0]
+                if not self._registered:
+                    kinds = [k for k in kinds if k not in ("update", "offboard")] or ["register"]
+                kind = self.rng.choices(kinds, [left[k] for k in kinds])[0]
+                left[kind] -= 1
+                if kind == "register":
+                    tenant, role, data = queue.pop(0)
+                    out.append(self._registration(tenant, role, data))
+                    self._registered.append((tenant, data["person_id"]))
+                elif kind == "update":
+                    out.append(self._update())
+                elif kind == "offboard":
+                    out.append(self._offboarding())
+                else:
+                    out.append(self._invalid())
         return out
 
     # ---------------------------------------------------------------- app traffic
@@ -773,20 +777,20 @@ async def publish_paced(
 
 
 async def read_dead_letters(
-    bootstrap: str, start: dict[TopicPartition, int], timeout: float = 5.0
+    bootstrap: str, start: dict[TopicPartition, int], timeout: float = 60.0
 ) -> dict[tuple[str, int, int], list[dict[str, str]]]:
-    """Every dead letter after `start`, by the (topic, partition, offset) it answers."""
+    """Every dead letter between `start` and the topics' current ends, by the (topic, partition,
+    offset) of the record it answers."""
+    ends = await end_offsets(bootstrap, {tp.topic for tp in start})
     follower = Follower(bootstrap, {tp.topic for tp in start})
     follower.positions = dict(start)
     found: dict[tuple[str, int, int], list[dict[str, str]]] = {}
-    quiet_since = time.monotonic()
+    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() - quiet_since < timeout:
-            records = await follower.poll(timeout_ms=500)
-            if records:
-                quiet_since = time.monotonic()
-            for r in records:
-                headers = {k: v.decode("utf-8", "replace") for k, v in r.headers}
+        while any(follower.positions.get(tp, start.get(tp, 0)) < end for tp, end in ends.items()):
+            assert time.monotonic() < deadline, "dead-letter topics not read to their end"
+            for r in await follower.poll(timeout_ms=500):
+                headers = {k: (v or b"").decode("utf-8", "replace") for k, v in r.headers}
                 where = (
                     headers["dlq-topic"],
                     int(headers["dlq-partition"]),
@@ -796,3 +800,66 @@ async def read_dead_letters(
     finally:
         await follower.close()
     return found
+
+
+def dead_letter_summary(
+    invalid: Sequence[Invalid], answers: dict[tuple[str, int, int], list[dict[str, str]]]
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """How the invalid records were answered in their dead-letter topic.
+
+    Two copies with the same `dlq-time` are one answer relayed twice (the outbox relay is at
+    least once after a broker failure); copies with different times mean the record was
+    processed twice, by two transactions."""
+    unanswered = wrong_code = no_reason = relayed_twice = written_twice = 0
+    twice: list[Any] = []
+    for record in invalid:
+        assert record.where is not None, "an invalid record was never published"
+        letters = [
+            a for a in answers.get(record.where, []) if a["_dlq"] == INGRESS_DLQ[record.topic]
+        ]
+        if not letters:
+            unanswered += 1
+            continue
+        wrong_code += any(a["dlq-reason-code"] not in record.codes for a in letters)
+        no_reason += any(not a.get("dlq-reason") for a in letters)
+        times = {a["dlq-time"] for a in letters}
+        relayed_twice += len(letters) > len(times)
+        written_twice += len(times) > 1
+        if len(times) > 1:
+            twice.append(
+                [
+                    {
+                        k: a[k]
+                        for k in (
+                            "dlq-service",
+                            "dlq-topic",
+                            "dlq-partition",
+                            "dlq-offset",
+                            "dlq-reason-code",
+                            "dlq-time",
+                        )
+                    }
+                    for a in letters
+                ]
+            )
+    invalid_at = {r.where for r in invalid}
+    refused = Counter(
+        f"{a['_dlq']}:{a['dlq-reason-code']}"
+        for where, letters in answers.items()
+        if where not in invalid_at
+        for a in letters
+    )
+    summary = {
+        "invalid_records": len(invalid),
+        "unanswered": unanswered,
+        "wrong_reason_code": wrong_code,
+        "without_reason": no_reason,
+        "relayed_twice_same_answer": relayed_twice,
+        "written_twice": written_twice,
+        "also_answered_by_notifications": sum(
+            any(a["_dlq"] == "dlq.notifications" for a in answers.get(r.where, ()))  # type: ignore[arg-type]
+            for r in invalid
+        ),
+        **{f"valid_refused {k}": n for k, n in sorted(refused.items())},
+    }
+    return summary, {"dead_letter_written_twice": twice[:5]}

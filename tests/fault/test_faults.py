@@ -20,7 +20,6 @@ import asyncio
 import os
 import signal
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,13 +31,13 @@ from shared.stack import start_component, stop_component
 from tests.fault.conftest import (
     APP_SOURCE,
     HR_SOURCE,
-    INGRESS_DLQ,
     FaultStack,
     Publisher,
     ReadinessProbe,
     Responder,
     Services,
     World,
+    dead_letter_summary,
     end_offsets,
     group_topics,
     log_dir,
@@ -55,8 +54,9 @@ TENANTS, PROGRAMS, MENTORS, MENTEES = 4, 3, 150, 300  # mentors and mentees per 
 UPDATES, OFFBOARDINGS, INVALID = 15_500, 300, 600
 STREAM_SECONDS = float(os.environ.get("MENTORNET_FAULT_STREAM_SECONDS", 80))
 SESSION_TIMEOUT = 10.0  # aiokafka's default session_timeout_ms, which the services keep
-SETTLE_TIMEOUT = 200.0
+SETTLE_TIMEOUT = 120.0
 DLQ_TOPICS = ("dlq.profiles", "dlq.matching", "dlq.notifications")
+EXAMPLES: dict[str, Any] = {}  # a few rows behind each non-zero figure, for the report
 
 
 def _quiet(_: str) -> None:
@@ -212,6 +212,7 @@ def readiness_report(
                     "service": label,
                     "samples": len(during),
                     "not_ready_samples": unready,
+                    "answers": sorted({s.status for s in during}),  # 0: no answer within 6 s
                     "ready_again_after_s": round(back.at - end, 1) if back else None,
                     "same_process": bool(back and back.pid == pid),
                 }
@@ -284,6 +285,39 @@ async def check_profiles(db: asyncpg.Pool, world: World, tenants: list[str]) -> 
         )
     }
     expected_pool = {k: role for k, (role, _) in world.enrolments.items()}
+    wrong_pool = [
+        {"key": list(k), "expected": v, "found": pool.get(k)}
+        for k, v in expected_pool.items()
+        if pool.get(k) != v
+    ] + [
+        {
+            "key": list(k),
+            "expected": None,
+            "found": pool[k],
+            "offboarded": (k[0], k[2]) in world.offboarded,
+        }
+        for k in pool.keys() - expected_pool.keys()
+    ]
+    for example in wrong_pool[:10]:
+        tenant, program, person = example["key"]
+        example["offboarded_at"] = str(
+            await db.fetchval(
+                "SELECT offboarded_at FROM profiles.offboardings WHERE tenant_id = $1 AND person_id = $2",
+                tenant,
+                person,
+            )
+        )
+        example["matching_registered_at"] = str(
+            await db.fetchval(
+                """SELECT registered_at FROM matching.mentors WHERE tenant_id = $1 AND program_id = $2
+                   AND person_id = $3 UNION ALL SELECT registered_at FROM matching.mentees
+                   WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3""",
+                tenant,
+                program,
+                person,
+            )
+        )
+    EXAMPLES["matching_pool_wrong"] = wrong_pool[:10]
     return {
         "hr_events_missing": len(world.valid_hr - inbox),
         "hr_events_unexpected": len(inbox - world.valid_hr),  # an invalid record let in
@@ -327,6 +361,18 @@ async def check_matching(db: asyncpg.Pool, world: World, tenants: list[str]) -> 
                AND x.mentor_id = m.person_id AND x.status IN ('proposed', 'confirmed'))""",
         tenants,
     )
+    proposed_again = await db.fetch(
+        """SELECT d.match_id AS declined, d.closed_at, n.match_id AS again, n.proposed_at
+           FROM matching.matches d JOIN matching.matches n
+             ON n.tenant_id = d.tenant_id AND n.program_id = d.program_id
+            AND n.mentee_id = d.mentee_id AND n.mentor_id = d.mentor_id
+            AND n.match_id <> d.match_id AND n.proposed_at >= d.closed_at
+           WHERE d.tenant_id = ANY($1) AND d.status IN ('declined', 'expired')""",
+        tenants,
+    )
+    EXAMPLES["declined_pair_proposed_again"] = [
+        {k: str(v) for k, v in dict(r).items()} for r in proposed_again[:5]
+    ]
     two_open = await db.fetchval(
         """SELECT count(*) FROM (SELECT 1 FROM matching.matches WHERE tenant_id = ANY($1)
            AND status = 'proposed' GROUP BY tenant_id, program_id, mentee_id
@@ -334,13 +380,7 @@ async def check_matching(db: asyncpg.Pool, world: World, tenants: list[str]) -> 
         tenants,
     )
     rules = wrong_state = wrong_sessions = 0
-    pairs: Counter[tuple[str, str, str, str]] = Counter()
-    declined_pairs = set()
     for m in matches:
-        pair = (m["tenant_id"], m["program_id"], m["mentee_id"], m["mentor_id"])
-        pairs[pair] += 1
-        if m["status"] == "declined":
-            declined_pairs.add(pair)
         mentee = world.people[(m["tenant_id"], m["mentee_id"])][1]
         mentor = world.people[(m["tenant_id"], m["mentor_id"])][1]
         if (
@@ -369,7 +409,7 @@ async def check_matching(db: asyncpg.Pool, world: World, tenants: list[str]) -> 
         "load_counter_drift": int(load_drift),
         "two_open_proposals": int(two_open),
         "rules_broken": rules,
-        "declined_pair_proposed_again": sum(1 for p in declined_pairs if pairs[p] > 1),
+        "declined_pair_proposed_again": len(proposed_again),
         "wrong_match_state": wrong_state,
         "wrong_session_count": wrong_sessions,
         "proposals_not_published": len(stored_ids - world.proposals.keys()),
@@ -417,49 +457,6 @@ async def check_notifications(
         "received_without_delivery_row": sum(1 for mid in received if mid not in by_id),
         "received_again_same_message_id": sum(c - 1 for c in received.values() if c > 1),
         "expected_email_missing": not_planned,
-    }
-
-
-def check_dead_letters(
-    world: World, answers: dict[tuple[str, int, int], list[dict[str, str]]]
-) -> dict[str, int]:
-    unanswered = wrong_code = no_reason = 0
-    for invalid in world.invalid:
-        assert invalid.where is not None
-        letters = [
-            a for a in answers.get(invalid.where, []) if a["_dlq"] == INGRESS_DLQ[invalid.topic]
-        ]
-        if not letters:
-            unanswered += 1
-            continue
-        if any(a["dlq-reason-code"] not in invalid.codes for a in letters):
-            wrong_code += 1
-        if any(not a.get("dlq-reason") for a in letters):
-            no_reason += 1
-    invalid_at = {i.where for i in world.invalid}
-    domain = Counter(
-        a["dlq-reason-code"]
-        for where, letters in answers.items()
-        if where not in invalid_at
-        for a in letters
-        if a["_dlq"] == "dlq.matching"
-    )
-    return {
-        "invalid_records": len(world.invalid),
-        "unanswered": unanswered,
-        "wrong_reason_code": wrong_code,
-        "without_reason": no_reason,
-        "answered_more_than_once": sum(
-            1
-            for i in world.invalid
-            if len([a for a in answers.get(i.where, ()) if a["_dlq"] == INGRESS_DLQ[i.topic]]) > 1  # type: ignore[arg-type]
-        ),
-        "also_answered_by_notifications": sum(
-            1
-            for i in world.invalid
-            if any(a["_dlq"] == "dlq.notifications" for a in answers.get(i.where, ()))  # type: ignore[arg-type]
-        ),
-        **{f"valid_refused_{code}": n for code, n in sorted(domain.items())},
     }
 
 
@@ -530,7 +527,8 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
         profiles = await check_profiles(fault_db, world, tenants)
         matching = await check_matching(fault_db, world, tenants)
         notifications = check = await check_notifications(fault_db, world, tenants, smtp_sink)
-        dlq = check_dead_letters(world, dead_letters)
+        dlq, dlq_examples = dead_letter_summary(world.invalid, dead_letters)
+        EXAMPLES.update(dlq_examples)
         alive = services.alive()
 
         lost = {
@@ -598,6 +596,7 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
             "readiness": readiness,
             "proxy": vars(proxy.stats),
             "settled": state,
+            "examples": {k: v for k, v in EXAMPLES.items() if v},
         }
     finally:
         await probe.stop()

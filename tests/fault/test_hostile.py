@@ -1,0 +1,602 @@
+"""Hostile input on every ingress topic: nothing crashes, every bad record is answered, nothing
+is half-written, and no injected text is ever interpreted.
+
+More than 10,000 generated records (random bytes, invalid UTF-8, records over 256 KiB, deep
+nesting, header floods, SQL and template injection in every field, keys that disagree with the
+body, wrong types and versions...) are published in bulk to the seven ingress topics, next to a
+small valid population whose every free-text field carries an injection string. The valid ones
+must be stored exactly as sent and be mailed with their names escaped in HTML and never
+evaluated; each invalid one must be answered once in its dead-letter topic with a reason.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from markupsafe import escape
+
+from services.notifications.sinks import SmtpSink
+from tests.fault.conftest import (
+    INGRESS_DLQ,
+    FaultStack,
+    Follower,
+    Invalid,
+    Publisher,
+    ReadinessProbe,
+    Services,
+    dead_letter_summary,
+    end_offsets,
+    group_topics,
+    log_dir,
+    read_dead_letters,
+    record_results,
+    wait_lag_zero,
+)
+from tests.support import unique
+
+pytestmark = pytest.mark.fault
+
+PER_TOPIC = 1_440  # x 7 topics: just over 10,000 hostile records
+SOURCE = "hr/hostile"
+INJECTIONS = [
+    "'; DROP TABLE profiles.enrolments; --",
+    "Robert'); DROP TABLE matching.mentors;--",
+    "1' OR '1'='1",
+    '"; DELETE FROM notifications.deliveries; --',
+    "$$; DROP SCHEMA profiles CASCADE; $$",
+    "{{ 7*7 }}",
+    "{% raw %}",
+    "{{ config.items() }}",
+    "${7*7} #{7*7} <%= 7*7 %>",
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(1)">',
+    "{% for i in range(99) %}x{% endfor %}",
+]
+TABLES = [
+    "profiles.enrolments",
+    "profiles.offboardings",
+    "profiles.inbox",
+    "profiles.outbox",
+    "matching.mentors",
+    "matching.mentees",
+    "matching.matches",
+    "matching.programs",
+    "matching.inbox",
+    "notifications.contacts",
+    "notifications.deliveries",
+    "notifications.inbox",
+]
+FORMAT_CODES = frozenset({"empty", "invalid_utf8", "not_json", "not_an_object", "too_deep"})
+
+
+@dataclass
+class Hostile:
+    record: tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+    invalid: Invalid | None  # answered in the dead-letter topic with one of its codes
+    valid: tuple[str, str] | None = None  # (topic, event id) of a valid event
+
+
+def envelope(tenant: str, type_: str, data: Any, **overrides: Any) -> dict[str, Any]:
+    event = {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": SOURCE,
+        "type": type_,
+        "time": datetime.now(UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "tenantid": tenant,
+        "data": data,
+    }
+    event.update(overrides)
+    return event
+
+
+def plausible_data(topic: str, rng: random.Random) -> dict[str, Any]:
+    """A payload that would be valid on `topic` (for a ghost person, match or program)."""
+    ghost = f"ghost-{rng.getrandbits(40):x}"
+    if topic in ("mentor-registered", "mentee-registered"):
+        data: dict[str, Any] = {
+            "person_id": ghost,
+            "program_id": "h-prog",
+            "display_name": "Ghost",
+            "email": f"{ghost}@x.example",
+            "languages": ["en"],
+            "timezone": "Europe/Paris",
+        }
+        if topic == "mentor-registered":
+            data |= {"expertise": [{"topic": "python", "level": 3}], "capacity": 1}
+        else:
+            data["goals"] = [{"topic": "python", "priority": 1}]
+        return data
+    if topic == "person-offboarded":
+        return {"person_id": ghost}
+    if topic == "match-responded":
+        return {"match_id": ghost, "person_id": ghost, "decision": "accepted"}
+    if topic == "session-completed":
+        return {"match_id": ghost, "session_id": ghost, "duration_minutes": 30}
+    return {"program_id": ghost}  # program-configured, cohort-match-requested
+
+
+IDENTIFIER_FIELDS = {
+    "mentor-registered": ("person_id", "program_id", "manager_id"),
+    "mentee-registered": ("person_id", "program_id", "manager_id"),
+    "person-offboarded": ("person_id",),
+    "match-responded": ("match_id", "person_id"),
+    "session-completed": ("match_id", "session_id"),
+    "program-configured": ("program_id",),
+    "cohort-match-requested": ("program_id",),
+}
+PERSON_KEYED = ("mentor-registered", "mentee-registered", "person-offboarded")
+
+
+def hostile_record(topic: str, tenant: str, n: int, rng: random.Random) -> Hostile:
+    """The n-th hostile record of `topic`: the kind cycles so every topic gets every kind."""
+    data = plausible_data(topic, rng)
+    key = (data.get("person_id") or data.get("match_id") or data["program_id"]).encode()
+    event = envelope(tenant, topic, data)
+    headers: list[tuple[str, bytes]] | None = None
+    injection = INJECTIONS[n % len(INJECTIONS)]
+
+    def done(value: bytes | None, *codes: str) -> Hostile:
+        return Hostile((topic, key, value, headers), Invalid(topic, key, value, frozenset(codes)))
+
+    kind = n % 24
+    if kind == 0:
+        return done(os.urandom(rng.randint(1, 600)), *FORMAT_CODES)
+    if kind == 1:
+        raw = json.dumps(event).encode()
+        cut = rng.randrange(10, len(raw) - 2)
+        return done(raw[:cut] + b"\xc3\x28\xff" + raw[cut:], "invalid_utf8")
+    if kind == 2 and n % 48 == 2:  # ~30 per topic: over 256 KiB
+        event["data"]["display_name"] = "A" * (300 * 1024)
+        return done(json.dumps(event).encode(), "too_large")
+    if kind == 2:
+        nested: Any = "bottom"
+        for _ in range(rng.randint(17, 60)):
+            nested = {"x": nested}
+        event["data"]["extra"] = nested
+        return done(json.dumps(event).encode(), "too_deep")
+    if kind == 3:
+        depth = rng.randint(2_000, 60_000)
+        return done(b"[" * depth + b"]" * depth, "too_deep")
+    if kind == 4:
+        event["data"]["extra"] = list(range(1001))
+        return done(json.dumps(event).encode(), "array_too_long")
+    if kind == 5:
+        headers = [(f"h{i}", b"x") for i in range(rng.randint(65, 300))]
+        return done(json.dumps(event).encode(), "too_many_headers")
+    if kind == 6 and n % 48 == 30:  # a header without a value (Kafka allows null)
+        headers = [("x-null", None), ("traceparent", None)]  # type: ignore[list-item]
+        return done(b"\x00 not json " + injection.encode(), "not_json")
+    if kind == 6:
+        headers = [("big", b"y" * 9000), ("bigger", b"z" * 9000)]
+        return done(json.dumps(event).encode(), "too_many_headers")
+    if kind == 7:  # SQL or template injection in an identifier
+        field = rng.choice(IDENTIFIER_FIELDS[topic])
+        event["data"][field] = injection
+        return done(json.dumps(event).encode(), "invalid_field")
+    if kind == 8:
+        event[rng.choice(["tenantid", "id"])] = injection
+        return done(json.dumps(event).encode(), "invalid_field")
+    if kind == 9:
+        event["source"] = injection * 30  # over 256 characters
+        return done(json.dumps(event).encode(), "invalid_field")
+    if kind == 10:
+        event["type"] = injection
+        return done(json.dumps(event).encode(), "unknown_type")
+    if kind == 11:
+        event["type"] = rng.choice([t for t in IDENTIFIER_FIELDS if t != topic])
+        return done(json.dumps(event).encode(), "type_mismatch")
+    if kind == 12:
+        event["specversion"] = rng.choice(["0.3", "2.0", injection])
+        return done(json.dumps(event).encode(), "unknown_specversion")
+    if kind == 13:
+        del event[rng.choice(["id", "source", "time", "tenantid", "specversion"])]
+        return done(json.dumps(event).encode(), "missing_field")
+    if kind == 14:
+        return done(json.dumps([event]).encode(), "not_an_object")
+    if kind == 15:
+        return done(None, "empty")
+    if kind == 16:  # binary mode with a header that is not UTF-8
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"\xff\xfe" + injection.encode()),
+            ("ce_source", SOURCE.encode()),
+            ("ce_type", topic.encode()),
+            ("ce_time", event["time"].encode()),
+            ("ce_tenantid", tenant.encode()),
+        ]
+        return done(json.dumps(data).encode(), "invalid_utf8")
+    if kind == 17:
+        if topic in ("mentor-registered", "mentee-registered"):
+            event["data"][rng.choice(["email", "timezone"])] = injection
+            return done(json.dumps(event).encode(), "invalid_field")
+        if topic == "match-responded":
+            event["data"]["decision"] = injection
+            return done(json.dumps(event).encode(), "invalid_field")
+        if topic == "session-completed":
+            event["data"]["duration_minutes"] = injection
+            return done(json.dumps(event).encode(), "invalid_field")
+        if topic == "program-configured":
+            event["data"]["mode"] = injection
+            return done(json.dumps(event).encode(), "invalid_field")
+        event["data"]["person_id" if topic == "person-offboarded" else "program_id"] = 42
+        return done(json.dumps(event).encode(), "invalid_field")
+    if kind == 18:
+        if topic in ("mentor-registered", "mentee-registered"):
+            event["data"]["languages"] = [injection]
+        elif topic == "program-configured":
+            event["data"]["weights"] = {injection: 1}
+        else:
+            event["data"] = injection
+        return done(json.dumps(event).encode(), "invalid_field")
+    if kind == 19:
+        del event["data"][next(iter(event["data"]))]
+        return done(json.dumps(event).encode(), "missing_field")
+    if kind == 20 and topic in PERSON_KEYED:  # the key names somebody else
+        key = rng.choice([b"somebody-else", injection.encode()])
+        return done(json.dumps(event).encode(), "key_mismatch")
+    if kind == 21 and topic in PERSON_KEYED:  # the key names another tenant
+        key = f"other-tenant:{data['person_id']}".encode()
+        return done(json.dumps(event).encode(), "tenant_mismatch")
+    if kind in (20, 21) and topic in ("match-responded", "session-completed"):
+        # Valid, but for no known match and keyed by something else (match keys are for
+        # partitioning only): matching refuses it in its domain.
+        key = injection.encode()
+        event["data"]["reason" if topic == "match-responded" else "topics"] = (
+            injection if topic == "match-responded" else [injection]
+        )
+        value = json.dumps(event).encode()
+        return Hostile(
+            (topic, key, value, headers),
+            Invalid(topic, key, value, frozenset({"unknown_match"})),
+            valid=(topic, event["id"]),
+        )
+    if kind in (20, 21):  # program events: a number where a program id goes
+        event["data"]["program_id"] = [injection]
+        return done(json.dumps(event).encode(), "invalid_field")
+    if kind == 22:
+        event["time"] = injection
+        return done(json.dumps(event).encode(), "invalid_field")
+    # 23: JSON that is not an event at all, with injections for keys and values
+    return done(
+        json.dumps({injection: injection, "data": {injection: [injection]}}).encode(),
+        "missing_field",
+    )
+
+
+def hostile_records(tenant: str, rng: random.Random) -> list[Hostile]:
+    records = [
+        hostile_record(topic, tenant, n, rng) for topic in INGRESS_DLQ for n in range(PER_TOPIC)
+    ]
+    rng.shuffle(records)
+    return records
+
+
+# ---------------------------------------------------------------- the valid, injected population
+
+
+def injected_population(tenant: str) -> tuple[list[Hostile], dict[str, dict[str, Any]]]:
+    """One mentor and one mentee per injection string, every free-text field injected; mentor
+    i is the best (and only free) fit of mentee i through their shared injected topic."""
+    records, people = [], {}
+    for i, text in enumerate(INJECTIONS):
+        for role, name in (("mentor", f"Grace {text}"), ("mentee", f"Ada {text}")):
+            person = f"{role}-{i}"
+            data: dict[str, Any] = {
+                "person_id": person,
+                "program_id": "h-prog",
+                "display_name": name,
+                "email": f"{person}@{tenant}.example",
+                "languages": ["en"],
+                "timezone": "Europe/Paris",
+                "department": text[:200],
+            }
+            if role == "mentor":
+                data |= {
+                    "expertise": [{"topic": text[:100], "level": 5}, {"topic": "x", "level": 1}],
+                    "capacity": 1,
+                    "seniority": 9,
+                }
+            else:
+                data |= {"goals": [{"topic": text[:100], "priority": 1}], "seniority": 2}
+            people[person] = data
+            event = envelope(tenant, f"{role}-registered", data)
+            # One valid registration carries a header without a value (Kafka allows null).
+            headers = [("x-null", None)] if person == "mentor-0" else None
+            records.append(
+                Hostile(
+                    (f"{role}-registered", person.encode(), json.dumps(event).encode(), headers),  # type: ignore[arg-type]
+                    None,
+                    valid=(f"{role}-registered", event["id"]),
+                )
+            )
+    config = envelope(tenant, "program-configured", {"program_id": "h-prog", "mode": "continuous"})
+    records.insert(
+        0,
+        Hostile(
+            ("program-configured", b"h-prog", json.dumps(config).encode(), None),
+            None,
+            valid=("program-configured", config["id"]),
+        ),
+    )
+    return records, people
+
+
+class Apps:
+    """Accept every proposal of the tenant on both sides (with an injected reason), and report
+    one session per confirmed match (with injected topics)."""
+
+    def __init__(self, tenant: str, bootstrap: str, start: dict[Any, int]) -> None:
+        self.tenant = tenant
+        self.follower = Follower(bootstrap, ("match-proposed", "match-confirmed"))
+        self.follower.positions = dict(start)
+        self.publisher = Publisher(bootstrap)
+        self.valid: list[tuple[str, str]] = []
+        self.seen: set[tuple[str, str]] = set()
+        self.proposals = 0
+        self.confirmed = 0
+
+    async def step(self) -> None:
+        out = []
+        for r in await self.follower.poll():
+            event = json.loads(r.value)
+            if (
+                event["tenantid"] != self.tenant
+                or (r.topic, event["data"]["match_id"]) in self.seen
+            ):
+                continue
+            d = event["data"]
+            self.seen.add((r.topic, d["match_id"]))
+            if r.topic == "match-proposed":
+                self.proposals += 1
+                answers = [
+                    envelope(
+                        self.tenant,
+                        "match-responded",
+                        {
+                            "match_id": d["match_id"],
+                            "person_id": p,
+                            "decision": "accepted",
+                            "reason": " ".join(INJECTIONS),
+                        },
+                    )
+                    for p in (d["mentee_id"], d["mentor_id"])
+                ]
+            else:
+                self.confirmed += 1
+                answers = [
+                    envelope(
+                        self.tenant,
+                        "session-completed",
+                        {
+                            "match_id": d["match_id"],
+                            "session_id": f"s-{d['match_id']}",
+                            "duration_minutes": 45,
+                            "mentor_rating": 5,
+                            "mentee_rating": 4,
+                            "topics": [t[:100] for t in INJECTIONS],
+                        },
+                    )
+                ]
+            for a in answers:
+                self.valid.append((a["type"], a["id"]))
+                out.append((a["type"], d["match_id"].encode(), json.dumps(a).encode(), None))
+        if out:
+            await self.publisher.send(out)
+
+    async def close(self) -> None:
+        await self.follower.close()
+        await self.publisher.close()
+
+
+def parts(raw: bytes) -> tuple[str, str, str]:
+    """Subject, plain text and HTML of a message, decoded."""
+    message = email.message_from_bytes(raw)
+    text = html = ""
+    for part in message.walk():
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        body = payload.decode(part.get_content_charset() or "utf-8", "replace")
+        if part.get_content_type() == "text/html":
+            html += body
+        elif part.get_content_type() == "text/plain":
+            text += body
+    subject = str(email.header.make_header(email.header.decode_header(message["Subject"] or "")))
+    return subject, text, html
+
+
+@pytest.fixture(scope="module")
+async def hostile_services(fault_stack: FaultStack, smtp_sink: SmtpSink) -> AsyncIterator[Services]:
+    services = Services(log_dir("hostile"))
+    env = fault_stack.service_env(SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_sink.port))
+    for name in ("profiles", "matching", "notifications"):
+        services.add(name, name, env)
+    await services.start()
+    try:
+        yield services
+    finally:
+        await services.stop_all()
+
+
+@pytest.mark.timeout(300)
+async def test_hostile_input_is_answered_never_half_applied_never_rendered(
+    fault_stack: FaultStack,
+    fault_db: asyncpg.Pool,
+    smtp_sink: SmtpSink,
+    hostile_services: Services,
+) -> None:
+    began = time.monotonic()
+    rng = random.Random(666)
+    tenant = unique("hostile")
+    valid_people, people = injected_population(tenant)
+    hostile = hostile_records(tenant, rng)
+    records = valid_people + hostile
+    dlq_start = await end_offsets(
+        fault_stack.bootstrap, ("dlq.profiles", "dlq.matching", "dlq.notifications")
+    )
+    apps = Apps(
+        tenant,
+        fault_stack.bootstrap,
+        await end_offsets(fault_stack.bootstrap, ("match-proposed", "match-confirmed")),
+    )
+    probe = ReadinessProbe(hostile_services, every=0.5).start()
+    publisher = Publisher(fault_stack.bootstrap)
+    try:
+        published_at = time.monotonic()
+        for i in range(0, len(records), 500):
+            chunk = records[i : i + 500]
+            for h, meta in zip(chunk, await publisher.send([h.record for h in chunk]), strict=True):
+                if h.invalid is not None:
+                    h.invalid.where = (meta.topic, meta.partition, meta.offset)
+        publish_seconds = time.monotonic() - published_at
+
+        # The apps answer what matching proposes, until every person got their three emails.
+        addresses = {p["email"] for p in people.values()}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # judged below, once the figures are written
+            await apps.step()
+            mailed = [m for m in list(smtp_sink.mails) if set(m.recipients) & addresses]
+            if len(mailed) >= 3 * len(addresses):
+                break
+        lag, _ = await wait_lag_zero(fault_stack.bootstrap, group_topics(), timeout=30)
+        settle_seconds = time.monotonic() - published_at
+        answers = await read_dead_letters(fault_stack.bootstrap, dlq_start)
+    finally:
+        await probe.stop()
+        await apps.close()
+        await publisher.close()
+
+    invalid = [h.invalid for h in records if h.invalid is not None]
+    dlq, examples = dead_letter_summary(invalid, answers)
+    not_ready = [s for s in probe.samples if s.status != 200]
+    alive = hostile_services.alive()
+
+    # Exactly the valid events, stored exactly as sent.
+    valid_profile = sum(1 for h in records if h.valid and INGRESS_DLQ[h.valid[0]] == "dlq.profiles")
+    valid_matching = sum(
+        1 for h in records if h.valid and INGRESS_DLQ[h.valid[0]] == "dlq.matching"
+    ) + len(apps.valid)
+    counts = {
+        "profiles.inbox": await fault_db.fetchval(
+            "SELECT count(*) FROM profiles.inbox WHERE tenant_id = $1", tenant
+        ),
+        "profiles.enrolments": await fault_db.fetchval(
+            "SELECT count(*) FROM profiles.enrolments WHERE tenant_id = $1", tenant
+        ),
+        "profiles.offboardings": await fault_db.fetchval(
+            "SELECT count(*) FROM profiles.offboardings WHERE tenant_id = $1", tenant
+        ),
+        "matching.inbox": await fault_db.fetchval(
+            "SELECT count(*) FROM matching.inbox WHERE tenant_id = $1", tenant
+        ),
+        "matching.pool": await fault_db.fetchval(
+            "SELECT (SELECT count(*) FROM matching.mentors WHERE tenant_id = $1) + (SELECT count(*) FROM matching.mentees WHERE tenant_id = $1)",
+            tenant,
+        ),
+        "matching.programs": await fault_db.fetchval(
+            "SELECT count(*) FROM matching.programs WHERE tenant_id = $1", tenant
+        ),
+        "notifications.contacts": await fault_db.fetchval(
+            "SELECT count(*) FROM notifications.contacts WHERE tenant_id = $1", tenant
+        ),
+    }
+    enrolment_updates = len(people)  # matching's inbox also holds profiles' canonical events
+    expected = {
+        "profiles.inbox": valid_profile,
+        "profiles.enrolments": len(people),
+        "profiles.offboardings": 0,
+        "matching.inbox": valid_matching + enrolment_updates,
+        "matching.pool": len(people),
+        "matching.programs": 1,
+        "notifications.contacts": len(people),
+    }
+    stored = {
+        r["person_id"]: dict(r)
+        for r in await fault_db.fetch(
+            "SELECT person_id, display_name, department, expertise, goals FROM profiles.enrolments WHERE tenant_id = $1",
+            tenant,
+        )
+    }
+    altered = [
+        p
+        for p, d in people.items()
+        if p not in stored
+        or stored[p]["display_name"] != d["display_name"]
+        or stored[p]["department"] != d["department"]
+    ]
+    missing_tables = [
+        t for t in TABLES if await fault_db.fetchval("SELECT to_regclass($1) IS NULL", t)
+    ]
+
+    # Every email to an injected person shows the names literally, escaped in HTML.
+    rendering: list[str] = []
+    evaluated = 0
+    for mail in (m for m in list(smtp_sink.mails) if set(m.recipients) & addresses):
+        subject, text, html = parts(mail.content)
+        person = next(p for p in people.values() if p["email"] in mail.recipients)
+        name = person["display_name"]
+        if str(escape(name)) not in html:
+            rendering.append(f"{mail.message_id}: HTML lacks the escaped name {escape(name)!s}")
+        if name not in text:
+            rendering.append(f"{mail.message_id}: text lacks the name {name!r}")
+        for raw in ("<script>", "<img src=x"):
+            if raw in html:
+                rendering.append(f"{mail.message_id}: unescaped {raw!r} in HTML")
+        if "&lt;script&gt;" not in html and "<script>" in name:
+            rendering.append(f"{mail.message_id}: no &lt;script&gt; in HTML")
+        for shown in (subject, text, html):
+            if "Ada 49" in shown or "Grace 49" in shown or "Ada x" in shown or "Grace x" in shown:
+                evaluated += 1
+    mails_to_people = sum(1 for m in list(smtp_sink.mails) if set(m.recipients) & addresses)
+
+    figures = {
+        "records_published": len(records),
+        "hostile_records": len(hostile),
+        "valid_injected_events": valid_profile + valid_matching,
+        "dead_letters": dlq,
+        "row_counts": counts,
+        "row_counts_expected": expected,
+        "emails_to_injected_people": mails_to_people,
+        "apps": {"proposals_answered": apps.proposals, "confirmations": apps.confirmed},
+        "rendering_problems": len(rendering),
+        "injections_evaluated": evaluated,
+        "not_ready_samples": len(not_ready),
+        "readiness_samples": len(probe.samples),
+        "services_alive": alive,
+        "consumer_lag_left": sum(lag.values()),
+        "durations_s": {
+            "publish": round(publish_seconds, 1),
+            "settle": round(settle_seconds, 1),
+            "total": round(time.monotonic() - began, 1),
+        },
+        "examples": {k: v for k, v in {**examples, "rendering": rendering[:5]}.items() if v},
+    }
+    record_results("hostile", figures)
+
+    assert all(alive.values()), f"a service died: {alive}"
+    assert sum(lag.values()) == 0, f"consumers stuck (a poison record?), lag left: {lag}"
+    assert not not_ready, f"/readyz was not 200: {not_ready[:5]}"
+    assert len(hostile) >= 10_000
+    assert (
+        dlq["unanswered"] == 0 and dlq["wrong_reason_code"] == 0 and dlq["without_reason"] == 0
+    ), dlq
+    assert dlq["written_twice"] == 0, dlq
+    assert counts == expected, "rows for the hostile tenant are exactly the valid events"
+    assert not altered, f"stored differently than sent: {altered}"
+    assert not missing_tables, f"tables gone: {missing_tables}"
+    assert mails_to_people >= 3 * len(people)
+    assert not rendering, rendering[:10]
+    assert evaluated == 0, "an injected template was evaluated"
