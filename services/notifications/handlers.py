@@ -120,15 +120,19 @@ class Handlers:
         ]
 
 
+MATCHING_OWNS = frozenset({"match-responded", "session-completed"})
+
+
 def drop_invalid_responses(
     records: Sequence[Any], max_bytes: int, signing_keys: Mapping[str, bytes] | None = None
 ) -> tuple[list[Any], int]:
-    """`match-responded` belongs to matching, which dead-letters the invalid ones; we only read
-    it to skip reminders. An invalid one is dropped here, silently, before the pipeline would
-    dead-letter it a second time. Returns the records to process and how many were dropped."""
+    """`match-responded` and `session-completed` belong to matching, which dead-letters the
+    invalid ones; we only read them for reminders and feedback requests. An invalid one is dropped
+    here, silently, before the pipeline would dead-letter it a second time. Returns the records to
+    process and how many were dropped."""
     kept = []
     for record in records:
-        if record.topic == "match-responded":
+        if record.topic in MATCHING_OWNS:
             try:
                 decode_record(
                     record.value,
