@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -121,6 +122,18 @@ async def delete_enrolment(
     return bool(deleted)
 
 
+def _person_fields(r: asyncpg.Record) -> dict[str, Any]:
+    """What mentors and mentees share, from a row of either table."""
+    return {
+        "person_id": r["person_id"],
+        "languages": tuple(r["languages"]),
+        "timezone": r["timezone"],
+        "department": r["department"],
+        "seniority": r["seniority"],
+        "manager_id": r["manager_id"],
+    }
+
+
 async def load_mentors(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> list[Mentor]:
     rows = await conn.fetch(
         """SELECT m.person_id, m.languages, m.timezone, m.department, m.seniority, m.manager_id,
@@ -135,12 +148,7 @@ async def load_mentors(conn: asyncpg.Connection, tenant_id: str, program_id: str
     )
     return [
         Mentor(
-            person_id=r["person_id"],
-            languages=tuple(r["languages"]),
-            timezone=r["timezone"],
-            department=r["department"],
-            seniority=r["seniority"],
-            manager_id=r["manager_id"],
+            **_person_fields(r),
             expertise=tuple((x["topic"], x["level"]) for x in r["expertise"]),
             capacity=r["capacity"],
             load=r["load"],
@@ -172,12 +180,7 @@ async def waiting_mentees(
     )
     return [
         Mentee(
-            person_id=r["person_id"],
-            languages=tuple(r["languages"]),
-            timezone=r["timezone"],
-            department=r["department"],
-            seniority=r["seniority"],
-            manager_id=r["manager_id"],
+            **_person_fields(r),
             goals=tuple((g["topic"], g["priority"]) for g in r["goals"]),
             waiting_since=r["waiting_since"],
         )
