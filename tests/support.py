@@ -235,10 +235,20 @@ class ServiceProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+async def fresh_group(bootstrap: str, service: str, prefix: str) -> str:
+    """A new consumer group for `service`, with committed offsets at the topics' current ends.
+
+    The service starts exactly there: no history to replay, and nothing published afterwards is
+    skipped. "latest" would not do: it is resolved lazily, per partition, by whichever replica
+    first owns it, so records published before that (or a batch whose commit a rebalance
+    refused) would be skipped for good."""
+    group = unique(prefix)
+    await commit_end_offsets(bootstrap, group, service)
+    return group
+
+
 async def commit_end_offsets(bootstrap: str, group: str, service: str) -> None:
-    """Give a new consumer group committed offsets at the topics' current ends, so the service
-    starts exactly there: no history to replay, and nothing published afterwards is skipped (an
-    uncommitted "latest" is resolved lazily and could land after the test's first records)."""
+    """Commit the current end of every partition of `service`'s topics for `group`."""
     topics = importlib.import_module(f"services.{service}.entrypoint").TOPICS
     from aiokafka.admin import AIOKafkaAdminClient
 

@@ -17,6 +17,7 @@ from tests.support import (
     ServiceProcess,
     TopicReader,
     cloud_event,
+    fresh_group,
     of_tenant,
     publish_raw,
     unique,
@@ -30,7 +31,7 @@ LANGS = ["en", "fr", "de"]
 
 def population(
     tenant: str, rng: random.Random
-) -> tuple[list[tuple[str, bytes, bytes]], dict[str, dict[str, Any]]]:
+) -> tuple[list[tuple[str, bytes, bytes]], dict[tuple[str, str], dict[str, Any]]]:
     records, people = [], {}
     for p in range(PROGRAMS):
         program = f"prog-{p}"
@@ -77,8 +78,7 @@ async def test_rules_hold_across_a_rebalance_and_a_crash(
     records, people = population(tenant, rng)
     env = {
         **service_env,
-        "CONSUMER_GROUP": unique("matching-scale"),
-        "CONSUMER_OFFSET_RESET": "latest",
+        "CONSUMER_GROUP": await fresh_group(infra.bootstrap_servers, "matching", "matching-scale"),
         "BATCH_MAX_RECORDS": "50",
     }
     first, second = ServiceProcess("matching", dict(env)), ServiceProcess("matching", dict(env))

@@ -25,6 +25,7 @@ from tests.support import (
     SmtpInbox,
     TopicReader,
     cloud_event,
+    fresh_group,
     of_tenant,
     publish_raw,
     unique,
@@ -224,8 +225,9 @@ async def services_as_roles(
             {
                 "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
                 "DATABASE_URL": role_database_url(infra.database_url, service, passwords[service]),
-                "CONSUMER_GROUP": unique(f"{service}-roles"),
-                "CONSUMER_OFFSET_RESET": "latest",
+                "CONSUMER_GROUP": await fresh_group(
+                    infra.bootstrap_servers, service, f"{service}-roles"
+                ),
                 "SMTP_HOST": "127.0.0.1",
                 "SMTP_PORT": str(smtp[1]),
                 "DELIVERY_TENANTS": json.dumps([TENANT]),
