@@ -92,6 +92,7 @@ class Runtime:
             batch=True,
             max_records=settings.batch_max_records,
             batch_timeout_ms=20,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             auto_offset_reset=settings.consumer_offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title=f"{self.name}-input",
