@@ -51,6 +51,8 @@ class JsonLinesExporter(SpanExporter):
                             "parent_id": format(span.parent.span_id, "016x")
                             if span.parent
                             else None,
+                            "start_unix_nano": span.start_time,
+                            "end_unix_nano": span.end_time,
                             "attributes": dict(span.attributes or {}),
                         }
                     )
