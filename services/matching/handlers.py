@@ -73,33 +73,65 @@ async def apply_events(
     ]
     programs += [(m["tenant_id"], m["program_id"]) for m in matches.values()]
     await repo.lock_programs(conn, programs)
-    for incoming in batch:
+    for run in _runs(batch):
+        if run[0].event.type == "enrolment-updated":
+            await on_enrolments_updated(conn, work, run)
+            continue
+        (incoming,) = run
         with bind_event(incoming.event):
             await _HANDLERS[incoming.event.type](conn, work, incoming)
     await rematch(conn, work)
     return work.out
 
 
-async def on_enrolment_updated(conn: asyncpg.Connection, work: Work, incoming: Incoming) -> None:
-    event, e = incoming.event, incoming.event.data
-    ended_at = await conn.fetchval(
-        "SELECT ended_at FROM departures WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3",
-        event.tenantid,
-        e.program_id,
-        e.person_id,
-    )
-    if ended_at is not None and e.registered_at <= ended_at:
-        return  # older than the person's departure, read after it
-    other = "mentee" if e.role == "mentor" else "mentor"
-    if await repo.delete_enrolment(conn, other, event.tenantid, e.program_id, e.person_id):
-        await _end_relations(
-            conn, work, event, e.program_id, e.person_id
-        )  # the person changed role
-    if e.role == "mentor":
-        if await repo.upsert_mentor(conn, event.tenantid, e):
-            work.wants(event.tenantid, e.program_id, event)
-    elif await repo.upsert_mentee(conn, event.tenantid, e):
-        work.wants(event.tenantid, e.program_id, event, mentee=e.person_id)
+def _runs(batch: list[Incoming]) -> list[list[Incoming]]:
+    """The batch in order, cut into runs applied together: consecutive enrolment updates of
+    distinct people (the common case, a few statements for all), every other event alone."""
+    runs: list[list[Incoming]] = []
+    people: set[repo.Person] = set()
+    for incoming in batch:
+        event = incoming.event
+        if event.type != "enrolment-updated":
+            runs.append([incoming])
+            people = set()
+            continue
+        person = (event.tenantid, event.data.program_id, event.data.person_id)
+        if not runs or runs[-1][0].event.type != "enrolment-updated" or person in people:
+            runs.append([])
+            people = set()
+        runs[-1].append(incoming)
+        people.add(person)
+    return runs
+
+
+def _person(incoming: Incoming) -> repo.Person:
+    return (incoming.event.tenantid, incoming.event.data.program_id, incoming.event.data.person_id)
+
+
+async def on_enrolments_updated(conn: asyncpg.Connection, work: Work, run: list[Incoming]) -> None:
+    """Enrolment updates of distinct people: store each one newer than what is known, unless the
+    person left the program after it was registered."""
+    departed = await repo.departures(conn, [_person(i) for i in run])
+    run = [
+        i
+        for i in run  # an update older than the person's departure, read after it, is ignored
+        if _person(i) not in departed or i.event.data.registered_at > departed[_person(i)]
+    ]
+    for role, other in (("mentor", "mentee"), ("mentee", "mentor")):
+        mine = [i for i in run if i.event.data.role == role]
+        switching = await repo.enrolled(conn, other, [_person(i) for i in mine])
+        for incoming in (i for i in mine if _person(i) in switching):  # rare: a change of role
+            event, e = incoming.event, incoming.event.data
+            with bind_event(event):
+                await repo.delete_enrolment(conn, other, event.tenantid, e.program_id, e.person_id)
+                await _end_relations(conn, work, event, e.program_id, e.person_id)
+        stored = await repo.upsert_enrolments(
+            conn, role, [(i.event.tenantid, i.event.data) for i in mine]
+        )
+        for incoming in (i for i in mine if _person(i) in stored):
+            event, e = incoming.event, incoming.event.data
+            mentee = e.person_id if role == "mentee" else None
+            work.wants(event.tenantid, e.program_id, event, mentee=mentee)
 
 
 async def on_enrolment_ended(conn: asyncpg.Connection, work: Work, incoming: Incoming) -> None:
@@ -322,8 +354,7 @@ def _reject(work: Work, incoming: Incoming, code: str, reason: str) -> None:
     log.info("event refused", code=code)
 
 
-_HANDLERS = {
-    "enrolment-updated": on_enrolment_updated,
+_HANDLERS = {  # enrolment-updated runs through on_enrolments_updated, several at a time
     "enrolment-ended": on_enrolment_ended,
     "match-responded": on_match_responded,
     "session-completed": on_session_completed,

@@ -51,60 +51,84 @@ async def save_config(
     )
 
 
-async def upsert_mentor(conn: asyncpg.Connection, tenant_id: str, e: EnrolmentUpdated) -> bool:
-    """Store the mentor if this enrolment is newer; True when stored."""
-    stored = await conn.fetchval(
-        """INSERT INTO mentors AS m (tenant_id, program_id, person_id, languages, timezone, department,
-                seniority, manager_id, expertise, capacity, registered_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-           ON CONFLICT (tenant_id, program_id, person_id) DO UPDATE SET
-                languages = EXCLUDED.languages, timezone = EXCLUDED.timezone,
-                department = EXCLUDED.department, seniority = EXCLUDED.seniority,
-                manager_id = EXCLUDED.manager_id, expertise = EXCLUDED.expertise,
-                capacity = EXCLUDED.capacity, registered_at = EXCLUDED.registered_at
-           WHERE m.registered_at < EXCLUDED.registered_at
-           RETURNING true""",
-        tenant_id,
-        e.program_id,
-        e.person_id,
-        e.languages,
-        e.timezone,
-        e.department,
-        e.seniority,
-        e.manager_id,
-        [x.model_dump() for x in e.expertise],
-        e.capacity,
-        e.registered_at,
+Person = tuple[str, str, str]  # (tenant_id, program_id, person_id)
+
+# The columns each role's table takes from an enrolment, after the shared ones.
+_ROLE_COLUMNS = {
+    "mentor": "expertise jsonb, capacity int",
+    "mentee": "goals jsonb",
+}
+
+
+async def departures(conn: asyncpg.Connection, people: Sequence[Person]) -> dict[Person, datetime]:
+    """When each of these people last left their program (absent: never)."""
+    rows = await conn.fetch(
+        """SELECT d.tenant_id, d.program_id, d.person_id, d.ended_at
+           FROM departures d JOIN unnest($1::text[], $2::text[], $3::text[]) AS p(t, g, i)
+             ON d.tenant_id = p.t AND d.program_id = p.g AND d.person_id = p.i""",
+        *_columns(people),
     )
-    if stored:
-        await bump_pool(conn, tenant_id, e.program_id)
-    return bool(stored)
+    return {(r["tenant_id"], r["program_id"], r["person_id"]): r["ended_at"] for r in rows}
 
 
-async def upsert_mentee(conn: asyncpg.Connection, tenant_id: str, e: EnrolmentUpdated) -> bool:
-    stored = await conn.fetchval(
-        """INSERT INTO mentees AS m (tenant_id, program_id, person_id, languages, timezone, department,
-                seniority, manager_id, goals, registered_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-           ON CONFLICT (tenant_id, program_id, person_id) DO UPDATE SET
-                languages = EXCLUDED.languages, timezone = EXCLUDED.timezone,
-                department = EXCLUDED.department, seniority = EXCLUDED.seniority,
-                manager_id = EXCLUDED.manager_id, goals = EXCLUDED.goals,
+async def enrolled(conn: asyncpg.Connection, role: str, people: Sequence[Person]) -> set[Person]:
+    """Which of these people are enrolled in `role` now."""
+    if not people:
+        return set()
+    table = "mentors" if role == "mentor" else "mentees"
+    rows = await conn.fetch(
+        f"""SELECT m.tenant_id, m.program_id, m.person_id
+            FROM {table} m JOIN unnest($1::text[], $2::text[], $3::text[]) AS p(t, g, i)
+              ON m.tenant_id = p.t AND m.program_id = p.g AND m.person_id = p.i""",
+        *_columns(people),
+    )
+    return {(r["tenant_id"], r["program_id"], r["person_id"]) for r in rows}
+
+
+async def upsert_enrolments(
+    conn: asyncpg.Connection, role: str, enrolments: Sequence[tuple[str, EnrolmentUpdated]]
+) -> set[Person]:
+    """Store each (tenant, enrolment) of one role where it is newer than what is stored, in one
+    statement (each person at most once); returns who was stored. Mentor changes bump the pool."""
+    if not enrolments:
+        return set()
+    table = "mentors" if role == "mentor" else "mentees"
+    own = [c.split()[0] for c in _ROLE_COLUMNS[role].split(", ")]
+    rows = [
+        {"tenant_id": tenant, **e.model_dump(mode="json", include=_STORED[role])}
+        for tenant, e in enrolments
+    ]
+    shared = "languages, timezone, department, seniority, manager_id"
+    columns = f"tenant_id, program_id, person_id, {shared}, {', '.join(own)}, registered_at"
+    stored = await conn.fetch(
+        f"""INSERT INTO {table} AS m ({columns})
+            SELECT {columns} FROM jsonb_to_recordset($1::jsonb) AS x(
+                tenant_id text, program_id text, person_id text, languages text[], timezone text,
+                department text, seniority int, manager_id text, {_ROLE_COLUMNS[role]},
+                registered_at timestamptz)
+            ON CONFLICT (tenant_id, program_id, person_id) DO UPDATE SET
+                {", ".join(f"{c} = EXCLUDED.{c}" for c in [*shared.split(", "), *own])},
                 registered_at = EXCLUDED.registered_at
-           WHERE m.registered_at < EXCLUDED.registered_at
-           RETURNING true""",
-        tenant_id,
-        e.program_id,
-        e.person_id,
-        e.languages,
-        e.timezone,
-        e.department,
-        e.seniority,
-        e.manager_id,
-        [g.model_dump() for g in e.goals],
-        e.registered_at,
+            WHERE m.registered_at < EXCLUDED.registered_at
+            RETURNING tenant_id, program_id, person_id""",
+        rows,
     )
-    return bool(stored)
+    people = {(r["tenant_id"], r["program_id"], r["person_id"]) for r in stored}
+    if role == "mentor":
+        for tenant_id, program_id in sorted({(t, g) for t, g, _ in people}):
+            await bump_pool(conn, tenant_id, program_id)
+    return people
+
+
+_SHARED_FIELDS = {"program_id", "person_id", "languages", "timezone", "department", "seniority"}
+_STORED = {
+    "mentor": _SHARED_FIELDS | {"manager_id", "expertise", "capacity", "registered_at"},
+    "mentee": _SHARED_FIELDS | {"manager_id", "goals", "registered_at"},
+}
+
+
+def _columns(people: Sequence[Person]) -> tuple[list[str], list[str], list[str]]:
+    return [p[0] for p in people], [p[1] for p in people], [p[2] for p in people]
 
 
 async def delete_enrolment(

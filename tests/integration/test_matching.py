@@ -286,3 +286,81 @@ async def test_cohort_mode_waits_then_assigns_everyone_at_once(
         )
     assert load == {"m0": 2, "m1": 2, "m2": 2}
     assert len({e["data"]["mentee_id"] for e in proposals}) == 6
+
+
+async def test_enrolment_updates_newest_wins_role_changes_and_departures(
+    infra: Endpoints, db: asyncpg.Pool, matching: ServiceProcess
+) -> None:
+    """Updates applied several at a time keep the one-by-one meaning: in one stream, the newest
+    update of a person wins whatever the order, a change of role ends the old role's relations,
+    and an update registered before the person left is ignored."""
+    tenant = unique("acme")
+    bootstrap = infra.bootstrap_servers
+    async with TopicReader(bootstrap, "match-proposed", "match-ended") as reader:
+        await publish_raw(
+            bootstrap, [enrolment(tenant, "mentor", "dana"), enrolment(tenant, "mentee", "eve")]
+        )
+        (proposed,) = bodies(await reader.collect(lambda rs: len(rs) >= 1, keep=of_tenant(tenant)))
+        assert (proposed["data"]["mentee_id"], proposed["data"]["mentor_id"]) == ("eve", "dana")
+        left = cloud_event(
+            "enrolment-ended",
+            tenant,
+            {"program_id": "prog", "person_id": "finn", "erase": True},
+            source="mentornet/profiles",
+            time="2026-06-01T00:00:00Z",
+        )
+        await publish_raw(
+            bootstrap,
+            [
+                # dana becomes a mentee: her open proposal as a mentor is cancelled
+                enrolment(tenant, "mentee", "dana", registered_at="2026-02-01T00:00:00Z"),
+                # two updates of eve in one stream, the newer one first
+                enrolment(
+                    tenant,
+                    "mentee",
+                    "eve",
+                    timezone="Asia/Tokyo",
+                    registered_at="2026-03-01T00:00:00Z",
+                ),
+                enrolment(
+                    tenant,
+                    "mentee",
+                    "eve",
+                    timezone="America/Lima",
+                    registered_at="2026-02-01T00:00:00Z",
+                ),
+                ("enrolment-ended", f"{tenant}:prog".encode(), json.dumps(left).encode()),
+            ],
+        )
+        await wait_for(
+            db, "SELECT count(*) = 1 FROM matching.departures WHERE tenant_id = $1", tenant
+        )
+        await publish_raw(  # finn's registration from before his departure, read after it
+            bootstrap,
+            [
+                enrolment(tenant, "mentee", "finn", registered_at="2026-05-01T00:00:00Z"),
+                enrolment(tenant, "mentee", "gus"),
+            ],
+        )
+        ended = bodies(
+            await reader.collect(
+                lambda rs: any(e["type"] == "match-ended" for e in bodies(rs)),
+                keep=of_tenant(tenant),
+            )
+        )
+    assert [e["data"]["outcome"] for e in ended if e["type"] == "match-ended"] == ["cancelled"]
+    await wait_for(  # the last record of the stream is applied, so everything before it is too
+        db,
+        "SELECT count(*) = 1 FROM matching.mentees WHERE tenant_id = $1 AND person_id = 'gus'",
+        tenant,
+    )
+    mentees = {
+        r["person_id"]: r["timezone"]
+        for r in await db.fetch(
+            "SELECT person_id, timezone FROM matching.mentees WHERE tenant_id = $1", tenant
+        )
+    }
+    assert mentees == {"dana": "Europe/Paris", "eve": "Asia/Tokyo", "gus": "Europe/Paris"}
+    assert (
+        await db.fetchval("SELECT count(*) FROM matching.mentors WHERE tenant_id = $1", tenant) == 0
+    )
