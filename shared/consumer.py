@@ -169,10 +169,12 @@ async def _skip_applied(
     partitions = {(r.topic, r.partition) for r in records}
     # During a rebalance the old owner of a partition may still be inside its batch when the new
     # owner reads consumed_offsets: wait for it, so its offsets are seen (sorted: no deadlock).
-    for topic, partition in sorted(partitions):
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))", f"consumed:{cluster}:{topic}:{partition}"
-        )
+    # The read is a statement of its own: its snapshot must be taken after the locks are held.
+    await conn.execute(
+        """SELECT pg_advisory_xact_lock(hashtext(k))
+           FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted""",
+        [f"consumed:{cluster}:{topic}:{partition}" for topic, partition in partitions],
+    )
     rows = await conn.fetch(
         """SELECT topic, partition, "offset" FROM consumed_offsets
            WHERE cluster = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))""",
@@ -189,9 +191,13 @@ async def _store_offsets(conn: asyncpg.Connection, cluster: str, records: Sequen
     for r in records:
         latest[(r.topic, r.partition)] = max(r.offset, latest.get((r.topic, r.partition), -1))
     if latest:
-        await conn.executemany(
-            """INSERT INTO consumed_offsets (cluster, topic, partition, "offset") VALUES ($1, $2, $3, $4)
+        await conn.execute(
+            """INSERT INTO consumed_offsets (cluster, topic, partition, "offset")
+               SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[])
                ON CONFLICT (cluster, topic, partition)
                DO UPDATE SET "offset" = GREATEST(consumed_offsets."offset", EXCLUDED."offset")""",
-            [(cluster, t, p, o) for (t, p), o in latest.items()],
+            cluster,
+            [t for t, _ in latest],
+            [p for _, p in latest],
+            list(latest.values()),
         )

@@ -45,16 +45,22 @@ class OutboxRecord:
 
 
 async def enqueue(conn: asyncpg.Connection, schema: str, records: Sequence[OutboxRecord]) -> None:
-    """Write records to the outbox inside the caller's transaction; NOTIFY fires on commit."""
+    """Write records to the outbox inside the caller's transaction; NOTIFY fires on commit.
+    One statement, in the records' order (ids follow it, and the relay publishes by id)."""
     if not records:
         return
-    await conn.copy_records_to_table(
-        "outbox",
-        schema_name=schema,
-        columns=["topic", "key", "value", "headers"],
-        records=[(r.topic, r.key, r.value, _encode_headers(r.headers)) for r in records],
+    await conn.execute(
+        f"""WITH queued AS (
+                INSERT INTO "{schema}".outbox (topic, key, value, headers)
+                SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[])
+            )
+            SELECT pg_notify($5, '')""",
+        [r.topic for r in records],
+        [r.key for r in records],
+        [r.value for r in records],
+        [_encode_headers(r.headers) for r in records],
+        f"{schema}_outbox",
     )
-    await conn.execute(f"NOTIFY {schema}_outbox")
 
 
 def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
@@ -129,11 +135,11 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch; returns how many records left the outbox."""
         async with self.pool.acquire() as conn, conn.transaction():
-            lock = f"outbox:{self.schema}"
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", lock):
-                return 0
-            rows = await conn.fetch(
-                "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1",
+            rows = await conn.fetch(  # nothing, unless this relay holds the schema's lock
+                """WITH relay AS (SELECT pg_try_advisory_xact_lock(hashtext($1)) AS mine)
+                   SELECT id, topic, key, value, headers FROM outbox, relay
+                   WHERE relay.mine ORDER BY id LIMIT $2""",
+                f"outbox:{self.schema}",
                 self.batch_size,
             )
             if rows:
@@ -147,11 +153,14 @@ class OutboxRelay:
                     for r in rows
                 ]
                 await asyncio.gather(*futures)
-                await conn.execute(
-                    "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-                )
-            if len(rows) < self.batch_size:  # counting is cheap once the backlog is drained
-                self.backlog.set(
-                    await conn.fetchval("SELECT count(*) FROM outbox")
-                )  # after the delete
+                ids = [r["id"] for r in rows]
+                if len(rows) == self.batch_size:  # more to come: no count until it is drained
+                    await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+                else:  # the count runs on the statement's snapshot, from before the delete
+                    before = await conn.fetchval(
+                        """WITH sent AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]))
+                           SELECT count(*) FROM outbox""",
+                        ids,
+                    )
+                    self.backlog.set(before - len(rows))
             return len(rows)
