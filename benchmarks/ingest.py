@@ -21,7 +21,7 @@ from benchmarks._common import arguments, emit, machine, peak_rss_mb
 from benchmarks.kafka_baseline import measure as kafka_baseline
 from shared.infra import real_infrastructure
 from shared.simulation import Population
-from tests.support import ServiceProcess, publish_raw
+from tests.support import ServiceProcess, fresh_group, publish_raw
 
 PROGRAMS = 50
 
@@ -34,14 +34,16 @@ async def publish_population(bootstrap: str, tenant: str, n: int) -> float:
     return time.perf_counter() - started
 
 
-async def run_profiles(bootstrap: str, database_url: str, tenant: str, n: int) -> dict[str, Any]:
+async def run_profiles(
+    bootstrap: str, database_url: str, tenant: str, n: int, group: str
+) -> dict[str, Any]:
     db = await asyncpg.connect(database_url)
     proc = ServiceProcess(
         "profiles",
         {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "DATABASE_URL": database_url,
-            "CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
+            "CONSUMER_GROUP": group,
             "LOG_LEVEL": "WARNING",
         },
     )
@@ -78,8 +80,11 @@ async def main() -> None:
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     async with real_infrastructure("bench") as infra:
         baseline = await kafka_baseline(infra.bootstrap_servers, n)
+        # A new group pinned at the topics' ends: profiles reads this run's events only, not
+        # the history of earlier runs on the same stack.
+        group = await fresh_group(infra.bootstrap_servers, "profiles", "bench-ingest")
         publish_s = await publish_population(infra.bootstrap_servers, tenant, n)
-        run = await run_profiles(infra.bootstrap_servers, infra.database_url, tenant, n)
+        run = await run_profiles(infra.bootstrap_servers, infra.database_url, tenant, n, group)
     rate = n / run["elapsed_s"]
     emit(
         {
