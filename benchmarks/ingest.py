@@ -1,11 +1,12 @@
 """ingest: a bulk HR sync through profiles, from pre-published events to published canonical events.
 
 N registrations (a third mentors, the rest mentees, across 50 programs, ~600-byte events) are
-published first; then profiles starts (as its own process, a fresh consumer group) and the clock
+published first; then profiles starts (as its own process, or `--replicas` processes sharing a
+fresh consumer group) and the clock
 runs until every enrolment is stored and the outbox is empty (every `enrolment-updated` acked by
 Kafka). The raw `kafka_baseline` consume-and-produce rate is measured in the same run.
 
-    python -m benchmarks.ingest [--quick] [--events N]
+    python -m benchmarks.ingest [--quick] [--events N] [--replicas R]
 """
 
 from __future__ import annotations
@@ -35,25 +36,25 @@ async def publish_population(bootstrap: str, tenant: str, n: int) -> float:
 
 
 async def run_profiles(
-    bootstrap: str, database_url: str, tenant: str, n: int, group: str
+    bootstrap: str, database_url: str, tenant: str, n: int, group: str, replicas: int
 ) -> dict[str, Any]:
     db = await asyncpg.connect(database_url)
-    proc = ServiceProcess(
-        "profiles",
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "DATABASE_URL": database_url,
-            "CONSUMER_GROUP": group,
-            "LOG_LEVEL": "WARNING",
-        },
-    )
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": database_url,
+        "CONSUMER_GROUP": group,
+        "LOG_LEVEL": "WARNING",
+    }
+    procs = [ServiceProcess("profiles", dict(env)) for _ in range(replicas)]
     started = time.perf_counter()
-    proc.start()
+    for proc in procs:
+        proc.start()
     stored, peak, first_seen = 0, 0.0, None
     try:
         while True:
-            assert proc.process and proc.process.poll() is None, proc.tail()
-            peak = max(peak, peak_rss_mb(proc.process.pid))
+            for proc in procs:
+                assert proc.process and proc.process.poll() is None, proc.tail()
+                peak = max(peak, peak_rss_mb(proc.process.pid))
             stored = await db.fetchval(
                 "SELECT count(*) FROM profiles.enrolments WHERE tenant_id = $1", tenant
             )
@@ -64,7 +65,8 @@ async def run_profiles(
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
     finally:
-        proc.stop()
+        for proc in procs:
+            proc.stop()
         await db.close()
     return {
         "elapsed_s": elapsed,
@@ -75,7 +77,13 @@ async def run_profiles(
 
 
 async def main() -> None:
-    args = arguments(__doc__ or "", [("--events", {"type": int, "default": None})])
+    args = arguments(
+        __doc__ or "",
+        [
+            ("--events", {"type": int, "default": None}),
+            ("--replicas", {"type": int, "default": 1}),  # profiles processes in one group
+        ],
+    )
     n = args.events or (20_000 if args.quick else 200_000)
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     async with real_infrastructure("bench") as infra:
@@ -84,19 +92,22 @@ async def main() -> None:
         # the history of earlier runs on the same stack.
         group = await fresh_group(infra.bootstrap_servers, "profiles", "bench-ingest")
         publish_s = await publish_population(infra.bootstrap_servers, tenant, n)
-        run = await run_profiles(infra.bootstrap_servers, infra.database_url, tenant, n, group)
+        run = await run_profiles(
+            infra.bootstrap_servers, infra.database_url, tenant, n, group, args.replicas
+        )
     rate = n / run["elapsed_s"]
     emit(
         {
             "benchmark": "ingest",
             "infrastructure": infra.origin,
             "events": n,
+            "replicas": args.replicas,
             "programs": PROGRAMS,
             "publish_s": round(publish_s, 2),
             "ingest_s": round(run["elapsed_s"], 2),
             "startup_to_first_store_s": round(run["startup_to_first_store_s"] or 0, 2),
             "events_per_s": round(rate),
-            "profiles_peak_rss_mb": round(run["peak_rss_mb"], 1),
+            "profiles_peak_rss_mb": round(run["peak_rss_mb"], 1),  # the largest replica
             "kafka_baseline": baseline,
             "ratio_to_baseline_consume_produce": round(
                 rate / baseline["consume_produce_msgs_per_s"], 3
