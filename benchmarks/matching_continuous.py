@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
 from shared.infra import real_infrastructure
 from shared.simulation import Population
-from tests.support import TopicReader, publish_raw, running, wait_for
+from tests.support import TopicReader, fresh_group, publish_raw, running, wait_for
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,7 +39,11 @@ async def measure(
         "LOG_LEVEL": "WARNING",
     }
     db = await asyncpg.connect(database_url)
-    async with running(["profiles", "matching"], env) as procs:
+    # New groups pinned at the topics' ends: the services see this run's events only, whatever
+    # earlier runs left on the same stack.
+    services = ["profiles", "matching"]
+    groups = {s: await fresh_group(bootstrap, s, f"bench-{s}") for s in services}
+    async with running(services, env, groups) as procs:
         pool = [
             population.event("mentor-registered", population.mentor(i, program))
             for i in range(mentors)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
@@ -291,8 +291,12 @@ class SmtpInbox:
 class running:
     """Start services as processes, wait until ready, stop them (SIGTERM) on exit."""
 
-    def __init__(self, names: Iterable[str], env: dict[str, str]) -> None:
-        self.procs = {name: ServiceProcess(name, dict(env)) for name in names}
+    def __init__(
+        self, names: Iterable[str], env: dict[str, str], groups: Mapping[str, str] | None = None
+    ) -> None:
+        """`groups`: a consumer group per service (default: the service's own)."""
+        chosen = {name: {"CONSUMER_GROUP": group} for name, group in (groups or {}).items()}
+        self.procs = {name: ServiceProcess(name, {**env, **chosen.get(name, {})}) for name in names}
 
     async def __aenter__(self) -> dict[str, ServiceProcess]:
         for proc in self.procs.values():
