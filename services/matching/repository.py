@@ -272,46 +272,40 @@ async def insert_proposals(conn: asyncpg.Connection, proposals: Sequence[NewProp
     last guard of the capacity rule (raises StalePool, and the batch is retried on fresh data)."""
     if not proposals:
         return
-    await conn.executemany(
-        """INSERT INTO matches (match_id, tenant_id, program_id, mentee_id, mentor_id, status,
-                score, explanation, expires_at)
-           VALUES ($1, $2, $3, $4, $5, 'proposed', $6, $7, $8)""",
-        [
-            (
-                p.match_id,
-                p.tenant_id,
-                p.program_id,
-                p.mentee_id,
-                p.mentor_id,
-                p.score,
-                p.explanation,
-                p.expires_at,
-            )
-            for p in proposals
-        ],
-    )
-    first = proposals[0]
-    await conn.execute(
-        """UPDATE mentors m SET load = m.load + n.count
-           FROM (SELECT mentor_id, count(*)::int AS count FROM unnest($3::text[]) AS mentor_id
-                 GROUP BY mentor_id) n
-           WHERE m.tenant_id = $1 AND m.program_id = $2 AND m.person_id = n.mentor_id""",
+    first = proposals[0]  # the proposals of one call belong to one program
+    await conn.execute(  # one statement: the proposals, the mentors' slots, the mentees' status
+        """WITH proposed AS (
+               INSERT INTO matches (match_id, tenant_id, program_id, mentee_id, mentor_id, status,
+                    score, explanation, expires_at)
+               SELECT p.match_id, $1, $2, p.mentee_id, p.mentor_id, 'proposed', p.score,
+                      p.explanation::jsonb, p.expires_at
+               FROM unnest($3::text[], $4::text[], $5::text[], $6::float8[], $7::text[],
+                           $8::timestamptz[])
+                    AS p(match_id, mentee_id, mentor_id, score, explanation, expires_at)
+           ), slots AS (
+               UPDATE mentors m SET load = m.load + n.count
+               FROM (SELECT mentor_id, count(*)::int AS count FROM unnest($5::text[]) AS mentor_id
+                     GROUP BY mentor_id) n
+               WHERE m.tenant_id = $1 AND m.program_id = $2 AND m.person_id = n.mentor_id
+           )
+           UPDATE mentees SET status = 'proposed'
+           WHERE tenant_id = $1 AND program_id = $2 AND person_id = ANY($4::text[])""",
         first.tenant_id,
         first.program_id,
-        [p.mentor_id for p in proposals],
-    )
-    await conn.execute(
-        """UPDATE mentees SET status = 'proposed'
-           WHERE tenant_id = $1 AND program_id = $2 AND person_id = ANY($3::text[])""",
-        first.tenant_id,
-        first.program_id,
+        [p.match_id for p in proposals],
         [p.mentee_id for p in proposals],
+        [p.mentor_id for p in proposals],
+        [p.score for p in proposals],
+        [json.dumps(p.explanation) for p in proposals],  # a list each: as text, not an array
+        [p.expires_at for p in proposals],
     )
 
 
 async def matches_by_id(
     conn: asyncpg.Connection, match_ids: Sequence[str]
 ) -> dict[str, asyncpg.Record]:
+    if not match_ids:
+        return {}
     rows = await conn.fetch(
         "SELECT * FROM matches WHERE match_id = ANY($1::text[])", list(match_ids)
     )
@@ -451,4 +445,4 @@ async def record_session(
 
 
 def explanation_json(items: Sequence[object]) -> list[dict[str, object]]:
-    return [json.loads(i.model_dump_json()) for i in items]  # type: ignore[attr-defined]
+    return [i.model_dump(mode="json") for i in items]  # type: ignore[attr-defined]
