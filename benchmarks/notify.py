@@ -37,6 +37,7 @@ from benchmarks._common import arguments, emit, machine, peak_rss_mb
 from services.notifications.domain import notification_id
 from services.notifications.sinks import free_port
 from shared.infra import Endpoints, real_infrastructure
+from tests.support import fresh_group
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -49,7 +50,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def service_env(
-    args: Any, smtp_port: int, http_port: int, tenants: list[str], infra: Endpoints
+    args: Any, smtp_port: int, http_port: int, tenants: list[str], infra: Endpoints, group: str
 ) -> dict[str, str]:
     """One replica's environment; replicas share the rows through SKIP LOCKED and leases."""
     return {
@@ -59,7 +60,7 @@ def service_env(
         "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
         "HTTP_PORT": str(http_port),
         "LOG_LEVEL": "WARNING",
-        "CONSUMER_GROUP": "notifications-bench",
+        "CONSUMER_GROUP": group,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_port),
         "SMTP_STARTTLS": "false",
@@ -228,10 +229,13 @@ async def measure(args: Any, infra: Endpoints) -> dict[str, Any]:
     )
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
     ports = [free_port() for _ in range(args.replicas)]
+    # A new group pinned at the topics' ends: the replicas consume nothing that earlier runs on
+    # the same stack left behind, and deliver only the rows seeded here.
+    group = await fresh_group(infra.bootstrap_servers, "notifications", "bench-notify")
     services = [
         start(
             [*profile, "-m", "services.notifications"],
-            service_env(args, smtp_port, port, tenants, infra),
+            service_env(args, smtp_port, port, tenants, infra, group),
             quiet=not args.verbose,
         )
         for port in ports
