@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -25,6 +26,7 @@ from shared.contract.events import EVENT_MODELS
 from shared.contract.topics import TOPICS
 from shared.db.outbox import OutboxRelay
 from shared.db.pool import create_pool
+from shared.db.retention import INBOX, Purge
 from shared.kafka import check_production_security, client_options, make_broker, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.settings import ServiceSettings
@@ -47,6 +49,7 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.on_ready: list[Callable[[Runtime], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.purges: list[Purge] = [INBOX]  # what housekeeping deletes after RETENTION_DAYS
         self.consumer_lag = Gauge(
             "mentornet_consumer_lag",
             "Records not yet consumed",
@@ -54,6 +57,7 @@ class Runtime:
             registry=self.registry,
         )
         self._lag_task: asyncio.Task[None] | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
 
     def consume(
         self,
@@ -156,7 +160,23 @@ class Runtime:
         for hook in self.on_ready:
             await hook(self)
         self._lag_task = asyncio.create_task(self._measure_lag(), name="consumer-lag")
+        self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
         log.info("service started", http_port=self.settings.http_port)
+
+    async def housekeep(self, now: datetime | None = None) -> dict[str, int]:
+        """Purge what is older than RETENTION_DAYS; returns the rows deleted per table."""
+        before = (now or datetime.now(UTC)) - timedelta(days=self.settings.retention_days)
+        return {purge.table: await purge.run(self.pool, before) for purge in self.purges}
+
+    async def _housekeeping(self, every: float = 3600.0) -> None:
+        while True:
+            try:
+                purged = await self.housekeep()
+                if any(purged.values()):
+                    log.info("old rows purged", **purged)
+            except Exception as exc:  # an outage: the next round catches up
+                log.warning("housekeeping failed", error=repr(exc))
+            await asyncio.sleep(every)
 
     async def _measure_lag(self, every: float = 5.0) -> None:
         """Consumer lag per partition (highwater minus position), for /metrics and autoscaling."""
@@ -177,10 +197,11 @@ class Runtime:
 
     async def stop(self) -> None:
         """Runs after the broker has drained in-flight messages."""
-        if self._lag_task:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
+        for task in (self._lag_task, self._housekeeping_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for hook in self.on_stop:
             await hook()
         if self.relay:

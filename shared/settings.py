@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
     # records are still being handled out of the next fetch, and refetches it only once that
     # fetch returns: its default of 500 ms idled matching for ~400 ms between batches.
     fetch_max_wait_ms: int = 20
+    # Inbox rows (and finished deliveries) older than this are purged, hourly. Keep it above the
+    # topics' retention (30 days): an event still in a topic can be replayed and must be known.
+    retention_days: float = 45.0
     ingress_signing_keys: dict[str, SecretStr] = Field(default_factory=dict)  # tenant -> HMAC key
     consumer_group: str | None = None  # default: the service name
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"  # where a new group starts

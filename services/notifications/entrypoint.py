@@ -68,5 +68,6 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         await worker.start(rt.pool, rt.dsn)
 
     runtime.on_ready.append(start_worker)
+    runtime.purges.append(repository.FINISHED_DELIVERIES)
     runtime.on_stop.append(worker.stop)
     return create_app(runtime)

@@ -16,8 +16,11 @@ import asyncpg
 
 from services.notifications.domain import Finished, MatchParties, NewDelivery, Outcome
 from services.notifications.settings import TenantChannel
+from shared.db.retention import Purge
 
 NOTIFY_CHANNEL = "notifications_deliveries"
+# Finished deliveries are kept as long as the inbox: a replayed event must find its delivery.
+FINISHED_DELIVERIES = Purge("deliveries", "created_at", "state <> 'pending'")
 MATCH_STATES = ("proposed", "confirmed", "ended")  # a later state never goes back
 
 
