@@ -26,7 +26,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,7 @@ import asyncpg
 import httpx
 
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
-from services.notifications.domain import notification_id
-from services.notifications.sinks import free_port
+from services.notifications.sinks import Pending, free_port, seed_proposals
 from shared.infra import Endpoints, real_infrastructure
 from tests.support import fresh_group
 
@@ -74,86 +73,19 @@ def service_env(
 
 
 async def seed(pool: asyncpg.Pool, n: int, email_tenant: str, hook_tenant: str) -> list[str]:
-    """Contacts and pending deliveries in one transaction; returns the notification ids."""
-    now = datetime.now(UTC)
-    context = json.dumps(
-        {
-            "match_id": "bench",
-            "program_id": "bench",
-            "role": "mentee",
-            "score": 0.8,
-            "expires_at": (now + timedelta(days=3)).isoformat(),
-            "explanation": [{"criterion": "topic_fit", "reason": "python, data"}],
-        }
-    )
-    contacts, rows, ids = [], [], []
-    for i in range(n):
-        tenant, channel = (email_tenant, "email") if i % 2 == 0 else (hook_tenant, "webhook")
-        person, source = f"p{i}", f"bench-{i}"
-        nid = notification_id(tenant, source, person, channel, "match-proposal")
-        ids.append(str(nid))
-        languages = ["fr"] if i % 3 == 0 else ["en"]
-        contacts.append(
-            (
-                tenant,
-                person,
-                "mentee",
-                f"Person {i}",
-                f"{person}@bench.test",
-                languages,
-                "Europe/Paris",
-                now,
+    """Half by email, half by webhook, a third of the people in French."""
+    return await seed_proposals(
+        pool,
+        [
+            Pending(
+                *((email_tenant, f"p{i}", f"bench-{i}", "email") if i % 2 == 0
+                  else (hook_tenant, f"p{i}", f"bench-{i}", "webhook")),
+                languages=("fr",) if i % 3 == 0 else ("en",),
             )
-        )
-        rows.append(
-            (
-                nid,
-                tenant,
-                source,
-                person,
-                channel,
-                "match-proposal",
-                "proposals",
-                context,
-                now,
-                now + timedelta(days=1),
-            )
-        )
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.copy_records_to_table(
-            "contacts",
-            schema_name="notifications",
-            columns=[
-                "tenant_id",
-                "person_id",
-                "role",
-                "display_name",
-                "email",
-                "languages",
-                "timezone",
-                "registered_at",
-            ],
-            records=contacts,
-        )
-        await conn.copy_records_to_table(
-            "deliveries",
-            schema_name="notifications",
-            columns=[
-                "id",
-                "tenant_id",
-                "source_event_id",
-                "recipient_id",
-                "channel",
-                "kind",
-                "category",
-                "context",
-                "next_attempt_at",
-                "give_up_at",
-            ],
-            records=rows,
-        )
-        await conn.execute("NOTIFY notifications_deliveries")
-    return ids
+            for i in range(n)
+        ],
+        give_up_after=timedelta(days=1),
+    )  # fmt: skip
 
 
 def start(

@@ -17,13 +17,19 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiosmtpd.controller import Controller
+
+from services.notifications.domain import notification_id
+from services.notifications.repository import NOTIFY_CHANNEL
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 
@@ -158,6 +164,67 @@ class WebhookSink:
             pass
         finally:
             writer.close()
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A proposal notification to queue straight in the delivery log, with its recipient."""
+
+    tenant_id: str
+    person_id: str
+    source_event_id: str
+    channel: str = "email"
+    languages: tuple[str, ...] = ("en",)
+
+
+async def seed_proposals(
+    pool: asyncpg.Pool, pending: Sequence[Pending], give_up_after: timedelta
+) -> list[str]:
+    """Write the contacts and due `match-proposal` deliveries in one transaction and wake the
+    workers: how the benchmark and the crash test queue thousands of notifications at once,
+    without Kafka. Returns the notification ids, in order."""
+    now = datetime.now(UTC)
+    context = json.dumps(
+        {
+            "match_id": "seeded",
+            "program_id": "seeded",
+            "role": "mentee",
+            "score": 0.8,
+            "expires_at": (now + timedelta(days=3)).isoformat(),
+            "explanation": [{"criterion": "topic_fit", "reason": "python, data"}],
+        }
+    )
+    ids = [
+        notification_id(p.tenant_id, p.source_event_id, p.person_id, p.channel, "match-proposal")
+        for p in pending
+    ]
+    contacts = [
+        (p.tenant_id, p.person_id, "mentee", f"Person {p.person_id}",
+         f"{p.person_id}@{p.tenant_id}.test", list(p.languages), "Europe/Paris", now)
+        for p in pending
+    ]  # fmt: skip
+    deliveries = [
+        (nid, p.tenant_id, p.source_event_id, p.person_id, p.channel, "match-proposal",
+         "proposals", context, now, now + give_up_after)
+        for nid, p in zip(ids, pending, strict=True)
+    ]  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.copy_records_to_table(
+            "contacts",
+            schema_name="notifications",
+            columns=["tenant_id", "person_id", "role", "display_name", "email", "languages",
+                     "timezone", "registered_at"],
+            records=contacts,
+        )  # fmt: skip
+        await conn.copy_records_to_table(
+            "deliveries",
+            schema_name="notifications",
+            columns=["id", "tenant_id", "source_event_id", "recipient_id", "channel", "kind",
+                     "category", "context", "next_attempt_at", "give_up_at"],
+            records=deliveries,
+        )  # fmt: skip
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return [str(nid) for nid in ids]
 
 
 def main(argv: list[str] | None = None) -> None:

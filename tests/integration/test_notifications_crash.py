@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -25,8 +25,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.notifications.domain import notification_id
-from services.notifications.sinks import SmtpSink, free_port
+from services.notifications.sinks import Pending, SmtpSink, free_port, seed_proposals
 from shared.contract.topics import TOPICS
 from shared.infra import Endpoints
 
@@ -101,70 +100,10 @@ async def healthy(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 async def seed(pool: asyncpg.Pool, tenant: str) -> set[str]:
-    now = datetime.now(UTC)
-    context = json.dumps(
-        {
-            "match_id": "m",
-            "program_id": "p",
-            "role": "mentee",
-            "score": 0.5,
-            "expires_at": (now + timedelta(days=3)).isoformat(),
-            "explanation": [],
-        }
-    )
-    contacts, rows, ids = [], [], set()
-    for i in range(TOTAL):
-        person, source = f"p{i}", f"crash-{i}"
-        nid = notification_id(tenant, source, person, "email", "match-proposal")
-        ids.add(f"<{nid}@mentornet>")
-        contacts.append((tenant, person, f"Person {i}", f"{person}@crash.test", ["en"], "UTC", now))
-        rows.append(
-            (
-                nid,
-                tenant,
-                source,
-                person,
-                "email",
-                "match-proposal",
-                "proposals",
-                context,
-                now,
-                now + timedelta(hours=1),
-            )
-        )
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.copy_records_to_table(
-            "contacts",
-            schema_name="notifications",
-            columns=[
-                "tenant_id",
-                "person_id",
-                "display_name",
-                "email",
-                "languages",
-                "timezone",
-                "registered_at",
-            ],
-            records=contacts,
-        )
-        await conn.copy_records_to_table(
-            "deliveries",
-            schema_name="notifications",
-            columns=[
-                "id",
-                "tenant_id",
-                "source_event_id",
-                "recipient_id",
-                "channel",
-                "kind",
-                "category",
-                "context",
-                "next_attempt_at",
-                "give_up_at",
-            ],
-            records=rows,
-        )
-    return ids
+    """TOTAL proposal emails, due now; returns their Message-IDs."""
+    pending = [Pending(tenant, f"p{i}", f"crash-{i}") for i in range(TOTAL)]
+    ids = await seed_proposals(pool, pending, give_up_after=timedelta(hours=1))
+    return {f"<{nid}@mentornet>" for nid in ids}
 
 
 async def delivered_events(
