@@ -53,11 +53,16 @@ async def save_config(
 
 Person = tuple[str, str, str]  # (tenant_id, program_id, person_id)
 
-# The columns each role's table takes from an enrolment, after the shared ones.
-_ROLE_COLUMNS = {
-    "mentor": "expertise jsonb, capacity int",
-    "mentee": "goals jsonb",
+# What an enrolment update writes (name -> SQL type): the columns both roles share, then each
+# role's own. The key (tenant, program, person) and registered_at come on top.
+_SHARED_COLUMNS = {
+    "languages": "text[]",
+    "timezone": "text",
+    "department": "text",
+    "seniority": "int",
+    "manager_id": "text",
 }
+_ROLE_COLUMNS = {"mentor": {"expertise": "jsonb", "capacity": "int"}, "mentee": {"goals": "jsonb"}}
 
 
 async def departures(conn: asyncpg.Connection, people: Sequence[Person]) -> dict[Person, datetime]:
@@ -93,22 +98,19 @@ async def upsert_enrolments(
     if not enrolments:
         return set()
     table = "mentors" if role == "mentor" else "mentees"
-    own = [c.split()[0] for c in _ROLE_COLUMNS[role].split(", ")]
+    updated = {**_SHARED_COLUMNS, **_ROLE_COLUMNS[role], "registered_at": "timestamptz"}
+    written = {"tenant_id": "text", "program_id": "text", "person_id": "text", **updated}
     rows = [
-        {"tenant_id": tenant, **e.model_dump(mode="json", include=_STORED[role])}
+        {"tenant_id": tenant, **e.model_dump(mode="json", include=set(written))}
         for tenant, e in enrolments
     ]
-    shared = "languages, timezone, department, seniority, manager_id"
-    columns = f"tenant_id, program_id, person_id, {shared}, {', '.join(own)}, registered_at"
+    columns = ", ".join(written)
     stored = await conn.fetch(
         f"""INSERT INTO {table} AS m ({columns})
-            SELECT {columns} FROM jsonb_to_recordset($1::jsonb) AS x(
-                tenant_id text, program_id text, person_id text, languages text[], timezone text,
-                department text, seniority int, manager_id text, {_ROLE_COLUMNS[role]},
-                registered_at timestamptz)
+            SELECT {columns} FROM jsonb_to_recordset($1::jsonb)
+                AS x({", ".join(f"{c} {t}" for c, t in written.items())})
             ON CONFLICT (tenant_id, program_id, person_id) DO UPDATE SET
-                {", ".join(f"{c} = EXCLUDED.{c}" for c in [*shared.split(", "), *own])},
-                registered_at = EXCLUDED.registered_at
+                {", ".join(f"{c} = EXCLUDED.{c}" for c in updated)}
             WHERE m.registered_at < EXCLUDED.registered_at
             RETURNING tenant_id, program_id, person_id""",
         rows,
@@ -118,13 +120,6 @@ async def upsert_enrolments(
         for tenant_id, program_id in sorted({(t, g) for t, g, _ in people}):
             await bump_pool(conn, tenant_id, program_id)
     return people
-
-
-_SHARED_FIELDS = {"program_id", "person_id", "languages", "timezone", "department", "seniority"}
-_STORED = {
-    "mentor": _SHARED_FIELDS | {"manager_id", "expertise", "capacity", "registered_at"},
-    "mentee": _SHARED_FIELDS | {"manager_id", "goals", "registered_at"},
-}
 
 
 def _columns(people: Sequence[Person]) -> tuple[list[str], list[str], list[str]]:
