@@ -16,10 +16,8 @@ import json
 import os
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -43,7 +41,7 @@ from tests.fault.conftest import (
     record_results,
     wait_lag_zero,
 )
-from tests.support import unique
+from tests.support import cloud_event, unique
 
 pytestmark = pytest.mark.fault
 
@@ -88,18 +86,7 @@ class Hostile:
 
 
 def envelope(tenant: str, type_: str, data: Any, **overrides: Any) -> dict[str, Any]:
-    event = {
-        "specversion": "1.0",
-        "id": uuid.uuid4().hex,
-        "source": SOURCE,
-        "type": type_,
-        "time": datetime.now(UTC).isoformat(),
-        "datacontenttype": "application/json",
-        "tenantid": tenant,
-        "data": data,
-    }
-    event.update(overrides)
-    return event
+    return cloud_event(type_, tenant, data, **{"source": SOURCE, **overrides})
 
 
 def plausible_data(topic: str, rng: random.Random) -> dict[str, Any]:
