@@ -81,21 +81,12 @@ class TopicReader:
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
         )
         await self.consumer.start()
-        partitions = [
-            TopicPartition(t, p)
-            for t in self.topics
-            for p in (self.consumer.partitions_for_topic(t) or await self._partitions(t))
-        ]
+        partitions = await topic_partitions(self.bootstrap, self.topics)
         self.consumer.assign(partitions)
         await self.consumer.seek_to_end(*partitions)
         for tp in partitions:  # resolve the end offsets now, not lazily at the first fetch
             await self.consumer.position(tp)
         return self
-
-    async def _partitions(self, topic: str) -> set[int]:
-        assert self.consumer is not None
-        await self.consumer._client.force_metadata_update()
-        return self.consumer.partitions_for_topic(topic) or set()
 
     async def __aexit__(self, *exc: object) -> None:
         if self.consumer:
@@ -247,21 +238,29 @@ async def fresh_group(bootstrap: str, service: str, prefix: str) -> str:
     return group
 
 
-async def commit_end_offsets(bootstrap: str, group: str, service: str) -> None:
-    """Commit the current end of every partition of `service`'s topics for `group`."""
-    topics = importlib.import_module(f"services.{service}.entrypoint").TOPICS
+async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, from the admin client: a fresh consumer's metadata can be
+    partial, and a reader pinned on part of a topic silently misses the rest."""
     from aiokafka.admin import AIOKafkaAdminClient
 
+    wanted = list(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    try:  # every partition of every topic: one missing would fall back to "earliest"
-        described = await admin.describe_topics(list(topics))
+    try:
+        described = await admin.describe_topics(wanted)
     finally:
         await admin.close()
     partitions = [
         TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]
     ]
-    assert {tp.topic for tp in partitions} == set(topics), f"topics missing: {topics}"
+    assert {tp.topic for tp in partitions} == set(wanted), f"topics missing: {wanted}"
+    return partitions
+
+
+async def commit_end_offsets(bootstrap: str, group: str, service: str) -> None:
+    """Commit the current end of every partition of `service`'s topics for `group`."""
+    topics = importlib.import_module(f"services.{service}.entrypoint").TOPICS
+    partitions = await topic_partitions(bootstrap, topics)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )

@@ -34,7 +34,7 @@ from aiokafka.structs import RecordMetadata
 
 from services.notifications.sinks import SmtpSink
 from shared.stack import REPO_ROOT, StackConfig, down, start_infra, status
-from tests.support import ServiceProcess, free_port
+from tests.support import ServiceProcess, free_port, topic_partitions
 
 SERVICES = ("profiles", "matching", "notifications")
 RESULTS = REPO_ROOT / ".stack" / "test-results" / "reliability.json"
@@ -215,14 +215,6 @@ class Publisher:
             self.producer = None
 
 
-async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    """Every partition of `topics` (a fresh consumer knows none until it fetched metadata)."""
-    await consumer._client.force_metadata_update()  # as tests.support.TopicReader does
-    return [
-        TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
-    ]
-
-
 class Follower:
     """Reads topics from their start (offsets pinned by the caller), surviving broker outages."""
 
@@ -242,7 +234,7 @@ class Follower:
                 request_timeout_ms=10_000,
             )
             await consumer.start()
-            partitions = await partitions_of(consumer, self.topics)
+            partitions = await topic_partitions(self.bootstrap, self.topics)
             consumer.assign(partitions)
             for tp in partitions:
                 if tp in self.positions:
@@ -291,7 +283,7 @@ async def consumer_lag(bootstrap: str, groups: Mapping[str, Sequence[str]]) -> d
     try:
         lag: dict[str, int] = {}
         for group, topics in groups.items():
-            partitions = await partitions_of(consumer, topics)
+            partitions = await topic_partitions(bootstrap, topics)
             ends = await consumer.end_offsets(partitions)
             committed = await admin.list_consumer_group_offsets(group)
             lag[group] = sum(
@@ -750,7 +742,7 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
     await consumer.start()
     await asyncio.sleep(0)  # aiokafka: let its coordinator task start, or stop() raises
     try:
-        return dict(await consumer.end_offsets(await partitions_of(consumer, topics)))
+        return dict(await consumer.end_offsets(await topic_partitions(bootstrap, topics)))
     finally:
         await consumer.stop()
 
