@@ -20,8 +20,8 @@ import asyncpg
 
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
 from benchmarks.kafka_baseline import measure as kafka_baseline
-from shared.infra import real_infrastructure
-from shared.simulation import Population
+from shared.local.infra import real_infrastructure
+from shared.local.simulation import Population
 from tests.support import ServiceProcess, fresh_group, publish_raw
 
 PROGRAMS = 50

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
-from shared.infra import real_infrastructure
+from shared.local.infra import real_infrastructure
 
 PARTITIONS = 6
 PRODUCER = {"acks": "all", "enable_idempotence": True, "linger_ms": 5, "max_batch_size": 256 * 1024}

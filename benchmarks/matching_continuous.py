@@ -17,8 +17,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
-from shared.infra import real_infrastructure
-from shared.simulation import Population
+from shared.local.infra import real_infrastructure
+from shared.local.simulation import Population
 from tests.support import TopicReader, fresh_group, publish_raw, running, wait_for
 
 

@@ -6,7 +6,7 @@ as a subprocess (`python -m services.notifications`), and times how long it take
 row is marked sent. So this measures the delivery path (claim, render, send over SMTP or HTTP,
 record the outcome and its outbox event), not Kafka ingestion (benchmarks/ingest.py does).
 
-The receivers are separate processes too (`python -m services.notifications.sinks`): a local
+The receivers are separate processes too (`python -m shared.local.sinks`): a local
 aiosmtpd server and a minimal HTTP server, which count Message-IDs and Idempotency-Keys, so
 duplicates are counted where they would hurt. Peak memory is the service's VmHWM. Rate limits
 are off unless --rate is given. The last line printed is one JSON object.
@@ -34,8 +34,8 @@ import asyncpg
 import httpx
 
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
-from services.notifications.sinks import Pending, free_port, seed_proposals
-from shared.infra import Endpoints, real_infrastructure
+from shared.local.infra import Endpoints, real_infrastructure
+from shared.local.sinks import Pending, free_port, seed_proposals
 from tests.support import fresh_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ async def measure(args: Any, infra: Endpoints) -> dict[str, Any]:
         start(
             [
                 "-m",
-                "services.notifications.sinks",
+                "shared.local.sinks",
                 kind,
                 "--port",
                 str(port),

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 
-from shared.infra import Endpoints, real_infrastructure
+from shared.local.infra import Endpoints, real_infrastructure
 from tests.support import SmtpInbox, free_port
 
 

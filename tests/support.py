@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-import importlib
 import json
 import os
 import signal
@@ -23,7 +22,8 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.stack import REPO_ROOT
+from shared.contract.topics import read_by
+from shared.local.stack import REPO_ROOT
 
 
 def unique(prefix: str) -> str:
@@ -259,7 +259,7 @@ async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> list[TopicP
 
 async def commit_end_offsets(bootstrap: str, group: str, service: str) -> None:
     """Commit the current end of every partition of `service`'s topics for `group`."""
-    topics = importlib.import_module(f"services.{service}.entrypoint").TOPICS
+    topics = read_by(service)
     partitions = await topic_partitions(bootstrap, topics)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False

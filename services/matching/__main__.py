@@ -1,4 +1,4 @@
-from services.matching.entrypoint import NAME, MatchingSettings, build
-from shared.service import serve
+from services.matching.entrypoint import SERVICE
+from shared.runtime.service import serve
 
-serve(NAME, build, MatchingSettings())
+serve(SERVICE)

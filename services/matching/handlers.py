@@ -20,12 +20,14 @@ from services.matching.domain.explain import explain
 from services.matching.domain.scoring import Candidate, Mentee, rank
 from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
-from shared.consumer import Incoming, bind_event
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import MatchConfirmed, MatchEnded, MatchProposed
-from shared.db.outbox import OutboxRecord
-from shared.dead_letters import dead_letter
-from shared.logging import get_logger
+from shared.runtime.db.outbox import OutboxRecord, enqueue
+from shared.runtime.db.pool import transaction
+from shared.runtime.dead_letters import dead_letter
+from shared.runtime.logging import get_logger
+from shared.runtime.pipeline import Incoming, bind_event
+from shared.runtime.service import Runtime
 
 log = get_logger(__name__)
 SERVICE = "matching"
@@ -302,6 +304,16 @@ async def _propose(
         )
     await repo.insert_proposals(conn, proposals)
     work.metrics.proposals.labels(config.mode).inc(len(proposals))
+
+
+async def expire_proposals(runtime: Runtime, pools: PoolCache, metrics: MatchingMetrics) -> None:
+    """The expiry job: every replica runs it; program locks make each expiry happen once."""
+    try:
+        async with transaction(runtime.pool) as conn:
+            await enqueue(conn, SERVICE, await expire_due(conn, pools, metrics))
+    except Exception:
+        pools.forget_all()  # what this replica believed may never have been committed
+        raise
 
 
 async def expire_due(

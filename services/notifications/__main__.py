@@ -1,4 +1,4 @@
-from services.notifications.entrypoint import NAME, NotificationSettings, build
-from shared.service import serve
+from services.notifications.entrypoint import SERVICE
+from shared.runtime.service import serve
 
-serve(NAME, build, NotificationSettings())
+serve(SERVICE)

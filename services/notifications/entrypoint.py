@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from faststream.asgi import AsgiFastStream
@@ -13,22 +14,10 @@ from services.notifications.domain import Policy
 from services.notifications.handlers import Handlers, drop_invalid_responses
 from services.notifications.settings import NotificationSettings
 from services.notifications.worker import DeliveryWorker
-from shared.service import Runtime, create_app
-from shared.settings import ServiceSettings
+from shared.runtime.service import Runtime, ServiceSpec, create_app
+from shared.runtime.settings import ServiceSettings
 
 NAME = "notifications"
-TOPICS = (
-    "enrolment-updated",
-    "enrolment-ended",
-    "match-proposed",
-    "match-responded",
-    "match-confirmed",
-    "match-ended",
-    "session-completed",
-)
-
-# Each entrypoint names its settings class `Settings` (`mentornet schemas export` uses it).
-Settings = NotificationSettings
 
 
 def build(settings: ServiceSettings) -> AsgiFastStream:
@@ -54,20 +43,23 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         return kept
 
     runtime.consume(
-        TOPICS,
         handlers.apply,
         description="Enrolments, match lifecycle and sessions that people must hear about.",
         select=select,
     )
-    runtime.publishes("notification-delivered", "notification-failed")
-
     worker = DeliveryWorker(config, runtime.registry)
 
     async def start_worker(rt: Runtime) -> None:
         await repository.seed_tenant_channels(rt.pool, config.notifications_tenants)
         await worker.start(rt.pool, rt.dsn)
 
-    runtime.on_ready.append(start_worker)
-    runtime.purges.append(repository.FINISHED_DELIVERIES)
-    runtime.on_stop.append(worker.stop)
+    async def stop_worker(rt: Runtime) -> None:
+        await worker.stop()
+
+    runtime.on_start(start_worker)
+    runtime.on_stop(stop_worker)
+    runtime.purge(repository.FINISHED_DELIVERIES)
     return create_app(runtime)
+
+
+SERVICE = ServiceSpec(NAME, NotificationSettings, build, Path(__file__).parent / "migrations")

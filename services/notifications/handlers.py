@@ -22,10 +22,10 @@ from prometheus_client import CollectorRegistry, Counter
 from services.notifications import domain, repository
 from services.notifications.domain import NewDelivery, Planned, Policy
 from services.notifications.repository import ContactRow, MatchRow
-from shared.consumer import Incoming
 from shared.contract.envelope import CloudEvent, Rejected, decode_record
-from shared.db.outbox import OutboxRecord
-from shared.logging import get_logger
+from shared.runtime.db.outbox import OutboxRecord
+from shared.runtime.logging import get_logger
+from shared.runtime.pipeline import Incoming
 
 log = get_logger(__name__)
 

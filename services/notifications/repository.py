@@ -16,7 +16,7 @@ import asyncpg
 
 from services.notifications.domain import Finished, MatchParties, NewDelivery, Outcome
 from services.notifications.settings import TenantChannel
-from shared.db.retention import Purge
+from shared.runtime.db.retention import Purge
 
 NOTIFY_CHANNEL = "notifications_deliveries"
 # Finished deliveries are kept as long as the inbox: a replayed event must find its delivery.

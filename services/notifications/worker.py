@@ -35,10 +35,10 @@ from services.notifications.settings import NotificationSettings
 from services.notifications.smtp import SmtpSender, build_message, tenant_server
 from services.notifications.webhook import WebhookSender, origin
 from shared.contract.topics import dead_letter_topic
-from shared.db.outbox import OutboxRecord, enqueue
-from shared.db.pool import transaction
-from shared.logging import EMAIL, get_logger
-from shared.tracing import span
+from shared.runtime.db.outbox import OutboxRecord, enqueue
+from shared.runtime.db.pool import transaction
+from shared.runtime.logging import EMAIL, get_logger
+from shared.runtime.tracing import span
 
 log = get_logger(__name__)
 SERVICE = "notifications"

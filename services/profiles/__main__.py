@@ -1,4 +1,4 @@
-from services.profiles.entrypoint import NAME, ProfilesSettings, build
-from shared.service import serve
+from services.profiles.entrypoint import SERVICE
+from shared.runtime.service import serve
 
-serve(NAME, build, ProfilesSettings())
+serve(SERVICE)

@@ -6,10 +6,10 @@ import asyncpg
 
 from services.profiles import repository
 from services.profiles.domain import EnrolmentRow, ended_event, latest_registrations
-from shared.consumer import Incoming, bind_event
 from shared.contract.topics import program_key
-from shared.db.outbox import OutboxRecord
-from shared.logging import get_logger
+from shared.runtime.db.outbox import OutboxRecord
+from shared.runtime.logging import get_logger
+from shared.runtime.pipeline import Incoming, bind_event
 
 log = get_logger(__name__)
 REGISTRATIONS = frozenset({"mentor-registered", "mentee-registered"})

@@ -1,5 +1,8 @@
 """The registry of every Kafka topic: name, key, partitions, cleanup policy, who writes and reads.
 
+Services subscribe to what this registry says they read (`read_by`); docs/contract.md's topic
+table is checked against it by a test.
+
 Partition counts let matching and notifications scale out to that many replicas per group.
 """
 
@@ -66,7 +69,7 @@ _ALL = [
         "match-responded",
         "match_id",
         APPS,
-        ("matching",),
+        ("matching", "notifications"),
         "Accept or decline a proposal.",
         ingress=True,
     ),
@@ -134,6 +137,8 @@ _ALL = [
         "A notification failed for good.",
     ),
 ]
+# The services, in the order the registry first names them as readers (one dead-letter topic each).
+SERVICES: tuple[str, ...] = tuple(dict.fromkeys(c for t in _ALL for c in t.consumers))
 _DLQ = [
     Topic(
         f"dlq.{service}",
@@ -144,11 +149,21 @@ _DLQ = [
         partitions=1,
         retention_ms=90 * DAY_MS,
     )
-    for service in ("profiles", "matching", "notifications")
+    for service in SERVICES
 ]
 
 TOPICS: dict[str, Topic] = {t.name: t for t in _ALL + _DLQ}
 INGRESS_TOPICS = tuple(t.name for t in _ALL if t.ingress)
+
+
+def read_by(service: str) -> tuple[str, ...]:
+    """The topics `service` subscribes to: its subscriptions are read from here."""
+    return tuple(t.name for t in _ALL if service in t.consumers)
+
+
+def published_by(service: str) -> tuple[str, ...]:
+    """The topics `service` publishes (its dead-letter topic aside)."""
+    return tuple(t.name for t in _ALL if t.producer == service)
 
 
 def dead_letter_topic(service: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.infra import Endpoints
+from shared.local.infra import Endpoints
 from tests.support import (
     ServiceProcess,
     SmtpInbox,

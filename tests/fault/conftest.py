@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import os
 import random
@@ -32,11 +31,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 
-from services.notifications.sinks import SmtpSink
-from shared.stack import REPO_ROOT, StackConfig, down, start_infra, status
+from services.registry import NAMES
+from shared.contract.topics import read_by
+from shared.local.sinks import SmtpSink
+from shared.local.stack import REPO_ROOT, StackConfig, down, start_infra, status
 from tests.support import ServiceProcess, free_port, topic_partitions
 
-SERVICES = ("profiles", "matching", "notifications")
+SERVICES = NAMES
 RESULTS = REPO_ROOT / ".stack" / "test-results" / "reliability.json"
 Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
@@ -270,7 +271,7 @@ class Follower:
 
 def group_topics() -> dict[str, tuple[str, ...]]:
     """Each service's consumer group (the default: its name) and the topics it reads."""
-    return {s: importlib.import_module(f"services.{s}.entrypoint").TOPICS for s in SERVICES}
+    return {s: read_by(s) for s in SERVICES}
 
 
 async def consumer_lag(bootstrap: str, groups: Mapping[str, Sequence[str]]) -> dict[str, int]:
@@ -460,7 +461,7 @@ class World:
         ignore: float = 0.1,
         session: float = 0.4,
     ) -> None:
-        from shared.simulation import Population
+        from shared.local.simulation import Population
 
         self.rng = random.Random(seed)
         self.tenants = [f"{prefix}-t{i}" for i in range(tenants)]

@@ -26,8 +26,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.notifications.sinks import SmtpSink
-from shared.stack import start_component, stop_component
+from shared.local.sinks import SmtpSink
+from shared.local.stack import start_component, stop_component
 from tests.fault.conftest import (
     APP_SOURCE,
     HR_SOURCE,

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 from markupsafe import escape
 
-from services.notifications.sinks import SmtpSink
+from shared.local.sinks import SmtpSink
 from tests.fault.conftest import (
     INGRESS_DLQ,
     FaultStack,

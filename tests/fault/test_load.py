@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.notifications.sinks import SmtpSink
+from shared.local.sinks import SmtpSink
 from tests.fault.conftest import (
     APP_SOURCE,
     HR_SOURCE,

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.infra import Endpoints
+from shared.local.infra import Endpoints
 from tests.support import (
     ServiceProcess,
     TopicReader,

@@ -9,8 +9,8 @@ import signal
 import asyncpg
 import pytest
 
-from shared.infra import Endpoints
-from shared.simulation import Population
+from shared.local.infra import Endpoints
+from shared.local.simulation import Population
 from tests.support import (
     ServiceProcess,
     TopicReader,

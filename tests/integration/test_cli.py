@@ -1,4 +1,4 @@
-"""The `mentornet` command line, run as a process (`python -m shared.cli`) against the real broker
+"""The `mentornet` command line, run as a process (`python -m shared.ops.cli`) against the real broker
 and database: dead letters (list, show, replay), the report, schemas, topics, migrate, simulate,
 the stack, and the one-line errors.
 """
@@ -23,11 +23,13 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.analytics import program_health
+from services.registry import NAMES as SERVICES
+from services.registry import SERVICES as SPECS
 from shared.contract.topics import TOPICS
-from shared.db.migrations import SERVICES, planned
-from shared.infra import Endpoints
-from shared.stack import REPO_ROOT, StackConfig, down
+from shared.local.infra import Endpoints
+from shared.local.stack import REPO_ROOT, StackConfig, down
+from shared.ops.analytics import program_health
+from shared.runtime.db.migrations import planned
 from tests.support import (
     ServiceProcess,
     TopicReader,
@@ -47,7 +49,7 @@ def mentornet(
 ) -> subprocess.CompletedProcess[str]:
     """The CLI exactly as an operator runs it, pointed at the test infrastructure."""
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "shared.ops.cli", *args],
         cwd=REPO_ROOT,
         env={
             **os.environ,
@@ -364,7 +366,7 @@ async def test_migrate_applies_every_migration_once(
             done = {
                 r["id"] for r in await conn.fetch(f"SELECT id FROM {service}.schema_migrations")
             }
-            assert {m.id for m in planned(service)} <= done
+            assert {m.id for m in planned(service, SPECS[service].migrations)} <= done
     finally:
         await conn.close()
     assert "does not exist" in one_line_error(

@@ -17,9 +17,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.db.migrations import SERVICES
-from shared.db.roles import create_service_roles, role_database_url, role_name
-from shared.infra import Endpoints
+from services.registry import NAMES as SERVICES
+from shared.local.infra import Endpoints
+from shared.ops.roles import create_service_roles, role_database_url, role_name
 from tests.support import (
     ServiceProcess,
     SmtpInbox,

@@ -32,17 +32,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
-from shared.db.migrations import migrate
-from shared.kafka import client_options
-from shared.settings import KafkaSettings
-from shared.stack import (
+from services.registry import migrate_all
+from shared.local.stack import (
     REPO_ROOT,
     StackConfig,
     make_local_tls,
     start_component,
     stop_component,
 )
-from shared.topics import create_topics
+from shared.runtime.kafka import client_options
+from shared.runtime.settings import KafkaSettings
+from shared.runtime.topic_admin import create_topics
 from tests.support import cloud_event, running, unique
 
 pytestmark = pytest.mark.integration
@@ -107,7 +107,7 @@ async def secure() -> AsyncIterator[StackConfig]:
         )
         # provisioned through the secured listener itself, as an operator would
         await create_topics(kafka=cfg.kafka_settings(TESTER))
-        await migrate(cfg.database_url)
+        await migrate_all(cfg.database_url)
         yield cfg
     finally:
         for name in ("kafka", "postgres"):

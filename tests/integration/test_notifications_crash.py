@@ -25,9 +25,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.notifications.sinks import Pending, SmtpSink, free_port, seed_proposals
 from shared.contract.topics import TOPICS
-from shared.infra import Endpoints
+from shared.local.infra import Endpoints
+from shared.local.sinks import Pending, SmtpSink, free_port, seed_proposals
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

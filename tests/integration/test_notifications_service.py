@@ -31,10 +31,10 @@ from faststream.asgi import AsgiFastStream
 from services.notifications.domain import notification_id
 from services.notifications.entrypoint import build
 from services.notifications.settings import NotificationSettings, TenantChannel
-from services.notifications.sinks import SmtpSink, WebhookSink
 from shared.contract.topics import TOPICS
-from shared.infra import Endpoints
-from shared.settings import KafkaSettings
+from shared.local.infra import Endpoints
+from shared.local.sinks import SmtpSink, WebhookSink
+from shared.runtime.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from shared.infra import Endpoints
+from shared.local.infra import Endpoints
 from tests.support import TopicReader, cloud_event, of_tenant, publish_raw, running, unique
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from shared.contract.signature import sign
-from shared.infra import Endpoints
+from shared.local.infra import Endpoints
 from tests.support import (
     ServiceProcess,
     TopicReader,

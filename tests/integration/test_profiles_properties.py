@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.infra import Endpoints
+from shared.local.infra import Endpoints
 from tests.support import (
     ServiceProcess,
     TopicReader,

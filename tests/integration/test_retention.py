@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from shared.infra import Endpoints
+from shared.local.infra import Endpoints
 from tests.support import ServiceProcess, fresh_group, unique, wait_for
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.stack import StackConfig, down, start_component, start_infra, status, stop_component
+from shared.local.stack import (
+    StackConfig,
+    down,
+    start_component,
+    start_infra,
+    status,
+    stop_component,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.infra import Endpoints
+from shared.local.infra import Endpoints
 from tests.support import SmtpInbox, cloud_event, publish_raw, running, unique
 
 pytestmark = pytest.mark.integration

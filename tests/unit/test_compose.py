@@ -1,7 +1,7 @@
 """docker-compose.yml, Dockerfile and .dockerignore say what the deployment needs.
 
 No Docker here: the files are parsed and their structure checked, including that every
-setting the services are given is one that shared.settings.ServiceSettings actually reads.
+setting the services are given is one that shared.runtime.settings.ServiceSettings actually reads.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from shared.settings import ServiceSettings
+from shared.runtime.settings import ServiceSettings
 
 pytestmark = pytest.mark.unit
 

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from services.notifications.settings import NotificationSettings
-from shared.db.roles import password_variable
-from shared.settings import KafkaSettings, ServiceSettings
+from shared.ops.roles import password_variable
+from shared.runtime.settings import KafkaSettings, ServiceSettings
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(900)]
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from shared.analytics import (
+from shared.contract.envelope import decode_record
+from shared.ops.analytics import (
     LOAD_EDGES,
     TIME_EDGES,
     gini,
@@ -22,8 +23,7 @@ from shared.analytics import (
     percentile,
     program_health,
 )
-from shared.cli.report import bar_chart, duration, render_html, rows
-from shared.contract.envelope import decode_record
+from shared.ops.cli.report import bar_chart, duration, render_html, rows
 
 pytestmark = pytest.mark.unit
 

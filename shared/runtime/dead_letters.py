@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.contract.topics import dead_letter_topic
-from shared.db.outbox import OutboxRecord
+from shared.runtime.db.outbox import OutboxRecord
 
 
 def dead_letter(record: Any, service: str, code: str, reason: str) -> OutboxRecord:

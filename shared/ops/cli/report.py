@@ -2,7 +2,7 @@
 
 It reads what any analytics team may read (no database), validates every record against the
 contract as the services do (ingress topics may hold rejected records), and leaves the figures to
-the pure functions of `shared.analytics`. The HTML page is one self-contained file with inline SVG
+the pure functions of `shared.ops.analytics`. The HTML page is one self-contained file with inline SVG
 charts: it opens on a machine without internet and can be mailed as it is.
 """
 
@@ -20,7 +20,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared.analytics import (
+from shared.contract.envelope import Rejected, decode_record
+from shared.contract.topics import TOPICS
+from shared.ops.analytics import (
     LOAD_EDGES,
     LOAD_LABELS,
     TIME_EDGES,
@@ -30,11 +32,9 @@ from shared.analytics import (
     histogram,
     program_health,
 )
-from shared.cli.common import BootstrapOption, run
-from shared.cli.dlq import kafka_settings, read_topics
-from shared.contract.envelope import Rejected, decode_record
-from shared.contract.topics import TOPICS
-from shared.settings import KafkaSettings
+from shared.ops.cli.common import BootstrapOption, run
+from shared.ops.cli.dlq import kafka_settings, read_topics
+from shared.runtime.settings import KafkaSettings
 
 REPORT_TOPICS = (
     "enrolment-updated",

@@ -1,6 +1,6 @@
 """Local receivers for tests and the benchmark: an SMTP server (aiosmtpd) and a webhook endpoint.
 
-Like shared/mailcatcher.py they stand in for the outside world, but keep what they receive in
+Like shared/local/mailcatcher.py they stand in for the outside world, but keep what they receive in
 memory and count it by Message-ID / Idempotency-Key, which is how duplicates are found. The SMTP
 sink can refuse a recipient's first attempts (421) to play a server that recovers.
 """
@@ -228,7 +228,7 @@ async def seed_proposals(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m services.notifications.sinks smtp|webhook --port N --report FILE`: run a sink
+    """`python -m shared.local.sinks smtp|webhook --port N --report FILE`: run a sink
     in its own process (the benchmark does, so neither shares a GIL with the other) until
     SIGTERM, then write its counts by Message-ID / Idempotency-Key to FILE as JSON."""
     parser = argparse.ArgumentParser(description="a local SMTP or webhook sink")

@@ -8,8 +8,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.contract.topics import TOPICS
-from shared.kafka import client_options
-from shared.settings import KafkaSettings
+from shared.runtime.kafka import client_options
+from shared.runtime.settings import KafkaSettings
 
 
 def _admin(

@@ -16,7 +16,7 @@ from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLScram512
 from prometheus_client import CollectorRegistry
 
-from shared.settings import KafkaSettings, ServiceSettings
+from shared.runtime.settings import KafkaSettings, ServiceSettings
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:

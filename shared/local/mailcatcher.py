@@ -2,7 +2,7 @@
 
 The notifications service sends real SMTP; pointing it here lets end-to-end tests read what was
 "sent" from a folder instead of a mailbox. Run with
-`python -m shared.mailcatcher --host 127.0.0.1 --port 1025 --dir .stack/mail`; stops on SIGTERM.
+`python -m shared.local.mailcatcher --host 127.0.0.1 --port 1025 --dir .stack/mail`; stops on SIGTERM.
 """
 
 from __future__ import annotations

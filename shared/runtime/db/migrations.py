@@ -1,6 +1,6 @@
 """The one migration runner: numbered plain-SQL files per service, applied under an advisory lock.
 
-Files are `NNN_description.sql`. The common files in `shared/db/migrations/` (inbox and outbox) are
+Files are `NNN_description.sql`. The common files in `shared/runtime/db/migrations/` (inbox and outbox) are
 applied to every service schema first; each service's own follow from `services/<name>/migrations/`.
 Every file runs in its own transaction with the service schema on the search path.
 """
@@ -8,15 +8,14 @@ Every file runs in its own transaction with the service schema on the search pat
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-from shared.logging import get_logger
+from shared.runtime.logging import get_logger
 
-SERVICES = ("profiles", "matching", "notifications")
-ROOT = Path(__file__).resolve().parents[2]
 COMMON_DIR = Path(__file__).resolve().parent / "migrations"
 LOCK_KEY = 0x6D656E746F72  # "mentor": one lock for every runner, so concurrent runs take turns
 FILE_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -48,17 +47,19 @@ def _scan(origin: str, folder: Path) -> list[Migration]:
     return found
 
 
-def planned(service: str) -> list[Migration]:
-    return _scan("common", COMMON_DIR) + _scan(service, ROOT / "services" / service / "migrations")
+def planned(service: str, folder: Path) -> list[Migration]:
+    """The common migrations, then the service's own from `folder`."""
+    return _scan("common", COMMON_DIR) + _scan(service, folder)
 
 
-async def migrate(database_url: str, services: tuple[str, ...] = SERVICES) -> list[str]:
-    """Apply what is missing; returns the ids applied now. Safe to run from many places at once."""
+async def migrate(database_url: str, services: Mapping[str, Path]) -> list[str]:
+    """Apply what is missing to each service schema (name -> folder of its own migrations);
+    returns the ids applied now. Safe to run from many places at once."""
     applied_now: list[str] = []
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
-        for service in services:
+        for service, folder in services.items():
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{service}"')
             await conn.execute(
                 f"""CREATE TABLE IF NOT EXISTS "{service}".schema_migrations (
@@ -67,7 +68,7 @@ async def migrate(database_url: str, services: tuple[str, ...] = SERVICES) -> li
             done = {
                 r["id"] for r in await conn.fetch(f'SELECT id FROM "{service}".schema_migrations')
             }
-            for migration in planned(service):
+            for migration in planned(service, folder):
                 if migration.id in done:
                     continue
                 async with conn.transaction():
@@ -82,7 +83,3 @@ async def migrate(database_url: str, services: tuple[str, ...] = SERVICES) -> li
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
         await conn.close()
     return applied_now
-
-
-async def migrate_all(database_url: str) -> None:
-    await migrate(database_url)

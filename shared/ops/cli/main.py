@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared.cli.common import BootstrapOption, DatabaseOption, fail, run
-from shared.cli.dlq import app as dlq_app
-from shared.cli.report import report_command
-from shared.settings import KafkaSettings, ServiceSettings
+from shared.ops.cli.common import BootstrapOption, DatabaseOption, fail, run
+from shared.ops.cli.dlq import app as dlq_app
+from shared.ops.cli.report import report_command
+from shared.runtime.settings import KafkaSettings, ServiceSettings
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -56,7 +56,7 @@ def stack_up(
     services: Annotated[bool, typer.Option(help="Also start the three services.")] = True,
 ) -> None:
     """Start Kafka, PostgreSQL, the mail catcher and the services (ports: MENTORNET_*_PORT)."""
-    from shared.stack import StackConfig, status, up
+    from shared.local.stack import StackConfig, status, up
 
     cfg = StackConfig()
     run(up(cfg, services=services))
@@ -67,7 +67,7 @@ def stack_up(
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop exactly what `stack up` started."""
-    from shared.stack import StackConfig, down
+    from shared.local.stack import StackConfig, down
 
     stopped = down(StackConfig())
     console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
@@ -76,7 +76,7 @@ def stack_down() -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """What runs where."""
-    from shared.stack import StackConfig, status
+    from shared.local.stack import StackConfig, status
 
     _print_status(status(StackConfig()))
 
@@ -95,7 +95,7 @@ def _print_status(rows: list[Any]) -> None:
 @app.command()
 def migrate(database_url: DatabaseOption = None) -> None:
     """Apply the SQL migrations of every service (safe to run concurrently: advisory lock)."""
-    from shared.db.migrations import migrate as apply
+    from services.registry import migrate_all as apply
 
     applied = run(apply(database(database_url)))
     console.print(
@@ -120,7 +120,7 @@ def db_roles(
     """Create or update one login role per service (mentornet_<service>) with only its grants.
 
     Run it after `migrate`, as the user that owns the schemas; see docs/security.md."""
-    from shared.db.roles import RolesReport, create_service_roles, load_passwords
+    from shared.ops.roles import RolesReport, create_service_roles, load_passwords
 
     async def go() -> RolesReport:
         passwords = load_passwords(service, password_file)
@@ -146,7 +146,7 @@ def topics_create(
     ] = 1,
 ) -> None:
     """Create every topic of the registry that does not exist yet."""
-    from shared.topics import create_topics
+    from shared.runtime.topic_admin import create_topics
 
     created = run(create_topics(bootstrap(bootstrap_servers), replication))
     console.print(
@@ -157,7 +157,7 @@ def topics_create(
 @topics_app.command("describe")
 def topics_describe(bootstrap_servers: BootstrapOption = None) -> None:
     """Each topic of the registry: key, partitions, cleanup, and whether the cluster has it."""
-    from shared.topics import describe_topics
+    from shared.runtime.topic_admin import describe_topics
 
     rows = run(describe_topics(bootstrap(bootstrap_servers)))
     table = Table("topic", "exists", "partitions", "key", "cleanup")
@@ -181,7 +181,7 @@ def schemas_export(
     directory: Annotated[Path, typer.Argument(help="Folder to write into.")],
 ) -> None:
     """Write a JSON Schema per event and an AsyncAPI document per service."""
-    from shared.contract.schemas import export
+    from shared.ops.schemas import export
 
     written = export(directory)
     console.print(f"wrote {len(written)} files to {directory}")
@@ -205,7 +205,7 @@ def simulate(
     bootstrap_servers: BootstrapOption = None,
 ) -> None:
     """Publish a synthetic HR stream (mentors, then mentees) at a chosen rate."""
-    from shared.cli.simulate import simulate as go
+    from shared.ops.cli.simulate import simulate as go
 
     run(
         go(

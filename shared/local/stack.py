@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib
 import ipaddress
 import json
 import os
@@ -36,13 +35,15 @@ import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import KafkaSettings
+from services.registry import NAMES, migrate_all
+from shared.runtime.settings import KafkaSettings
+from shared.runtime.topic_admin import create_topics
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_VERSION = "4.1.1"
 SLF4J_BINDING = "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3"  # Kafka 4.1 uses slf4j 1.7
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-SERVICES: tuple[str, ...] = ("profiles", "matching", "notifications")
+SERVICES: tuple[str, ...] = NAMES  # started in this order, stopped in the reverse
 INFRA: tuple[str, ...] = ("kafka", "postgres", "mailcatcher")
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -799,7 +800,7 @@ async def _start_python(cfg: StackConfig, name: str, on_step: Step) -> None:
     log = cfg.logs_dir / f"{name}.log"
     if name == "mailcatcher":
         args = [
-            "shared.mailcatcher",
+            "shared.local.mailcatcher",
             "--host",
             "127.0.0.1",
             "--port",
@@ -898,21 +899,11 @@ def stop_component(
 
 
 async def _provision(cfg: StackConfig, on_step: Step) -> None:
-    """Run the topic and migration hooks; a hook module not written yet is skipped with a note."""
-    hooks = (
-        ("shared.topics", "create_topics", cfg.bootstrap_servers),
-        ("shared.db.migrations", "migrate_all", cfg.database_url),
-    )
-    for module, func, arg in hooks:
-        try:
-            hook = getattr(importlib.import_module(module), func)
-        except ModuleNotFoundError as exc:
-            if exc.name not in (module, module.rpartition(".")[0]) or exc.name == "shared":
-                raise
-            on_step(f"skipping {module}.{func}: {module} does not exist yet")
-            continue
-        on_step(f"running {module}.{func}")
-        await hook(arg)
+    """Create the registry's topics and apply every service's migrations."""
+    on_step("creating topics")
+    await create_topics(cfg.bootstrap_servers)
+    on_step("applying migrations")
+    await migrate_all(cfg.database_url)
 
 
 async def _gather(coros: Sequence[Awaitable[None]]) -> None:

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Gauge
 
 from shared.contract.envelope import CloudEvent
-from shared.logging import get_logger
+from shared.runtime.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -26,8 +26,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from shared.db.migrations import LOCK_KEY, SERVICES
-from shared.logging import get_logger
+from services.registry import NAMES as SERVICES
+from shared.runtime.db.migrations import LOCK_KEY
+from shared.runtime.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -1,5 +1,5 @@
 """PostgreSQL helpers: connection pools, the migration runner, inbox and outbox."""
 
-from shared.db.pool import create_pool, transaction
+from shared.runtime.db.pool import create_pool, transaction
 
 __all__ = ["create_pool", "transaction"]

@@ -22,12 +22,12 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from shared.contract.envelope import MAX_EVENT_BYTES, CloudEvent, Rejected, decode_record
-from shared.db.inbox import first_seen
-from shared.db.outbox import OutboxRecord, enqueue
-from shared.db.pool import transaction
-from shared.dead_letters import dead_letter
-from shared.logging import get_logger
-from shared.tracing import OpenSpans, traceparent_of
+from shared.runtime.db.inbox import first_seen
+from shared.runtime.db.outbox import OutboxRecord, enqueue
+from shared.runtime.db.pool import transaction
+from shared.runtime.dead_letters import dead_letter
+from shared.runtime.logging import get_logger
+from shared.runtime.tracing import OpenSpans, traceparent_of
 
 log = get_logger(__name__)
 
@@ -69,6 +69,10 @@ class EventPipeline:
             ["topic", "outcome"],
             registry=registry,
         )
+
+    def open(self, pool: asyncpg.Pool, cluster: str) -> None:
+        """At startup: the database to work in and the Kafka cluster's id."""
+        self.pool, self.cluster = pool, cluster
 
     async def handle(self, records: Sequence[Any]) -> None:
         """Process a batch; raises (after a backoff pause) when the database is unreachable."""

@@ -2,7 +2,7 @@
 
 1. endpoints given by the environment (`KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL`);
 2. testcontainers, when a Docker engine answers;
-3. the project's local stack (`shared.stack`), on test ports under `.stack/test`.
+3. the project's local stack (`shared.local.stack`), on test ports under `.stack/test`.
 
 Whatever is chosen gets the topics and migrations. Nothing here ever skips: no broker, no run.
 """
@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from shared.db.migrations import migrate
-from shared.stack import REPO_ROOT, StackConfig, down, start_infra, status
-from shared.topics import create_topics
+from services.registry import migrate_all
+from shared.local.stack import REPO_ROOT, StackConfig, down, start_infra, status
+from shared.runtime.topic_admin import create_topics
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ async def real_infrastructure(purpose: str = "test") -> AsyncIterator[Endpoints]
 
 async def _provision(endpoints: Endpoints) -> None:
     await create_topics(endpoints.bootstrap_servers)
-    await migrate(endpoints.database_url)
+    await migrate_all(endpoints.database_url)
 
 
 @asynccontextmanager

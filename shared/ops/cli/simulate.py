@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import Progress
 
-from shared.simulation import Population
+from shared.local.simulation import Population
 
 console = Console()
 

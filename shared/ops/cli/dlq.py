@@ -25,13 +25,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from shared.cli.common import BootstrapOption, run
+from services.registry import NAMES as SERVICES
 from shared.contract.topics import TOPICS
-from shared.kafka import client_options
-from shared.settings import KafkaSettings
+from shared.ops.cli.common import BootstrapOption, run
+from shared.runtime.kafka import client_options
+from shared.runtime.settings import KafkaSettings
 
 T = TypeVar("T")
-SERVICES = ("profiles", "matching", "notifications")
 DLQ_PREFIX = "dlq-"
 READ_TIMEOUT = 120.0  # seconds to read a dead-letter topic to its end before giving up
 

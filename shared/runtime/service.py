@@ -1,0 +1,340 @@
+"""What every service is made of: a runtime (broker, pool, producer, outbox relay, background
+tasks), an ASGI app with /healthz, /readyz, /metrics and the AsyncAPI page, and `serve` with
+graceful shutdown. A service declares itself with a `ServiceSpec`; what it reads and publishes
+comes from the contract's topic registry, so code, registry and docs cannot disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from shared.contract.events import EVENT_MODELS
+from shared.contract.topics import TOPICS, published_by, read_by
+from shared.runtime.db.outbox import OutboxRelay
+from shared.runtime.db.pool import create_pool
+from shared.runtime.db.retention import INBOX, Purge
+from shared.runtime.kafka import (
+    check_production_security,
+    client_options,
+    make_broker,
+    make_producer,
+)
+from shared.runtime.logging import configure_logging, get_logger
+from shared.runtime.pipeline import Apply, EventPipeline
+from shared.runtime.settings import ServiceSettings
+from shared.runtime.tracing import configure_tracing
+
+log = get_logger(__name__)
+
+Hook = Callable[["Runtime"], Awaitable[None]]
+Job = Callable[["Runtime"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service, as the tools that run, provision or document it see it."""
+
+    name: str
+    settings: type[ServiceSettings]
+    build: Callable[[ServiceSettings], AsgiFastStream]
+    migrations: Path  # the folder of its own NNN_*.sql files
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return read_by(self.name)
+
+    @property
+    def publishes(self) -> tuple[str, ...]:
+        return published_by(self.name)
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A background job run every `every` seconds while the service runs; a failing round is
+    logged and the next one tries again (an outage must not end the job)."""
+
+    name: str
+    every: float
+    job: Job
+    first_wait: bool = False  # wait one interval before the first round
+
+
+class Runtime:
+    """The live resources of one service process; declared before start, opened on startup."""
+
+    def __init__(self, name: str, settings: ServiceSettings) -> None:
+        check_production_security(settings)
+        self.name = name
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.broker: KafkaBroker = make_broker(settings, name, self.registry)
+        self._producer: AIOKafkaProducer | None = None
+        self._pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
+        self._pipelines: list[EventPipeline] = []
+        self._on_start: list[Hook] = []
+        self._on_stop: list[Hook] = []
+        self._purges: list[Purge] = [INBOX]  # what housekeeping deletes after RETENTION_DAYS
+        self._periodic: list[Periodic] = [
+            Periodic("consumer-lag", 5.0, _measure_lag, first_wait=True),
+            Periodic("housekeeping", 3600.0, _housekeeping),
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+        self.consumer_lag = Gauge(
+            "mentornet_consumer_lag",
+            "Records not yet consumed",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+
+    # --- what a service declares in its `build` --------------------------------------------------
+
+    def consume(
+        self,
+        apply: Apply,
+        *,
+        description: str,
+        on_failure: Callable[[], None] | None = None,
+        select: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
+    ) -> EventPipeline:
+        """Subscribe to every topic the registry says this service reads, the way every service
+        does: batches in one consumer group, acknowledged only after their transaction committed
+        (NACK rewinds on failure), through the one pipeline (contract, dead letters, inbox,
+        outbox). `select` may drop records first."""
+        settings = self.settings
+        pipeline = EventPipeline(
+            self.name,
+            self.name,
+            apply,
+            self.registry,
+            max_event_bytes=settings.max_event_bytes,
+            on_failure=on_failure,
+            signing_keys={
+                t: k.get_secret_value().encode() for t, k in settings.ingress_signing_keys.items()
+            },
+        )
+        self._pipelines.append(pipeline)
+
+        @self.broker.subscriber(
+            *read_by(self.name),
+            group_id=settings.consumer_group or self.name,
+            batch=True,
+            max_records=settings.batch_max_records,
+            batch_timeout_ms=20,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            auto_offset_reset=settings.consumer_offset_reset,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=f"{self.name}-input",
+            description=description,
+        )
+        async def on_records(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records: Sequence[Any] = raw if isinstance(raw, tuple) else (raw,)
+            if select is not None:
+                records = select(records)
+            if records:
+                await pipeline.handle(records)
+
+        for topic in published_by(self.name):  # its AsyncAPI page shows each with its schema
+            if topic in EVENT_MODELS:
+                self.broker.publisher(
+                    topic,
+                    schema=EVENT_MODELS[topic],
+                    description=TOPICS[topic].description,
+                    title=f"{self.name}:{topic}",
+                )
+        return pipeline
+
+    def every(self, name: str, seconds: float, job: Job) -> None:
+        """Run `job` every `seconds` from startup to shutdown (every replica runs it)."""
+        self._periodic.append(Periodic(name, seconds, job))
+
+    def on_start(self, hook: Hook) -> None:
+        """Run `hook` at startup, once the database, producer and pipelines are open."""
+        self._on_start.append(hook)
+
+    def on_stop(self, hook: Hook) -> None:
+        """Run `hook` at shutdown, after the broker drained and background jobs stopped."""
+        self._on_stop.append(hook)
+
+    def purge(self, purge: Purge) -> None:
+        """Have housekeeping delete this table's rows older than RETENTION_DAYS too."""
+        self._purges.append(purge)
+
+    # --- what it holds once started ------------------------------------------------------------
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, f"{self.name} used its database before startup"
+        return self._pool
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        assert self._producer is not None, f"{self.name} used its producer before startup"
+        return self._producer
+
+    @property
+    def dsn(self) -> str:
+        return self.settings.database_url.get_secret_value()
+
+    async def cluster_id(self) -> str:
+        """The Kafka cluster's id (offsets are only comparable within one cluster)."""
+        admin = AIOKafkaAdminClient(
+            **client_options(self.settings.kafka), client_id=f"mentornet-{self.name}"
+        )
+        await admin.start()
+        try:
+            return str((await admin.describe_cluster())["cluster_id"])
+        finally:
+            await admin.close()
+
+    async def start(self) -> None:
+        """Open the database and the producer, start the relay, open the pipelines, run the
+        start hooks and the background jobs; the broker starts after this."""
+        self._pool = await create_pool(
+            self.dsn, self.name, max_size=self.settings.database_pool_size
+        )
+        self._producer = make_producer(self.settings.kafka, self.name)  # needs the running loop
+        await self._producer.start()
+        self.relay = OutboxRelay(self._pool, self.dsn, self.name, self.producer, self.registry)
+        self.relay.start()
+        cluster = await self.cluster_id() if self._pipelines else ""
+        for pipeline in self._pipelines:
+            pipeline.open(self._pool, cluster)
+        for hook in self._on_start:
+            await hook(self)
+        self._tasks = [
+            asyncio.create_task(self._run(periodic), name=periodic.name)
+            for periodic in self._periodic
+        ]
+        log.info("service started", http_port=self.settings.http_port)
+
+    async def _run(self, periodic: Periodic) -> None:
+        if periodic.first_wait:
+            await asyncio.sleep(periodic.every)
+        while True:
+            try:
+                await periodic.job(self)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # an outage: the next round catches up
+                log.warning(f"{periodic.name} failed", error=repr(exc))
+            await asyncio.sleep(periodic.every)
+
+    async def housekeep(self, now: datetime | None = None) -> dict[str, int]:
+        """Purge what is older than RETENTION_DAYS; returns the rows deleted per table."""
+        before = (now or datetime.now(UTC)) - timedelta(days=self.settings.retention_days)
+        return {purge.table: await purge.run(self.pool, before) for purge in self._purges}
+
+    async def stop(self) -> None:
+        """Runs after the broker has drained in-flight messages."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for hook in self._on_stop:
+            await hook(self)
+        if self.relay:
+            await self.relay.stop()
+        if self._producer:
+            await self._producer.stop()
+        if self._pool:
+            await self._pool.close()
+        log.info("service stopped")
+
+    async def ready(self) -> dict[str, bool]:
+        """Whether the broker and the database answer now (each within two seconds)."""
+        broker_ok = False
+        with contextlib.suppress(Exception):
+            broker_ok = bool(await self.broker.ping(timeout=2.0))
+        database_ok = False
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                database_ok = await asyncio.wait_for(self._pool.fetchval("SELECT true"), 2.0)
+        return {"broker": broker_ok, "database": bool(database_ok)}
+
+
+async def _housekeeping(runtime: Runtime) -> None:
+    purged = await runtime.housekeep()
+    if any(purged.values()):
+        log.info("old rows purged", **purged)
+
+
+async def _measure_lag(runtime: Runtime) -> None:
+    """Consumer lag per partition (highwater minus position), for /metrics and autoscaling."""
+    for subscriber in runtime.broker.subscribers:
+        consumer = getattr(subscriber, "consumer", None)
+        if consumer is None:
+            continue
+        with contextlib.suppress(Exception):  # a rebalance may be under way
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    position = await consumer.position(tp)
+                    runtime.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                        highwater - position
+                    )
+
+
+def create_app(runtime: Runtime) -> AsgiFastStream:
+    @get(include_in_schema=False)
+    async def healthz(scope: Any) -> AsgiResponse:
+        return AsgiResponse(
+            b'{"status":"alive"}', 200, headers={"content-type": "application/json"}
+        )
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Any) -> AsgiResponse:
+        checks = await runtime.ready()
+        ok = all(checks.values())
+        body = ("{" + ",".join(f'"{k}":{str(v).lower()}' for k, v in checks.items()) + "}").encode()
+        return AsgiResponse(body, 200 if ok else 503, headers={"content-type": "application/json"})
+
+    @get(include_in_schema=False)
+    async def metrics(scope: Any) -> AsgiResponse:
+        return AsgiResponse(
+            generate_latest(runtime.registry), 200, headers={"content-type": CONTENT_TYPE_LATEST}
+        )
+
+    return AsgiFastStream(
+        runtime.broker,
+        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)],
+        asyncapi_path="/docs/asyncapi",
+        on_startup=[runtime.start],
+        after_shutdown=[runtime.stop],
+        logger=None,
+    )
+
+
+def serve(service: ServiceSpec, settings: ServiceSettings | None = None) -> None:
+    """Run one service until SIGTERM/SIGINT; uvicorn's lifespan drains the broker first."""
+    settings = settings or service.settings()
+    configure_logging(service.name, settings.log_level, settings.log_format)
+    configure_tracing(service.name, settings.traces_file)
+    app = service.build(settings)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.graceful_timeout),
+    )
