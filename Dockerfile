@@ -34,8 +34,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt
 
 # Then the project itself, built from its source (not editable: the runtime stage
-# gets the venv only, no source tree).
-COPY . .
+# gets the venv only, no source tree). The wheel holds what runs in production only: the
+# contract, the runtime, the services and the operator CLI (pyproject.toml says which
+# packages); the local stack, benchmarks and tests are not even copied.
+COPY shared ./shared
+COPY services ./services
 RUN pip install --no-cache-dir --no-deps .
 
 # ---------------------------------------------------------------------------------------

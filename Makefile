@@ -39,9 +39,11 @@ down: $(STAMP)
 status: $(STAMP)
 	$(BIN)/mentornet stack status
 
+## lint: style, formatting and the dependency rule between the rooms (pyproject.toml, importlinter)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy shared services benchmarks

@@ -205,7 +205,7 @@ def simulate(
     bootstrap_servers: BootstrapOption = None,
 ) -> None:
     """Publish a synthetic HR stream (mentors, then mentees) at a chosen rate."""
-    from shared.ops.cli.simulate import simulate as go
+    from shared.local.demo import simulate as go
 
     run(
         go(
@@ -230,6 +230,12 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("shared.local"):
+            raise
+        # `stack` and `simulate` drive the local stack, which ships with the source tree only
+        fail(RuntimeError("this command needs the source tree (a clone with `make install`)"))
+        sys.exit(1)
     except Exception as exc:  # a user's mistake or an outage: one line, not a traceback
         fail(exc)
         sys.exit(1)

@@ -1,4 +1,5 @@
-"""`mentornet simulate`: publish HR traffic like an HR system would, then show the proposals."""
+"""`mentornet simulate` (and `make demo`): publish HR traffic like an HR system would, then show
+the proposals."""
 
 from __future__ import annotations
 
