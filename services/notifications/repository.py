@@ -16,6 +16,7 @@ import asyncpg
 
 from services.notifications.domain import Finished, MatchParties, NewDelivery, Outcome
 from services.notifications.settings import TenantChannel
+from shared.runtime.db.columns import columns
 from shared.runtime.db.retention import Purge
 
 NOTIFY_CHANNEL = "notifications_deliveries"
@@ -67,14 +68,22 @@ async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) 
            WHERE (c.registered_at IS NULL OR c.registered_at < EXCLUDED.registered_at)
              AND (c.erased_at IS NULL OR c.erased_at < EXCLUDED.registered_at)
            RETURNING tenant_id, person_id""",
-        [r.tenant_id for r in values],
-        [r.person_id for r in values],
-        [r.role for r in values],
-        [r.display_name for r in values],
-        [r.email for r in values],
-        [json.dumps(r.languages) for r in values],
-        [r.timezone for r in values],
-        [r.registered_at for r in values],
+        *columns(
+            (
+                (
+                    r.tenant_id,
+                    r.person_id,
+                    r.role,
+                    r.display_name,
+                    r.email,
+                    json.dumps(r.languages),
+                    r.timezone,
+                    r.registered_at,
+                )
+                for r in values
+            ),
+            8,
+        ),
     )
     if changed:
         await conn.execute(
@@ -82,8 +91,7 @@ async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) 
                FROM unnest($1::text[], $2::text[]) AS c(tenant_id, person_id)
                WHERE d.state = 'pending' AND d.waiting AND d.tenant_id = c.tenant_id
                  AND (d.recipient_id = c.person_id OR d.partner_id = c.person_id)""",
-            [r["tenant_id"] for r in changed],
-            [r["person_id"] for r in changed],
+            *columns(((r["tenant_id"], r["person_id"]) for r in changed), 2),
         )
     return len(changed)
 
@@ -100,8 +108,7 @@ async def erase_contacts(
         latest[(tenant, person)] = max(at, latest.get((tenant, person), at))
     if not latest:
         return 0
-    tenants = [t for t, _ in latest]
-    persons = [p for _, p in latest]
+    tenants, persons = columns(latest, 2)
     await conn.execute(
         """INSERT INTO contacts AS c (tenant_id, person_id, erased_at)
            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
@@ -173,13 +180,21 @@ async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> 
                    WHEN array_position($8::text[], EXCLUDED.state)
                         > array_position($8::text[], m.state) THEN EXCLUDED.state
                    ELSE m.state END""",
-        [r.tenant_id for r in values],
-        [r.match_id for r in values],
-        [r.program_id for r in values],
-        [r.mentee_id for r in values],
-        [r.mentor_id for r in values],
-        [r.expires_at for r in values],
-        [r.state for r in values],
+        *columns(
+            (
+                (
+                    r.tenant_id,
+                    r.match_id,
+                    r.program_id,
+                    r.mentee_id,
+                    r.mentor_id,
+                    r.expires_at,
+                    r.state,
+                )
+                for r in values
+            ),
+            7,
+        ),
         list(MATCH_STATES),
     )
 
@@ -194,8 +209,7 @@ async def matches(
         """SELECT m.tenant_id, m.match_id, m.mentee_id, m.mentor_id, m.program_id, m.state
            FROM matches m JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, match_id)
              ON m.tenant_id = k.tenant_id AND m.match_id = k.match_id""",
-        [t for t, _ in keys],
-        [m for _, m in keys],
+        *columns(keys, 2),
     )
     return {
         (r["tenant_id"], r["match_id"]): (
@@ -212,11 +226,11 @@ async def record_responses(
     """(tenant, match, person) answered: remember it and drop their pending reminder."""
     if not answers:
         return
-    columns = [list(c) for c in zip(*answers, strict=True)]
+    arrays = columns(answers, 3)
     await conn.execute(
         """INSERT INTO responses (tenant_id, match_id, person_id)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING""",
-        *columns,
+        *arrays,
     )
     await conn.execute(
         """UPDATE deliveries d SET state = 'cancelled', last_error = 'answered'
@@ -225,7 +239,7 @@ async def record_responses(
              AND d.tenant_id = a.tenant_id AND d.match_id = a.match_id
              AND d.recipient_id = a.person_id
              AND (d.locked_until IS NULL OR d.locked_until < now())""",
-        *columns,
+        *arrays,
     )
 
 
@@ -239,8 +253,7 @@ async def responded(
         """SELECT r.tenant_id, r.match_id, r.person_id FROM responses r
            JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, match_id)
              ON r.tenant_id = k.tenant_id AND r.match_id = k.match_id""",
-        [t for t, _ in keys],
-        [m for _, m in keys],
+        *columns(keys, 2),
     )
     return {(r["tenant_id"], r["match_id"], r["person_id"]) for r in rows}
 
@@ -258,8 +271,7 @@ async def cancel_for_matches(
            WHERE d.state = 'pending' AND d.tenant_id = k.tenant_id AND d.match_id = k.match_id
              AND d.kind = ANY($3::text[])
              AND (d.locked_until IS NULL OR d.locked_until < now())""",
-        [t for t, _ in keys],
-        [m for _, m in keys],
+        *columns(keys, 2),
         list(kinds),
         why,
     )
@@ -349,7 +361,7 @@ async def insert_deliveries(conn: asyncpg.Connection, rows: Sequence[NewDelivery
                    WHERE k.tenant_id = n.tenant_id AND k.person_id = n.recipient_id) c ON true
                ON CONFLICT DO NOTHING RETURNING state = 'pending' AS pending)
            SELECT count(*) FILTER (WHERE pending) FROM new""",
-        *[list(column) for column in zip(*records, strict=True)],
+        *columns(records, 14),
     )
     return int(inserted)
 
@@ -437,12 +449,10 @@ async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome])
            WHERE d.id = u.id AND d.state = 'pending'
            RETURNING d.id, d.state, d.tenant_id, d.recipient_id, d.channel, d.kind,
                      d.source_event_id, d.attempts, d.last_error, d.correlation_id""",
-        [o.id for o in outcomes],
-        [o.state for o in outcomes],
-        [o.attempted for o in outcomes],
-        [o.next_attempt_at for o in outcomes],
-        [o.error for o in outcomes],
-        [o.waiting for o in outcomes],
+        *columns(
+            ((o.id, o.state, o.attempted, o.next_attempt_at, o.error, o.waiting) for o in outcomes),
+            6,
+        ),
     )
     return [
         Finished(

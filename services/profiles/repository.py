@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from services.profiles.domain import EnrolmentRow
+from shared.runtime.db.columns import columns
 
 _UPSERT = """
 INSERT INTO enrolments AS e (
@@ -40,10 +41,10 @@ async def upsert_enrolments(conn: asyncpg.Connection, rows: Sequence[EnrolmentRo
     """Store the rows that are newer than what is stored; returns the ids of their events."""
     if not rows:
         return set()
-    columns: list[list[object]] = [[] for _ in range(16)]
-    for row in rows:
+
+    def values(row: EnrolmentRow) -> tuple[object, ...]:
         r = row.registration
-        values = (
+        return (
             row.tenant_id,
             r.program_id,
             r.person_id,
@@ -61,9 +62,8 @@ async def upsert_enrolments(conn: asyncpg.Connection, rows: Sequence[EnrolmentRo
             row.cause.time,
             row.cause.id,
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    stored = await conn.fetch(_UPSERT, *columns)
+
+    stored = await conn.fetch(_UPSERT, *columns(map(values, rows), 16))
     return {r["event_id"] for r in stored}
 
 

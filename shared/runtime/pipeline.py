@@ -22,6 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from shared.contract.envelope import MAX_EVENT_BYTES, CloudEvent, Rejected, decode_record
+from shared.runtime.db.columns import columns
 from shared.runtime.db.inbox import first_seen
 from shared.runtime.db.outbox import OutboxRecord, enqueue
 from shared.runtime.db.pool import transaction
@@ -183,8 +184,7 @@ async def _skip_applied(
         """SELECT topic, partition, "offset" FROM consumed_offsets
            WHERE cluster = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))""",
         cluster,
-        [t for t, _ in partitions],
-        [p for _, p in partitions],
+        *columns(partitions, 2),
     )
     applied = {(r["topic"], r["partition"]): r["offset"] for r in rows}
     return [r for r in records if r.offset > applied.get((r.topic, r.partition), -1)]
@@ -201,7 +201,5 @@ async def _store_offsets(conn: asyncpg.Connection, cluster: str, records: Sequen
                ON CONFLICT (cluster, topic, partition)
                DO UPDATE SET "offset" = GREATEST(consumed_offsets."offset", EXCLUDED."offset")""",
             cluster,
-            [t for t, _ in latest],
-            [p for _, p in latest],
-            list(latest.values()),
+            *columns(((t, p, offset) for (t, p), offset in latest.items()), 3),
         )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from shared.contract.envelope import CloudEvent
+from shared.runtime.db.columns import columns
 
 
 async def first_seen(conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> set[str]:
@@ -17,8 +18,6 @@ async def first_seen(conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> 
         """INSERT INTO inbox (tenant_id, source, event_id)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
            ON CONFLICT DO NOTHING RETURNING event_id""",
-        [e.tenantid for e in events],
-        [e.source for e in events],
-        [e.id for e in events],
+        *columns(((e.tenantid, e.source, e.id) for e in events), 3),
     )
     return {r["event_id"] for r in rows}

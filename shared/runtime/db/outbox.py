@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Gauge
 
 from shared.contract.envelope import CloudEvent
+from shared.runtime.db.columns import columns
 from shared.runtime.logging import get_logger
 
 log = get_logger(__name__)
@@ -62,7 +63,7 @@ async def enqueue(conn: asyncpg.Connection, schema: str, records: Sequence[Outbo
                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[])
             )
             SELECT pg_notify($5, '')""",
-        *(list(column) for column in zip(*rows, strict=True)),
+        *columns(rows, 4),
         f"{schema}_outbox",
     )
 
