@@ -32,6 +32,7 @@ import numpy as np
 import ortools
 
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
+from services.matching.cpus import usable_cpus
 from services.matching.domain.candidates import BatchScorer
 from services.matching.domain.cohort import (
     PER_MENTOR,
@@ -41,7 +42,8 @@ from services.matching.domain.cohort import (
     min_cost_assignment,
     solve,
 )
-from services.matching.domain.config import CRITERIA, ProgramConfig
+from services.matching.domain.config import ProgramConfig
+from services.matching.domain.criteria import utc_offset_hours
 from services.matching.domain.scoring import (
     Candidate,
     Mentee,
@@ -50,7 +52,6 @@ from services.matching.domain.scoring import (
     criteria_values,
     eligible,
     rank,
-    utc_offset_hours,
 )
 from shared.contract.events import ProgramRules
 
@@ -237,7 +238,7 @@ def optimum(
         for i, mentee in enumerate(mentees):
             values = criteria_values(pool, mentee, config)
             ok = eligible(pool, mentee, config, values, excluded.get(mentee.person_id, ()))
-            score = np.asarray(sum(weights[c] * values[c] for c in CRITERIA))
+            score = values.score(weights)
             cols = np.flatnonzero(ok)
             rows.append(np.full(len(cols), i))
             mentors.append(cols)
@@ -272,7 +273,7 @@ def run_flow(
     stats = SolveStats()
     started, cpu = time.perf_counter(), time.process_time()
     with timed(seconds, "prepare"):
-        scorer = BatchScorer(pool, mentees, config, excluded)
+        scorer = BatchScorer(pool, mentees, config, excluded, usable_cpus())
     with timed(seconds, "solve_total"):
         chosen = solve(scorer, k, stats)
     with timed(seconds, "commit"):
@@ -321,7 +322,7 @@ def compare(
     pool.load[:] = initial
     seconds: dict[str, float] = {}
     with timed(seconds, "total"):
-        greedy_pairs = assign_greedy(pool, mentee_list, config, excluded)
+        greedy_pairs = assign_greedy(pool, mentee_list, config, excluded, workers=usable_cpus())
     greedy = {"seconds": seconds, **summary(greedy_pairs, pool)}
     greedy["violations"] = check(pool, initial_load, greedy_pairs, config, excluded)
     result["greedy"] = greedy
@@ -380,7 +381,12 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "matching",
         "quick": args.quick,
-        "machine": {**machine(), "numpy": np.__version__, "ortools": ortools.__version__},
+        "machine": {
+            **machine(),
+            "numpy": np.__version__,
+            "ortools": ortools.__version__,
+            "solver_threads": usable_cpus(),
+        },
         "load_average_before": [round(x, 2) for x in os.getloadavg()],  # a shared machine
         "sections": {},
     }

@@ -1,4 +1,4 @@
-"""Composition root of matching: runtime, pipeline, expiry job, ASGI app."""
+"""Composition root of matching: runtime, pipeline, expiry job, flow process, ASGI app."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 from faststream.asgi import AsgiFastStream
 
-from services.matching.handlers import apply_events, expire_proposals
+from services.matching.flows import FlowProcess
+from services.matching.handlers import Replica, apply_events, expire_proposals
 from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
 from shared.runtime.service import Runtime, ServiceSpec, create_app
@@ -23,18 +24,22 @@ class MatchingSettings(ServiceSettings):
 
 def build(settings: ServiceSettings) -> AsgiFastStream:
     runtime = Runtime(NAME, settings)
-    pools = PoolCache()
-    metrics = MatchingMetrics.create(runtime.registry)
+    replica = Replica(PoolCache(), MatchingMetrics.create(runtime.registry), FlowProcess())
     runtime.consume(
-        functools.partial(apply_events, pools=pools, metrics=metrics),
+        functools.partial(apply_events, replica=replica),
         description="Enrolments, responses, sessions and program settings.",
-        on_failure=pools.forget_all,
+        on_failure=replica.pools.forget_all,
     )
     runtime.every(
         "expiry",
         getattr(settings, "expiry_interval_seconds", 1.0),
-        functools.partial(expire_proposals, pools=pools, metrics=metrics),
+        functools.partial(expire_proposals, replica=replica),
     )
+
+    async def stop_flows(_: Runtime) -> None:
+        replica.flows.close()
+
+    runtime.on_stop(stop_flows)
     return create_app(runtime)
 
 

@@ -4,20 +4,28 @@ A batch first locks every program it touches, then applies events in order, noti
 programs need (re)matching; then each such program in continuous mode proposes to its waiting
 mentees. Problems with a valid event (an unknown match, a person who is not part of it) are
 answered in the dead-letter topic, in the same transaction.
+
+Each use case is given the `Replica` (what the process keeps across transactions) and the
+transaction's `UnitOfWork` (what it decided: records to publish, programs to rematch and why).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from services.matching import repository as repo
+from services.matching.cpus import usable_cpus
 from services.matching.domain.config import ProgramConfig
 from services.matching.domain.explain import explain
-from services.matching.domain.scoring import Candidate, Mentee, rank
+from services.matching.domain.match import Match, MatchStatus
+from services.matching.domain.scoring import Candidate, Mentee, MentorPool, rank
+from services.matching.flows import FlowProcess
 from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
 from shared.contract.envelope import CloudEvent
@@ -33,19 +41,31 @@ log = get_logger(__name__)
 SERVICE = "matching"
 SOURCE = "mentornet/matching"
 MATCH_EVENTS = frozenset({"match-responded", "session-completed"})
+COHORT_MAX = 1_000_000  # waiting mentees one cohort request assigns, at most
+
+Program = tuple[str, str]  # (tenant_id, program_id)
+Pairs = list[tuple[Mentee, Candidate]]
+
+
+@dataclass(frozen=True)
+class Replica:
+    """What this process keeps across transactions: its cached pools, its metrics, and the
+    child process solving cohorts' flows."""
+
+    pools: PoolCache
+    metrics: MatchingMetrics
+    flows: FlowProcess
 
 
 @dataclass
-class Work:
-    """What one transaction does: records to publish and programs to rematch."""
+class UnitOfWork:
+    """What one transaction does: records to publish and programs to rematch, with their cause."""
 
     now: datetime
-    pools: PoolCache
-    metrics: MatchingMetrics
     out: list[OutboxRecord] = field(default_factory=list)
     # program -> mentees to try (None: the whole waitlist, because capacity was freed or added)
-    rematch: dict[tuple[str, str], set[str] | None] = field(default_factory=dict)
-    cause: dict[tuple[str, str], CloudEvent] = field(default_factory=dict)
+    rematch: dict[Program, set[str] | None] = field(default_factory=dict)
+    cause: dict[Program, CloudEvent] = field(default_factory=dict)
 
     def wants(
         self, tenant_id: str, program_id: str, cause: CloudEvent, mentee: str | None = None
@@ -60,11 +80,19 @@ class Work:
     def publish(self, topic: str, key: str, event: CloudEvent) -> None:
         self.out.append(OutboxRecord.of_event(topic, key, event))
 
+    def reject(self, incoming: Incoming, code: str, reason: str) -> None:
+        """Answer a valid event that cannot be applied in the dead-letter topic."""
+        self.out.append(dead_letter(incoming.record, SERVICE, code, reason))
+        log.info("event refused", code=code)
+
+
+Handler = Callable[[asyncpg.Connection, Replica, UnitOfWork, Incoming], Awaitable[None]]
+
 
 async def apply_events(
-    conn: asyncpg.Connection, batch: list[Incoming], pools: PoolCache, metrics: MatchingMetrics
+    conn: asyncpg.Connection, batch: list[Incoming], replica: Replica
 ) -> list[OutboxRecord]:
-    work = Work(now=datetime.now(UTC), pools=pools, metrics=metrics)
+    work = UnitOfWork(now=datetime.now(UTC))
     matches = await repo.matches_by_id(
         conn, [i.event.data.match_id for i in batch if i.event.type in MATCH_EVENTS]
     )
@@ -73,16 +101,16 @@ async def apply_events(
         for i in batch
         if hasattr(i.event.data, "program_id")
     ]
-    programs += [(m["tenant_id"], m["program_id"]) for m in matches.values()]
+    programs += [(m.tenant_id, m.program_id) for m in matches.values()]
     await repo.lock_programs(conn, programs)
     for run in _runs(batch):
         if run[0].event.type == "enrolment-updated":
-            await on_enrolments_updated(conn, work, run)
+            await on_enrolments_updated(conn, replica, work, run)
             continue
         (incoming,) = run
         with bind_event(incoming.event):
-            await _HANDLERS[incoming.event.type](conn, work, incoming)
-    await rematch(conn, work)
+            await _HANDLERS[incoming.event.type](conn, replica, work, incoming)
+    await rematch(conn, replica, work)
     return work.out
 
 
@@ -97,7 +125,7 @@ def _runs(batch: list[Incoming]) -> list[list[Incoming]]:
             runs.append([incoming])
             people = set()
             continue
-        person = (event.tenantid, event.data.program_id, event.data.person_id)
+        person = _person(incoming)
         if not runs or runs[-1][0].event.type != "enrolment-updated" or person in people:
             runs.append([])
             people = set()
@@ -110,7 +138,9 @@ def _person(incoming: Incoming) -> repo.Person:
     return (incoming.event.tenantid, incoming.event.data.program_id, incoming.event.data.person_id)
 
 
-async def on_enrolments_updated(conn: asyncpg.Connection, work: Work, run: list[Incoming]) -> None:
+async def on_enrolments_updated(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, run: list[Incoming]
+) -> None:
     """Enrolment updates of distinct people: store each one newer than what is known, unless the
     person left the program after it was registered."""
     departed = await repo.departures(conn, [_person(i) for i in run])
@@ -123,10 +153,9 @@ async def on_enrolments_updated(conn: asyncpg.Connection, work: Work, run: list[
         mine = [i for i in run if i.event.data.role == role]
         switching = await repo.enrolled(conn, other, [_person(i) for i in mine])
         for incoming in (i for i in mine if _person(i) in switching):  # rare: a change of role
-            event, e = incoming.event, incoming.event.data
-            with bind_event(event):
-                await repo.delete_enrolment(conn, other, event.tenantid, e.program_id, e.person_id)
-                await _end_relations(conn, work, event, e.program_id, e.person_id)
+            with bind_event(incoming.event):
+                await repo.delete_enrolment(conn, other, _person(incoming))
+                await _end_relations(conn, replica, work, incoming.event, _person(incoming))
         stored = await repo.upsert_enrolments(
             conn, role, [(i.event.tenantid, i.event.data) for i in mine]
         )
@@ -136,85 +165,90 @@ async def on_enrolments_updated(conn: asyncpg.Connection, work: Work, run: list[
             work.wants(event.tenantid, e.program_id, event, mentee=mentee)
 
 
-async def on_enrolment_ended(conn: asyncpg.Connection, work: Work, incoming: Incoming) -> None:
-    event, e = incoming.event, incoming.event.data
-    await conn.execute(
-        """INSERT INTO departures (tenant_id, program_id, person_id, ended_at) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (tenant_id, program_id, person_id)
-           DO UPDATE SET ended_at = GREATEST(departures.ended_at, EXCLUDED.ended_at)""",
-        event.tenantid,
-        e.program_id,
-        e.person_id,
-        event.time,
-    )
-    await _end_relations(conn, work, event, e.program_id, e.person_id)
+async def on_enrolment_ended(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
+) -> None:
+    person = _person(incoming)
+    await repo.record_departure(conn, person, incoming.event.time)
+    await _end_relations(conn, replica, work, incoming.event, person)
     for role in ("mentor", "mentee"):
-        await repo.delete_enrolment(conn, role, event.tenantid, e.program_id, e.person_id)
+        await repo.delete_enrolment(conn, role, person)
 
 
 async def _end_relations(
-    conn: asyncpg.Connection, work: Work, cause: CloudEvent, program_id: str, person_id: str
+    conn: asyncpg.Connection,
+    replica: Replica,
+    work: UnitOfWork,
+    cause: CloudEvent,
+    person: repo.Person,
 ) -> None:
-    for match in await repo.open_matches_of(conn, cause.tenantid, program_id, person_id):
-        await repo.close(conn, match, "cancelled", work.now)
-        _publish_ended(work, match, "cancelled", cause, ended_by=person_id)
-        work.wants(cause.tenantid, program_id, cause)
+    tenant_id, program_id, person_id = person
+    for match in await repo.open_matches_of(conn, person):
+        await repo.close(conn, match, MatchStatus.CANCELLED, work.now)
+        _publish_ended(replica, work, match, MatchStatus.CANCELLED, cause, ended_by=person_id)
+        work.wants(tenant_id, program_id, cause)
 
 
-async def on_match_responded(conn: asyncpg.Connection, work: Work, incoming: Incoming) -> None:
+async def on_match_responded(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
+) -> None:
     event, answer = incoming.event, incoming.event.data
     match = await repo.get_match(conn, answer.match_id)
-    if match is None or match["tenant_id"] != event.tenantid:
-        return _reject(
-            work, incoming, "unknown_match", f"no match {answer.match_id!r} in this tenant"
+    if match is None or match.tenant_id != event.tenantid:
+        return work.reject(
+            incoming, "unknown_match", f"no match {answer.match_id!r} in this tenant"
         )
-    side = {match["mentee_id"]: "mentee", match["mentor_id"]: "mentor"}.get(answer.person_id)
+    side = match.side_of(answer.person_id)
     if side is None:
-        return _reject(
-            work, incoming, "not_a_party", f"{answer.person_id!r} is not part of this match"
+        return work.reject(
+            incoming, "not_a_party", f"{answer.person_id!r} is not part of this match"
         )
-    if match["status"] != "proposed":
-        if match["status"] == "confirmed" and answer.decision == "accepted":
+    if match.status is not MatchStatus.PROPOSED:
+        if match.status is MatchStatus.CONFIRMED and answer.decision == "accepted":
             return None  # a repeated acceptance changes nothing
-        return _reject(work, incoming, "match_closed", f"the proposal is already {match['status']}")
+        return work.reject(incoming, "match_closed", f"the proposal is already {match.status}")
     if answer.decision == "declined":
-        await repo.close(conn, match, "declined", work.now)
-        _publish_ended(work, match, "declined", event, ended_by=answer.person_id)
-        work.wants(match["tenant_id"], match["program_id"], event)
+        await repo.close(conn, match, MatchStatus.DECLINED, work.now)
+        _publish_ended(replica, work, match, MatchStatus.DECLINED, event, ended_by=answer.person_id)
+        work.wants(match.tenant_id, match.program_id, event)
         return None
-    match = await repo.record_acceptance(conn, match["match_id"], side, event.time)
-    if match["mentee_accepted_at"] and match["mentor_accepted_at"]:
-        await repo.confirm(conn, match, work.now)
-        work.metrics.confirmed.inc()
+    match = await repo.record_acceptance(conn, match, side, event.time)
+    if match.accepted_by_both:
+        await repo.confirm(conn, match)
+        replica.metrics.confirmed.inc()
         confirmed = MatchConfirmed(
-            match_id=match["match_id"],
-            program_id=match["program_id"],
-            mentee_id=match["mentee_id"],
-            mentor_id=match["mentor_id"],
+            match_id=match.match_id,
+            program_id=match.program_id,
+            mentee_id=match.mentee_id,
+            mentor_id=match.mentor_id,
             confirmed_at=work.now,
         )
         work.publish(
-            "match-confirmed", match["match_id"], _event("match-confirmed", match, confirmed, event)
+            "match-confirmed", match.match_id, _event("match-confirmed", match, confirmed, event)
         )
     return None
 
 
-async def on_session_completed(conn: asyncpg.Connection, work: Work, incoming: Incoming) -> None:
+async def on_session_completed(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
+) -> None:
     event, session = incoming.event, incoming.event.data
     match = await repo.get_match(conn, session.match_id)
-    if match is None or match["tenant_id"] != event.tenantid:
-        return _reject(
-            work, incoming, "unknown_match", f"no match {session.match_id!r} in this tenant"
+    if match is None or match.tenant_id != event.tenantid:
+        return work.reject(
+            incoming, "unknown_match", f"no match {session.match_id!r} in this tenant"
         )
-    if match["status"] != "confirmed":
-        return _reject(work, incoming, "match_not_confirmed", f"the match is {match['status']}")
+    if match.status is not MatchStatus.CONFIRMED:
+        return work.reject(incoming, "match_not_confirmed", f"the match is {match.status}")
     await repo.record_session(
         conn, match, session.duration_minutes, session.mentor_rating, session.mentee_rating
     )
     return None
 
 
-async def on_program_configured(conn: asyncpg.Connection, work: Work, incoming: Incoming) -> None:
+async def on_program_configured(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
+) -> None:
     event, configured = incoming.event, incoming.event.data
     await repo.save_config(
         conn, event.tenantid, configured.program_id, configured.model_dump(mode="json"), event.time
@@ -222,24 +256,60 @@ async def on_program_configured(conn: asyncpg.Connection, work: Work, incoming: 
     work.wants(event.tenantid, configured.program_id, event)
 
 
-async def on_cohort_requested(conn: asyncpg.Connection, work: Work, incoming: Incoming) -> None:
+async def on_cohort_requested(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
+) -> None:
     event, request = incoming.event, incoming.event.data
-    config = await repo.load_config(conn, event.tenantid, request.program_id)
-    mentees = await repo.waiting_mentees(conn, event.tenantid, request.program_id, limit=1_000_000)
+    tenant_id, program_id = event.tenantid, request.program_id
+    config = await repo.load_config(conn, tenant_id, program_id)
+    mentees = await repo.waiting_mentees(conn, tenant_id, program_id, limit=COHORT_MAX)
     if not mentees:
         return
-    pool = await work.pools.get(conn, event.tenantid, request.program_id, work.now)
-    excluded = await repo.past_pairs(
-        conn, event.tenantid, request.program_id, [m.person_id for m in mentees]
-    )
+    excluded = await repo.past_pairs(conn, tenant_id, program_id, [m.person_id for m in mentees])
+    # The solve takes seconds for a big cohort: it runs in a worker thread (numpy releases the
+    # GIL) and its flows in a child process (OR-Tools does not: see flows.py), so the event loop
+    # keeps answering probes and sending Kafka heartbeats while this transaction and the program
+    # lock stay held. The thread alone touches the pool: the program lock keeps every other
+    # transaction (the expiry job's rematch too) off this program, and the pool is borrowed, out
+    # of the cache, so no task of the loop can be handed it even if this one is cancelled while
+    # the thread runs on (a pool returns to the cache only when the block ends well).
+    async with replica.pools.borrow(conn, tenant_id, program_id, work.now) as pool:
+        cohort = Cohort(pool, mentees, config, excluded)
+        proposals = await asyncio.to_thread(
+            _solve_cohort, cohort, replica.flows, event, program_id, work.now
+        )
+        await _propose(conn, replica, work, proposals, config.mode)
+    log.info("cohort matched", waiting=len(mentees), proposed=len(proposals.rows))
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """What a cohort request assigns: a program's pool and waiting mentees, under its config."""
+
+    pool: MentorPool
+    mentees: Sequence[Mentee]
+    config: ProgramConfig
+    excluded: Mapping[str, set[str]]  # mentee -> mentors never proposed to them again
+
+
+def _solve_cohort(
+    cohort: Cohort, flows: FlowProcess, cause: CloudEvent, program_id: str, now: datetime
+) -> Proposals:
+    """The cohort's assignment and its proposals: computation only, for a worker thread."""
     from services.matching.domain.cohort import assign  # OR-Tools loads only when a cohort runs
 
-    pairs = assign(pool, mentees, config, excluded)
-    await _propose(conn, work, event, request.program_id, config, pairs)
-    log.info("cohort matched", waiting=len(mentees), proposed=len(pairs))
+    pairs = assign(
+        cohort.pool,
+        cohort.mentees,
+        cohort.config,
+        cohort.excluded,
+        workers=usable_cpus(),
+        flow=flows,
+    )
+    return _proposals(cause, program_id, cohort.config, pairs, now)
 
 
-async def rematch(conn: asyncpg.Connection, work: Work) -> None:
+async def rematch(conn: asyncpg.Connection, replica: Replica, work: UnitOfWork) -> None:
     """Continuous mode: each waiting mentee gets the best eligible mentor with a free slot."""
     for (tenant_id, program_id), only in sorted(work.rematch.items(), key=lambda kv: kv[0]):
         config = await repo.load_config(conn, tenant_id, program_id)
@@ -250,33 +320,41 @@ async def rematch(conn: asyncpg.Connection, work: Work) -> None:
         )
         if not mentees:
             continue
-        pool = await work.pools.get(conn, tenant_id, program_id, work.now)
+        pool = await replica.pools.get(conn, tenant_id, program_id, work.now)
         excluded = await repo.past_pairs(
             conn, tenant_id, program_id, [m.person_id for m in mentees]
         )
-        pairs: list[tuple[Mentee, Candidate]] = []
+        pairs: Pairs = []
         for mentee in mentees:
             best = rank(pool, mentee, config, excluded.get(mentee.person_id, ()), limit=1)
             if best:
                 pool.take_slot(best[0].mentor.person_id)
                 pairs.append((mentee, best[0]))
-        await _propose(conn, work, work.cause[(tenant_id, program_id)], program_id, config, pairs)
+        cause = work.cause[(tenant_id, program_id)]
+        await _propose(
+            conn, replica, work, _proposals(cause, program_id, config, pairs, work.now), config.mode
+        )
 
 
-async def _propose(
-    conn: asyncpg.Connection,
-    work: Work,
-    cause: CloudEvent,
-    program_id: str,
-    config: ProgramConfig,
-    pairs: list[tuple[Mentee, Candidate]],
-) -> None:
-    expires_at = work.now + timedelta(hours=config.response_deadline_hours)
-    proposals = []
+@dataclass(frozen=True)
+class Proposals:
+    """Proposals ready to be stored, the events announcing them, and how long each mentee waited."""
+
+    rows: list[repo.NewProposal]
+    events: list[OutboxRecord]
+    waited_seconds: list[float]
+
+
+def _proposals(
+    cause: CloudEvent, program_id: str, config: ProgramConfig, pairs: Pairs, now: datetime
+) -> Proposals:
+    """Each pair's proposal, explained, and its `match-proposed` event (computation only)."""
+    expires_at = now + timedelta(hours=config.response_deadline_hours)
+    made = Proposals([], [], [])
     for mentee, candidate in pairs:
-        score, items = explain(candidate, mentee, config, work.now)
+        score, items = explain(candidate, mentee, config, now)
         if mentee.waiting_since is not None:
-            work.metrics.time_to_match.observe((work.now - mentee.waiting_since).total_seconds())
+            made.waited_seconds.append((now - mentee.waiting_since).total_seconds())
         proposal = repo.NewProposal(
             match_id=str(uuid.uuid4()),
             tenant_id=cause.tenantid,
@@ -287,7 +365,7 @@ async def _propose(
             explanation=repo.explanation_json(items),
             expires_at=expires_at,
         )
-        proposals.append(proposal)
+        made.rows.append(proposal)
         proposed = MatchProposed(
             match_id=proposal.match_id,
             program_id=program_id,
@@ -297,76 +375,83 @@ async def _propose(
             explanation=items,
             expires_at=expires_at,
         )
-        work.publish(
-            "match-proposed",
-            proposal.match_id,
-            CloudEvent.new("match-proposed", SOURCE, cause.tenantid, proposed, cause=cause),
-        )
-    await repo.insert_proposals(conn, proposals)
-    work.metrics.proposals.labels(config.mode).inc(len(proposals))
+        event = CloudEvent.new("match-proposed", SOURCE, cause.tenantid, proposed, cause=cause)
+        made.events.append(OutboxRecord.of_event("match-proposed", proposal.match_id, event))
+    return made
 
 
-async def expire_proposals(runtime: Runtime, pools: PoolCache, metrics: MatchingMetrics) -> None:
+async def _propose(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, proposals: Proposals, mode: str
+) -> None:
+    """Store the proposals (raises repo.StalePool when a mentor has no place left after all)."""
+    await repo.insert_proposals(conn, proposals.rows)
+    work.out += proposals.events
+    for seconds in proposals.waited_seconds:
+        replica.metrics.time_to_match.observe(seconds)
+    replica.metrics.proposals.labels(mode).inc(len(proposals.rows))
+
+
+async def expire_proposals(runtime: Runtime, replica: Replica) -> None:
     """The expiry job: every replica runs it; program locks make each expiry happen once."""
     try:
         async with transaction(runtime.pool) as conn:
-            await enqueue(conn, SERVICE, await expire_due(conn, pools, metrics))
-    except Exception:
-        pools.forget_all()  # what this replica believed may never have been committed
+            await enqueue(conn, SERVICE, await expire_due(conn, replica))
+    except BaseException:
+        replica.pools.forget_all()  # what this replica believed may never have been committed
         raise
 
 
 async def expire_due(
-    conn: asyncpg.Connection,
-    pools: PoolCache,
-    metrics: MatchingMetrics,
-    now: datetime | None = None,
+    conn: asyncpg.Connection, replica: Replica, now: datetime | None = None
 ) -> list[OutboxRecord]:
     """Expire unanswered proposals past their deadline, then rematch their programs."""
-    work = Work(now=now or datetime.now(UTC), pools=pools, metrics=metrics)
+    work = UnitOfWork(now=now or datetime.now(UTC))
     programs = await repo.due_programs(conn, work.now)
     await repo.lock_programs(conn, programs)
     for tenant_id, program_id in programs:
-        for match in await repo.due_proposals(
-            conn, tenant_id, program_id, work.now
-        ):  # re-read under lock
-            await repo.close(conn, match, "expired", work.now)
-            cause = CloudEvent.new("match-ended", SOURCE, tenant_id, _ended(match, "expired"))
-            _publish_ended(work, match, "expired", cause)
+        # read again under the lock: another replica may have expired them meanwhile
+        for match in await repo.due_proposals(conn, tenant_id, program_id, work.now):
+            await repo.close(conn, match, MatchStatus.EXPIRED, work.now)
+            cause = CloudEvent.new(
+                "match-ended", SOURCE, tenant_id, _ended(match, MatchStatus.EXPIRED)
+            )
+            _publish_ended(replica, work, match, MatchStatus.EXPIRED, cause)
             work.wants(tenant_id, program_id, cause)
-    await rematch(conn, work)
+    await rematch(conn, replica, work)
     return work.out
 
 
-def _ended(match: asyncpg.Record, outcome: str, ended_by: str | None = None) -> MatchEnded:
+def _ended(match: Match, outcome: MatchStatus, ended_by: str | None = None) -> MatchEnded:
     return MatchEnded(
-        match_id=match["match_id"],
-        program_id=match["program_id"],
-        mentee_id=match["mentee_id"],
-        mentor_id=match["mentor_id"],
-        outcome=outcome,
+        match_id=match.match_id,
+        program_id=match.program_id,
+        mentee_id=match.mentee_id,
+        mentor_id=match.mentor_id,
+        outcome=outcome.value,
         ended_by=ended_by,
     )
 
 
 def _publish_ended(
-    work: Work, match: asyncpg.Record, outcome: str, cause: CloudEvent, ended_by: str | None = None
+    replica: Replica,
+    work: UnitOfWork,
+    match: Match,
+    outcome: MatchStatus,
+    cause: CloudEvent,
+    ended_by: str | None = None,
 ) -> None:
     event = _event("match-ended", match, _ended(match, outcome, ended_by), cause)
-    work.publish("match-ended", match["match_id"], event)
-    work.metrics.ended.labels(outcome).inc()
+    work.publish("match-ended", match.match_id, event)
+    replica.metrics.ended.labels(outcome.value).inc()
 
 
-def _event(type_: str, match: asyncpg.Record, data: object, cause: CloudEvent) -> CloudEvent:
-    return CloudEvent.new(type_, SOURCE, match["tenant_id"], data, cause=cause)  # type: ignore[arg-type]
+def _event(
+    type_: str, match: Match, data: MatchConfirmed | MatchEnded, cause: CloudEvent
+) -> CloudEvent:
+    return CloudEvent.new(type_, SOURCE, match.tenant_id, data, cause=cause)
 
 
-def _reject(work: Work, incoming: Incoming, code: str, reason: str) -> None:
-    work.out.append(dead_letter(incoming.record, SERVICE, code, reason))
-    log.info("event refused", code=code)
-
-
-_HANDLERS = {  # enrolment-updated runs through on_enrolments_updated, several at a time
+_HANDLERS: dict[str, Handler] = {  # enrolment-updated runs through on_enrolments_updated, in runs
     "enrolment-ended": on_enrolment_ended,
     "match-responded": on_match_responded,
     "session-completed": on_session_completed,

@@ -11,8 +11,10 @@ from typing import Any
 import asyncpg
 
 from services.matching.domain.config import ProgramConfig
+from services.matching.domain.match import Match, MatchStatus, Side
 from services.matching.domain.scoring import Mentee, Mentor
-from shared.contract.events import EnrolmentUpdated
+from shared.contract.events import EnrolmentUpdated, ExplanationItem
+from shared.runtime.db.columns import columns
 
 
 async def lock_programs(conn: asyncpg.Connection, programs: Sequence[tuple[str, str]]) -> None:
@@ -71,9 +73,20 @@ async def departures(conn: asyncpg.Connection, people: Sequence[Person]) -> dict
         """SELECT d.tenant_id, d.program_id, d.person_id, d.ended_at
            FROM departures d JOIN unnest($1::text[], $2::text[], $3::text[]) AS p(t, g, i)
              ON d.tenant_id = p.t AND d.program_id = p.g AND d.person_id = p.i""",
-        *_columns(people),
+        *columns(people, 3),
     )
     return {(r["tenant_id"], r["program_id"], r["person_id"]): r["ended_at"] for r in rows}
+
+
+async def record_departure(conn: asyncpg.Connection, person: Person, at: datetime) -> None:
+    """Remember that the person left the program at `at` (the latest departure wins)."""
+    await conn.execute(
+        """INSERT INTO departures (tenant_id, program_id, person_id, ended_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (tenant_id, program_id, person_id)
+           DO UPDATE SET ended_at = GREATEST(departures.ended_at, EXCLUDED.ended_at)""",
+        *person,
+        at,
+    )
 
 
 async def enrolled(conn: asyncpg.Connection, role: str, people: Sequence[Person]) -> set[Person]:
@@ -85,7 +98,7 @@ async def enrolled(conn: asyncpg.Connection, role: str, people: Sequence[Person]
         f"""SELECT m.tenant_id, m.program_id, m.person_id
             FROM {table} m JOIN unnest($1::text[], $2::text[], $3::text[]) AS p(t, g, i)
               ON m.tenant_id = p.t AND m.program_id = p.g AND m.person_id = p.i""",
-        *_columns(people),
+        *columns(people, 3),
     )
     return {(r["tenant_id"], r["program_id"], r["person_id"]) for r in rows}
 
@@ -122,23 +135,15 @@ async def upsert_enrolments(
     return people
 
 
-def _columns(people: Sequence[Person]) -> tuple[list[str], list[str], list[str]]:
-    return [p[0] for p in people], [p[1] for p in people], [p[2] for p in people]
-
-
-async def delete_enrolment(
-    conn: asyncpg.Connection, role: str, tenant_id: str, program_id: str, person_id: str
-) -> bool:
+async def delete_enrolment(conn: asyncpg.Connection, role: str, person: Person) -> None:
     table = "mentors" if role == "mentor" else "mentees"
     deleted = await conn.fetchval(
         f"DELETE FROM {table} WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3 RETURNING true",
-        tenant_id,
-        program_id,
-        person_id,
+        *person,
     )
     if deleted and role == "mentor":
+        tenant_id, program_id, _ = person
         await bump_pool(conn, tenant_id, program_id)
-    return bool(deleted)
 
 
 def _person_fields(r: asyncpg.Record) -> dict[str, Any]:
@@ -178,6 +183,9 @@ async def load_mentors(conn: asyncpg.Connection, tenant_id: str, program_id: str
     ]
 
 
+READ_CHUNK = 5000  # rows read per round trip when there may be many
+
+
 async def waiting_mentees(
     conn: asyncpg.Connection,
     tenant_id: str,
@@ -185,8 +193,11 @@ async def waiting_mentees(
     only: Sequence[str] | None = None,
     limit: int = 5000,
 ) -> list[Mentee]:
-    """Waiting mentees, longest-waiting first; `only` narrows to mentees that just arrived."""
-    rows = await conn.fetch(
+    """Waiting mentees, longest-waiting first; `only` narrows to mentees that just arrived.
+
+    Read READ_CHUNK at a time (a cohort may have 100,000): between two chunks the event loop
+    runs, instead of stalling while every row is decoded at once."""
+    cursor = await conn.cursor(
         """SELECT person_id, languages, timezone, department, seniority, manager_id, goals, waiting_since
            FROM mentees
            WHERE tenant_id = $1 AND program_id = $2 AND status = 'waiting'
@@ -197,14 +208,19 @@ async def waiting_mentees(
         list(only) if only is not None else None,
         limit,
     )
-    return [
-        Mentee(
-            **_person_fields(r),
-            goals=tuple((g["topic"], g["priority"]) for g in r["goals"]),
-            waiting_since=r["waiting_since"],
-        )
-        for r in rows
-    ]
+    mentees: list[Mentee] = []
+    while True:
+        rows = await cursor.fetch(READ_CHUNK)
+        mentees += [
+            Mentee(
+                **_person_fields(r),
+                goals=tuple((g["topic"], g["priority"]) for g in r["goals"]),
+                waiting_since=r["waiting_since"],
+            )
+            for r in rows
+        ]
+        if len(rows) < READ_CHUNK:
+            return mentees
 
 
 async def past_pairs(
@@ -233,8 +249,12 @@ class NewProposal:
     mentee_id: str
     mentor_id: str
     score: float
-    explanation: list[dict[str, object]]
+    explanation: str  # JSON text: see `explanation_json`
     expires_at: datetime
+
+
+def explanation_json(items: Sequence[ExplanationItem]) -> str:
+    return json.dumps([i.model_dump(mode="json") for i in items])
 
 
 class StalePool(Exception):
@@ -261,14 +281,16 @@ async def bump_pool(conn: asyncpg.Connection, tenant_id: str, program_id: str) -
 
 
 async def insert_proposals(conn: asyncpg.Connection, proposals: Sequence[NewProposal]) -> None:
-    """Store proposals and take one capacity slot of each mentor, in the caller's transaction.
+    """Store proposals of one program and take one place of each mentor, in the caller's
+    transaction: the proposals, the mentors' places and the mentees' status in one statement.
 
-    The load update refuses to pass a capacity, whatever the caller believed: the database is the
-    last guard of the capacity rule (raises StalePool, and the batch is retried on fresh data)."""
+    The database is the last guard of capacities, whatever the caller believed: a mentor's load
+    is only raised where it stays within capacity, and when one is refused this raises StalePool
+    (the caller's transaction must roll back; the batch is then retried on fresh pools)."""
     if not proposals:
         return
-    first = proposals[0]  # the proposals of one call belong to one program
-    await conn.execute(  # one statement: the proposals, the mentors' slots, the mentees' status
+    first = proposals[0]
+    taken = await conn.fetchval(
         """WITH proposed AS (
                INSERT INTO matches (match_id, tenant_id, program_id, mentee_id, mentor_id, status,
                     score, explanation, expires_at)
@@ -282,95 +304,123 @@ async def insert_proposals(conn: asyncpg.Connection, proposals: Sequence[NewProp
                FROM (SELECT mentor_id, count(*)::int AS count FROM unnest($5::text[]) AS mentor_id
                      GROUP BY mentor_id) n
                WHERE m.tenant_id = $1 AND m.program_id = $2 AND m.person_id = n.mentor_id
+                 AND m.load + n.count <= m.capacity
+               RETURNING m.person_id
+           ), waiting AS (
+               UPDATE mentees SET status = 'proposed'
+               WHERE tenant_id = $1 AND program_id = $2 AND person_id = ANY($4::text[])
            )
-           UPDATE mentees SET status = 'proposed'
-           WHERE tenant_id = $1 AND program_id = $2 AND person_id = ANY($4::text[])""",
+           SELECT count(*) FROM slots""",
         first.tenant_id,
         first.program_id,
-        [p.match_id for p in proposals],
-        [p.mentee_id for p in proposals],
-        [p.mentor_id for p in proposals],
-        [p.score for p in proposals],
-        [json.dumps(p.explanation) for p in proposals],  # a list each: as text, not an array
-        [p.expires_at for p in proposals],
+        *columns(
+            (
+                (p.match_id, p.mentee_id, p.mentor_id, p.score, p.explanation, p.expires_at)
+                for p in proposals
+            ),
+            6,
+        ),
+    )
+    mentors = len({p.mentor_id for p in proposals})
+    if taken < mentors:
+        raise StalePool(
+            f"{mentors - taken} of {mentors} mentors of program {first.program_id!r} have no"
+            " place left for these proposals"
+        )
+
+
+_MATCH = """match_id, tenant_id, program_id, mentee_id, mentor_id, status,
+            mentee_accepted_at, mentor_accepted_at"""
+
+
+def _match(r: asyncpg.Record) -> Match:
+    return Match(
+        match_id=r["match_id"],
+        tenant_id=r["tenant_id"],
+        program_id=r["program_id"],
+        mentee_id=r["mentee_id"],
+        mentor_id=r["mentor_id"],
+        status=MatchStatus(r["status"]),
+        mentee_accepted_at=r["mentee_accepted_at"],
+        mentor_accepted_at=r["mentor_accepted_at"],
     )
 
 
-async def matches_by_id(
-    conn: asyncpg.Connection, match_ids: Sequence[str]
-) -> dict[str, asyncpg.Record]:
+async def matches_by_id(conn: asyncpg.Connection, match_ids: Sequence[str]) -> dict[str, Match]:
     if not match_ids:
         return {}
     rows = await conn.fetch(
-        "SELECT * FROM matches WHERE match_id = ANY($1::text[])", list(match_ids)
+        f"SELECT {_MATCH} FROM matches WHERE match_id = ANY($1::text[])", list(match_ids)
     )
-    return {r["match_id"]: r for r in rows}
+    return {r["match_id"]: _match(r) for r in rows}
 
 
-async def get_match(conn: asyncpg.Connection, match_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM matches WHERE match_id = $1", match_id)
+async def get_match(conn: asyncpg.Connection, match_id: str) -> Match | None:
+    row = await conn.fetchrow(f"SELECT {_MATCH} FROM matches WHERE match_id = $1", match_id)
+    return None if row is None else _match(row)
 
 
 async def record_acceptance(
-    conn: asyncpg.Connection, match_id: str, side: str, at: datetime
-) -> asyncpg.Record:
+    conn: asyncpg.Connection, match: Match, side: Side, at: datetime
+) -> Match:
+    """The match once `side` accepted (the first acceptance of a side is the one kept)."""
     column = "mentee_accepted_at" if side == "mentee" else "mentor_accepted_at"
-    return await conn.fetchrow(
-        f"UPDATE matches SET {column} = coalesce({column}, $2) WHERE match_id = $1 RETURNING *",
-        match_id,
+    row = await conn.fetchrow(
+        f"""UPDATE matches SET {column} = coalesce({column}, $2) WHERE match_id = $1
+            RETURNING {_MATCH}""",
+        match.match_id,
         at,
     )
+    return _match(row)
 
 
-async def confirm(conn: asyncpg.Connection, match: asyncpg.Record, at: datetime) -> None:
+async def confirm(conn: asyncpg.Connection, match: Match) -> None:
     await conn.execute(
         "UPDATE matches SET status = 'confirmed', closed_at = NULL WHERE match_id = $1",
-        match["match_id"],
+        match.match_id,
     )
     await conn.execute(
         "UPDATE mentees SET status = 'matched' WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3",
-        match["tenant_id"],
-        match["program_id"],
-        match["mentee_id"],
+        match.tenant_id,
+        match.program_id,
+        match.mentee_id,
     )
 
 
-async def close(conn: asyncpg.Connection, match: asyncpg.Record, status: str, at: datetime) -> None:
+async def close(conn: asyncpg.Connection, match: Match, status: MatchStatus, at: datetime) -> None:
     """End a proposal or relationship: free the mentor's slot, put the mentee back on the waitlist."""
     await conn.execute(
         "UPDATE matches SET status = $2, closed_at = $3 WHERE match_id = $1",
-        match["match_id"],
-        status,
+        match.match_id,
+        status.value,
         at,
     )
     await conn.execute(
         """UPDATE mentors SET load = greatest(load - 1, 0)
            WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3""",
-        match["tenant_id"],
-        match["program_id"],
-        match["mentor_id"],
+        match.tenant_id,
+        match.program_id,
+        match.mentor_id,
     )
-    await bump_pool(conn, match["tenant_id"], match["program_id"])
+    await bump_pool(conn, match.tenant_id, match.program_id)
     await conn.execute(
         """UPDATE mentees SET status = 'waiting', waiting_since = $4
            WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3""",
-        match["tenant_id"],
-        match["program_id"],
-        match["mentee_id"],
+        match.tenant_id,
+        match.program_id,
+        match.mentee_id,
         at,
     )
 
 
-async def open_matches_of(
-    conn: asyncpg.Connection, tenant_id: str, program_id: str, person_id: str
-) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        """SELECT * FROM matches WHERE tenant_id = $1 AND program_id = $2
-             AND (mentee_id = $3 OR mentor_id = $3) AND status IN ('proposed', 'confirmed')""",
-        tenant_id,
-        program_id,
-        person_id,
+async def open_matches_of(conn: asyncpg.Connection, person: Person) -> list[Match]:
+    """The person's proposals and running relationships in the program, on either side."""
+    rows = await conn.fetch(
+        f"""SELECT {_MATCH} FROM matches WHERE tenant_id = $1 AND program_id = $2
+              AND (mentee_id = $3 OR mentor_id = $3) AND status IN ('proposed', 'confirmed')""",
+        *person,
     )
+    return [_match(r) for r in rows]
 
 
 async def due_programs(
@@ -387,19 +437,20 @@ async def due_programs(
 
 async def due_proposals(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, now: datetime
-) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        """SELECT * FROM matches WHERE tenant_id = $1 AND program_id = $2
-             AND status = 'proposed' AND expires_at <= $3 ORDER BY expires_at""",
+) -> list[Match]:
+    rows = await conn.fetch(
+        f"""SELECT {_MATCH} FROM matches WHERE tenant_id = $1 AND program_id = $2
+              AND status = 'proposed' AND expires_at <= $3 ORDER BY expires_at""",
         tenant_id,
         program_id,
         now,
     )
+    return [_match(r) for r in rows]
 
 
 async def record_session(
     conn: asyncpg.Connection,
-    match: asyncpg.Record,
+    match: Match,
     minutes: int,
     mentor_rating: int | None,
     mentee_rating: int | None,
@@ -415,7 +466,7 @@ async def record_session(
                 mentor_rating_sum = p.mentor_rating_sum + EXCLUDED.mentor_rating_sum,
                 mentee_rating_sum = p.mentee_rating_sum + EXCLUDED.mentee_rating_sum,
                 ratings = p.ratings + EXCLUDED.ratings""",
-        match["match_id"],
+        match.match_id,
         minutes,
         mentor_rating or 0,
         mentee_rating or 0,
@@ -427,17 +478,13 @@ async def record_session(
                VALUES ($1, $2, $3, 1)
                ON CONFLICT (tenant_id, mentor_id) DO UPDATE
                SET rating_sum = r.rating_sum + EXCLUDED.rating_sum, rating_count = r.rating_count + 1""",
-            match["tenant_id"],
-            match["mentor_id"],
+            match.tenant_id,
+            match.mentor_id,
             mentor_rating,
         )
         for row in await conn.fetch(
             "SELECT program_id FROM mentors WHERE tenant_id = $1 AND person_id = $2",
-            match["tenant_id"],
-            match["mentor_id"],
+            match.tenant_id,
+            match.mentor_id,
         ):
-            await bump_pool(conn, match["tenant_id"], row["program_id"])
-
-
-def explanation_json(items: Sequence[object]) -> list[dict[str, object]]:
-    return [i.model_dump(mode="json") for i in items]  # type: ignore[attr-defined]
+            await bump_pool(conn, match.tenant_id, row["program_id"])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from services.matching.repository import NewProposal, StalePool, insert_proposals
 from shared.local.infra import Endpoints
 from tests.support import (
     ServiceProcess,
@@ -364,3 +366,75 @@ async def test_enrolment_updates_newest_wins_role_changes_and_departures(
     assert (
         await db.fetchval("SELECT count(*) FROM matching.mentors WHERE tenant_id = $1", tenant) == 0
     )
+
+
+async def test_the_database_refuses_a_proposal_past_a_mentors_capacity(
+    db: asyncpg.Pool, matching: ServiceProcess
+) -> None:
+    """A replica's pool believed a place was free that another replica took: the proposals'
+    statement raises StalePool and, its transaction rolled back, nothing was written."""
+    tenant = unique("stale")
+    await db.execute(
+        """INSERT INTO matching.mentors (tenant_id, program_id, person_id, languages, timezone,
+                expertise, capacity, load, registered_at)
+           VALUES ($1, 'prog', 'full', '{en}', 'Europe/Paris', '[]', 2, 2, now()),
+                  ($1, 'prog', 'roomy', '{en}', 'Europe/Paris', '[]', 2, 0, now())""",
+        tenant,
+    )
+    await db.execute(
+        """INSERT INTO matching.mentees (tenant_id, program_id, person_id, languages, timezone,
+                goals, registered_at)
+           SELECT $1, 'prog', p, '{en}', 'Europe/Paris', '[]', now() FROM unnest($2::text[]) p""",
+        tenant,
+        ["n1", "n2", "n3"],
+    )
+
+    def proposal(mentee: str, mentor: str) -> NewProposal:
+        return NewProposal(
+            match_id=unique("match"),
+            tenant_id=tenant,
+            program_id="prog",
+            mentee_id=mentee,
+            mentor_id=mentor,
+            score=0.5,
+            explanation="[]",
+            expires_at=datetime.now(UTC) + timedelta(days=1),
+        )
+
+    async def propose(*proposals: NewProposal) -> None:
+        async with db.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL search_path = matching, public")
+            await insert_proposals(conn, proposals)
+
+    async def state() -> tuple[int, dict[str, int], dict[str, str]]:
+        matches = await db.fetchval(
+            "SELECT count(*) FROM matching.matches WHERE tenant_id = $1", tenant
+        )
+        loads = await db.fetch(
+            "SELECT person_id, load FROM matching.mentors WHERE tenant_id = $1", tenant
+        )
+        mentees = await db.fetch(
+            "SELECT person_id, status FROM matching.mentees WHERE tenant_id = $1", tenant
+        )
+        return (
+            matches,
+            {r["person_id"]: r["load"] for r in loads},
+            {r["person_id"]: r["status"] for r in mentees},
+        )
+
+    waiting = {"n1": "waiting", "n2": "waiting", "n3": "waiting"}
+    with pytest.raises(StalePool):
+        await propose(proposal("n1", "roomy"), proposal("n2", "full"))
+    assert await state() == (0, {"full": 2, "roomy": 0}, waiting)
+    with pytest.raises(StalePool):  # two places asked of a mentor with two: three in all
+        await propose(proposal("n1", "roomy"), proposal("n2", "roomy"), proposal("n3", "roomy"))
+    assert await state() == (0, {"full": 2, "roomy": 0}, waiting)
+
+    await propose(proposal("n1", "roomy"), proposal("n2", "roomy"))
+    assert await state() == (
+        2,
+        {"full": 2, "roomy": 2},
+        {**waiting, "n1": "proposed", "n2": "proposed"},
+    )
+    for table in ("matches", "mentors", "mentees"):  # nothing left for an expiry job to find
+        await db.execute(f"DELETE FROM matching.{table} WHERE tenant_id = $1", tenant)

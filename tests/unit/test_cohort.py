@@ -1,21 +1,25 @@
 """Cohort matching: hard rules, optimality against brute force and the full flow, greedy baseline,
-and the batched candidate search against `rank`, on small random programs."""
+and the batched candidate search against `rank`, on small random programs; the solver's threads."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.matching.cpus import cpu_quota, usable_cpus
 from services.matching.domain.candidates import BatchScorer
 from services.matching.domain.cohort import Assignment, assign, assign_greedy, min_cost_assignment
 from services.matching.domain.config import CRITERIA, ProgramConfig
+from services.matching.domain.criteria import utc_offset_hours
 from services.matching.domain.explain import explain
 from services.matching.domain.scoring import (
     Mentee,
@@ -24,7 +28,6 @@ from services.matching.domain.scoring import (
     criteria_values,
     eligible,
     rank,
-    utc_offset_hours,
 )
 from shared.contract.events import ProgramRules
 
@@ -260,12 +263,16 @@ def test_batched_search_scores_equal_rank(seed: int, k: int) -> None:
         everyone = np.arange(len(pool))
         batched = scorer.values(np.full(len(pool), i), everyone)
         for criterion in CRITERIA:
-            assert np.array_equal(batched[criterion], values[criterion])
+            assert np.array_equal(batched.of(criterion), values.of(criterion))
+        assert np.array_equal(batched.shared_languages, values.shared_languages)
+        assert np.array_equal(batched.gap_hours, values.gap_hours)
+        assert np.array_equal(batched.seniority_gap, values.seniority_gap, equal_nan=True)
         ok = eligible(pool, mentee, config, values, refused)
         assert np.array_equal(
             scorer.eligible(np.full(len(pool), i), everyone, batched, scorer.free), ok
         )
-        assert np.array_equal(scorer.score(batched), sum(weights[c] * values[c] for c in CRITERIA))
+        weighted = sum(weights[c] * values.of(c) for c in CRITERIA)
+        assert np.array_equal(batched.score(weights), weighted)
     options = eligible_pairs(pool, mentee_list, config, excluded)
     for i, j, score in zip(found.mentee_rows, found.mentor_rows, found.scores, strict=True):
         assert options[i][j] == pytest.approx(score, abs=1e-12)  # mentors' lists: eligible pairs
@@ -285,10 +292,10 @@ def test_candidates_explain_and_carry_the_load_they_were_scored_with() -> None:
         assert len(items) == len(CRITERIA)
 
 
-def test_the_same_input_gives_the_same_assignment() -> None:
+def test_the_same_input_gives_the_same_assignment_on_any_number_of_threads() -> None:
     mentor_list, mentee_list, config, excluded = program(11, 40, 200)
     first = assign(MentorPool(mentor_list, NOW), mentee_list, config, excluded)
-    second = assign(MentorPool(mentor_list, NOW), mentee_list, config, excluded)
+    second = assign(MentorPool(mentor_list, NOW), mentee_list, config, excluded, workers=3)
     assert [(id(m), c.mentor.person_id, c.score) for m, c in first] == [
         (id(m), c.mentor.person_id, c.score) for m, c in second
     ]
@@ -300,3 +307,34 @@ def test_empty_and_full_programs() -> None:
     assert assign(MentorPool([], NOW), mentee_list, config) == []
     full = [Mentor(m.person_id, m.languages, m.timezone, capacity=1, load=1) for m in mentor_list]
     assert assign(MentorPool(full, NOW), mentee_list, config) == []
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus"),
+    [
+        ({}, None),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "200000 100000\n"}, 2),
+        ({"cpu.max": "150000 100000"}, 2),  # one and a half CPUs: two threads
+        ({"cpu.max": "20000 100000"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "400000", "cpu/cpu.cfs_period_us": "100000"}, 4),
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "250000", "cpu,cpuacct/cpu.cfs_period_us": "100000"}, 3),
+    ],
+)
+def test_cpu_quota_of_cgroup_v2_and_v1(
+    tmp_path: Path, files: dict[str, str], cpus: int | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == cpus
+
+
+def test_solver_threads_follow_affinity_capped_by_the_quota(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == affinity  # no quota
+    (tmp_path / "cpu.max").write_text(f"{(affinity + 3) * 100000} 100000")
+    assert usable_cpus(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("100000 100000")
+    assert usable_cpus(tmp_path) == 1

@@ -6,7 +6,7 @@ product, the hard rules become penalties or left-out columns, and only two kinds
 kept: each mentee's best k mentors, and each mentor's best l mentees (ranked by score less half
 the mentee's own best score, so that mentees wanted everywhere do not fill every mentor's list).
 No mentees x mentors matrix is ever held. The kept pairs are then scored again exactly, pair by
-pair, with the float64 operations of `criteria_values` and the rules of `eligible`.
+pair, with the functions of `criteria` that `criteria_values` and `eligible` use.
 
 The product's features, mentee side x mentor side:
   goal weight / total per topic          x  topic_fit weight x expertise level / 5
@@ -17,13 +17,13 @@ The product's features, mentee side x mentor side:
 Mentees are grouped by the languages they speak; a group only sees the mentors sharing one of
 them and having a free place.
 
-Blocks are scored on every core at once, so numpy's BLAS should use one thread per process
-(OPENBLAS_NUM_THREADS=1 in the environment): with more, its threads and ours fight for the cores.
+Blocks are scored on `workers` threads at once (numpy releases the GIL), so numpy's BLAS should
+use one thread per process (OPENBLAS_NUM_THREADS=1 in the environment): with more, its threads and
+ours fight for the cores.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,14 +32,10 @@ from functools import partial
 import numpy as np
 from numpy.typing import NDArray
 
+from services.matching.domain import criteria
 from services.matching.domain.config import CRITERIA, ProgramConfig
-from services.matching.domain.scoring import (
-    IDEAL_SENIORITY_GAP,
-    Candidate,
-    Mentee,
-    MentorPool,
-    utc_offset_hours,
-)
+from services.matching.domain.criteria import Bools, Floats, Ints, Values
+from services.matching.domain.scoring import Candidate, Mentee, MentorPool
 from services.matching.domain.topics import normalise_topic
 
 CHUNK = 32  # columns per chunk: a block's top k lies in the k chunks with the highest maxima
@@ -47,13 +43,8 @@ BLOCK_SCORES = 1 << 22  # float32 scores per block (16 MiB), so a block stays in
 FALLBACK = 16  # above this many pairs per kept one, a block's best mentees are partitioned out
 ROW_CHUNK = 64  # rows per chunk when looking for each mentor's best mentees in a block
 COMPACT_AT = 1 << 20  # pairs kept for the mentors' best mentees before trimming them
-WORKERS = os.cpu_count() or 1  # blocks scored at once (numpy releases the GIL)
 
 REGRET = 0.5  # a mentor's best mentees: score - REGRET x the mentee's own best score
-
-Ints = NDArray[np.int64]
-Floats = NDArray[np.float64]
-Bools = NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -90,6 +81,7 @@ class BatchScorer:
 
     Loads are read once, when the scorer is made: the `load` criterion and `Candidate.load` keep
     that value, and which mentors still have a place is the `free` array passed to `top_k`.
+    Searches score blocks on `workers` threads.
     """
 
     def __init__(
@@ -98,13 +90,15 @@ class BatchScorer:
         mentees: Sequence[Mentee],
         config: ProgramConfig,
         excluded: Mapping[str, set[str]] | None = None,
+        workers: int = 1,
     ) -> None:
         self.pool, self.mentees, self.config = pool, list(mentees), config
+        self.workers = workers
         self.weights = config.normalised_weights()
         n, m = len(self.mentees), len(pool)
         self.load = pool.load.copy()
         self.free = np.maximum(pool.capacity - pool.load, 0)
-        self.load_value = np.clip(1 - self.load / np.maximum(pool.capacity, 1), 0, 1)
+        self.load_value = criteria.load(self.load, pool.capacity)
         self.id_rank = np.empty(m, dtype=np.int64)
         self.id_rank[sorted(range(m), key=lambda j: pool.mentors[j].person_id)] = np.arange(m)
 
@@ -120,7 +114,7 @@ class BatchScorer:
                     topic_of[topic] = topics.get(normalise_topic(topic), len(topics))
                 goal_mentee.append(i)
                 goal_topic.append(topic_of[topic])
-                goal_weight.append(4 - priority)
+                goal_weight.append(criteria.goal_weight(priority))
         flat = np.array(goal_mentee, dtype=np.int64)
         starts = np.searchsorted(flat, np.arange(n))
         position = np.arange(len(flat)) - starts[flat]  # the goal's place among its mentee's
@@ -129,8 +123,7 @@ class BatchScorer:
         self.goal_weight = np.zeros((n, width), dtype=np.int64)
         self.goal_topic[flat, position] = goal_topic
         self.goal_weight[flat, position] = goal_weight
-        total = self.goal_weight.sum(axis=1)
-        self.goal_total = np.where(total == 0, 1, total)
+        self.goal_total = criteria.total_weight(self.goal_weight.sum(axis=1))
 
         codes = {c: i for i, c in enumerate(sorted(pool.languages))}
         self.mentor_languages = np.array([pool.languages[c] for c in codes], dtype=float)
@@ -144,35 +137,20 @@ class BatchScorer:
             for code in languages:
                 if code in codes:
                     counts[row, codes[code]] += 1
-            counts[row, -1] = max(len(languages), 1)
+            counts[row, -1] = criteria.spoken_count(languages)
         self.mentee_languages = counts[spoken_by, :-1]
         self.language_count = counts[spoken_by, -1].astype(np.int64)
         _, group_of = np.unique(counts, axis=0, return_inverse=True)
         self.language_group = group_of.reshape(-1)[spoken_by]
 
-        offsets = {
-            tz: utc_offset_hours(tz, pool.now) for tz in {me.timezone for me in self.mentees}
-        }
+        zones = {me.timezone for me in self.mentees}
+        offsets = {tz: criteria.utc_offset_hours(tz, pool.now) for tz in zones}
         self.offset = np.array([offsets[me.timezone] for me in self.mentees], dtype=float)
         self.seniority = np.array(
             [np.nan if me.seniority is None else me.seniority for me in self.mentees], dtype=float
         )
-        departments: dict[str, int] = {}
-        self.mentor_department = np.array(
-            [
-                -1 if d is None else departments.setdefault(d, len(departments))
-                for d in pool.department
-            ],
-            dtype=np.int64,
-        )
         self.mentee_department = np.array(
-            [
-                -1
-                if me.department is None
-                else departments.setdefault(me.department, len(departments))
-                for me in self.mentees
-            ],
-            dtype=np.int64,
+            [pool.department_of(me.department) for me in self.mentees], dtype=np.int64
         )
 
         forbidden = sorted(
@@ -196,70 +174,52 @@ class BatchScorer:
 
     # --- exact scores, pair by pair --------------------------------------------------------------
 
-    def values(self, rows: Ints, cols: Ints) -> dict[str, Floats]:
-        """`criteria_values` for mentee rows x mentor cols (broadcast), with the same float operations."""
+    def values(self, rows: Ints, cols: Ints) -> Values:
+        """`criteria_values` for mentee rows x mentor cols (broadcast): the same functions."""
         pool = self.pool
         shape = np.broadcast_shapes(rows.shape, cols.shape)
-        fit = np.zeros(shape)
-        for g in range(self.goal_topic.shape[1]):
-            fit = fit + self.goal_weight[rows, g] * self.expertise[self.goal_topic[rows, g], cols]
-        fit = fit / self.goal_total[rows]
-
+        goals = (
+            (self.goal_weight[rows, g], self.expertise[self.goal_topic[rows, g], cols])
+            for g in range(self.goal_topic.shape[1])
+        )
         shared = (self.mentee_languages[rows] * self.mentor_languages.T[cols]).sum(-1)
         shared = np.broadcast_to(shared, shape) if shared.shape != shape else shared
-        languages = shared / self.language_count[rows]
-
-        gap_hours = _gap_hours(pool.utc_offset[cols], self.offset[rows])
-        timezone = np.clip(1 - gap_hours / 12, 0, 1)
-        seniority = _seniority_value(pool.seniority[cols] - self.seniority[rows])
-        department = _department_value(
-            self.mentee_department[rows],
-            self.mentor_department[cols],
-            self.config.rules.department == "same",
+        gap = criteria.gap_hours(pool.utc_offset[cols], self.offset[rows])
+        seniority_gap = pool.seniority[cols] - self.seniority[rows]
+        mentee_department = self.mentee_department[rows]
+        mentor_department = pool.department_code[cols]
+        department = criteria.department(
+            mentee_department, mentor_department, self.config.rules.department == "same"
         )
-        return {
-            "topic_fit": fit,
-            "languages": languages,
-            "timezone": np.broadcast_to(timezone, shape),
-            "seniority": np.broadcast_to(seniority, shape),
-            "department": np.broadcast_to(department, shape),
-            "reputation": np.broadcast_to(pool.reputation[cols], shape),
-            "load": np.broadcast_to(self.load_value[cols], shape),
-            "_shared_languages": shared,
-            "_gap_hours": np.broadcast_to(gap_hours, shape),
-        }
+        return Values(
+            topic_fit=criteria.topic_fit(goals, self.goal_total[rows], shape),
+            languages=criteria.languages(shared, self.language_count[rows]),
+            timezone=np.broadcast_to(criteria.timezone(gap), shape),
+            seniority=np.broadcast_to(criteria.seniority(seniority_gap), shape),
+            department=np.broadcast_to(department, shape),
+            reputation=np.broadcast_to(pool.reputation[cols], shape),
+            load=np.broadcast_to(self.load_value[cols], shape),
+            shared_languages=shared,
+            gap_hours=np.broadcast_to(gap, shape),
+            seniority_gap=np.broadcast_to(seniority_gap, shape),
+            mentee_department=np.broadcast_to(mentee_department, shape),
+            mentor_department=np.broadcast_to(mentor_department, shape),
+        )
 
-    def eligible(self, rows: Ints, cols: Ints, values: dict[str, Floats], free: Ints) -> Bools:
+    def eligible(self, rows: Ints, cols: Ints, values: Values, free: Ints) -> Bools:
         """`eligible` for the pairs, with `free` places per mentor instead of capacity - load."""
-        ok = (values["_shared_languages"] > 0) & (free[cols] > 0)
+        ok = criteria.allowed(values, self.config.rules) & (free[cols] > 0)
         keys = rows * len(self.pool) + cols
         at = np.minimum(np.searchsorted(self.forbidden, keys), max(len(self.forbidden) - 1, 0))
         if len(self.forbidden):
             ok &= self.forbidden[at] != keys
-        rules = self.config.rules
-        if rules.max_timezone_difference_hours is not None:
-            ok &= values["_gap_hours"] <= rules.max_timezone_difference_hours
-        if rules.department != "any":
-            mentee_department = self.mentee_department[rows]
-            same = self.mentor_department[cols] == mentee_department
-            ok &= same & (mentee_department >= 0) if rules.department == "same" else ~same
-        if rules.min_seniority_gap is not None:
-            gap = self.pool.seniority[cols] - self.seniority[rows]
-            ok &= np.isnan(gap) | (gap >= rules.min_seniority_gap)
         return np.asarray(ok)
-
-    def score(self, values: dict[str, Floats]) -> Floats:
-        """The weighted sum, added up in the order `rank` adds it."""
-        total: Floats | int = 0
-        for c in CRITERIA:
-            total = total + self.weights[c] * values[c]
-        return np.asarray(total, dtype=float)
 
     def candidates(self, rows: Ints, cols: Ints) -> list[Candidate]:
         """The `Candidate` of each pair (rows[i], cols[i]), as `rank` would have made it."""
         values = self.values(rows, cols)
-        scores = self.score(values)
-        per_criterion = {c: values[c].tolist() for c in CRITERIA}
+        scores = values.score(self.weights)
+        per_criterion = {c: values.of(c).tolist() for c in CRITERIA}
         return [
             Candidate(
                 self.pool.mentors[j],
@@ -296,7 +256,7 @@ class BatchScorer:
         groups = self.language_group[rows_all]
         order = np.argsort(groups, kind="stable")
         bounds = np.flatnonzero(np.diff(groups[order])) + 1
-        with ThreadPoolExecutor(WORKERS) as workers:
+        with ThreadPoolExecutor(self.workers) as workers:
             for positions in np.split(order, bounds) if len(order) else []:
                 group = self._group(rows_all[positions[0]], free)
                 if group is None:
@@ -310,7 +270,7 @@ class BatchScorer:
         rows, cols, _ = best_mentees.pairs()
         values = self.values(rows, cols)
         ok = self.eligible(rows, cols, values, free)
-        return Shortlist(found, rows[ok], cols[ok], self.score(values)[ok])
+        return Shortlist(found, rows[ok], cols[ok], values.score(self.weights)[ok])
 
     def _group(self, first: int, free: Ints) -> _Group | None:
         """The mentors mentees speaking `first`'s languages may get, and their side of the product."""
@@ -354,7 +314,7 @@ class BatchScorer:
         mentors = np.where(valid, cols[np.minimum(picked, len(cols) - 1)], 0)
         values = self.values(rows[:, None], mentors)
         ok = valid & self.eligible(rows[:, None], mentors, values, free)
-        exact = np.where(ok, self.score(values), -np.inf)
+        exact = np.where(ok, values.score(self.weights), -np.inf)
         best = np.lexsort((self.id_rank[mentors], -exact), axis=-1)
         found.mentors[at, : best.shape[1]] = np.take_along_axis(np.where(ok, mentors, -1), best, 1)
         found.scores[at, : best.shape[1]] = np.take_along_axis(exact, best, 1)
@@ -394,10 +354,11 @@ class BatchScorer:
         categories = []  # (category of each mentee, how many categories) per one-hot part
 
         zones, zone_of = np.unique(self.offset, return_inverse=True)
-        gap_hours = _gap_hours(pool.utc_offset[None, :], zones[:, None])
-        zone_rows = w["timezone"] * np.clip(1 - gap_hours / 12, 0, 1)
+        gap_hours = criteria.gap_hours(pool.utc_offset[None, :], zones[:, None])
+        zone_rows = w["timezone"] * criteria.timezone(gap_hours)
         if rules.max_timezone_difference_hours is not None:
-            zone_rows -= self.penalty * (gap_hours > rules.max_timezone_difference_hours)
+            limit = rules.max_timezone_difference_hours
+            zone_rows -= self.penalty * ~criteria.within_timezone_limit(gap_hours, limit)
         mentor_parts.append(zone_rows)
         categories.append((zone_of.reshape(n), len(zones)))
 
@@ -407,21 +368,21 @@ class BatchScorer:
         seniority_of = np.full(n, len(levels) - 1)
         seniority_of[known] = level_of.reshape(-1)
         gap = pool.seniority[None, :] - levels[:, None]
-        level_rows = w["seniority"] * _seniority_value(gap)
+        level_rows = w["seniority"] * criteria.seniority(gap)
         if rules.min_seniority_gap is not None:
-            level_rows -= self.penalty * ~(np.isnan(gap) | (gap >= rules.min_seniority_gap))
+            level_rows -= self.penalty * ~criteria.senior_enough(gap, rules.min_seniority_gap)
         mentor_parts.append(level_rows)
         categories.append((seniority_of, len(levels)))
 
         departments, department_of = np.unique(self.mentee_department, return_inverse=True)
-        mentee_department, mentor_department = departments[:, None], self.mentor_department[None, :]
-        prefers_same = rules.department == "same"
-        department_rows = w["department"] * _department_value(
-            mentee_department, mentor_department, prefers_same
+        mentee_department, mentor_department = departments[:, None], pool.department_code[None, :]
+        department_rows = w["department"] * criteria.department(
+            mentee_department, mentor_department, rules.department == "same"
         )
         if rules.department != "any":
-            same = mentor_department == mentee_department
-            allowed = same & (mentee_department >= 0) if prefers_same else ~same
+            allowed = criteria.department_allowed(
+                mentee_department, mentor_department, rules.department
+            )
             department_rows -= self.penalty * ~allowed
         mentor_parts.append(department_rows)
         categories.append((department_of.reshape(n), len(departments)))
@@ -435,27 +396,6 @@ class BatchScorer:
             start += count
         self.mentee_features[:, -1] = 1.0  # times the group's row: languages, reputation, load
         self.mentor_features = np.vstack(mentor_parts).astype(np.float32)
-
-
-def _gap_hours(mentor_offset: Floats, mentee_offset: Floats) -> Floats:
-    gap_hours = np.abs(mentor_offset - mentee_offset)
-    return np.minimum(gap_hours, 24 - gap_hours)
-
-
-def _seniority_value(gap: Floats) -> Floats:
-    """Mentor's seniority minus mentee's: 1 inside the ideal gap, 0.5 when either is unknown."""
-    low, high = IDEAL_SENIORITY_GAP
-    value = np.where(
-        gap < low, 0.0, np.where(gap <= high, 1.0, np.clip(1 - (gap - high) / 5, 0, 1))
-    )
-    return np.where(np.isnan(gap), 0.5, value)
-
-
-def _department_value(mentee: Ints, mentor: Ints, prefers_same: bool) -> Floats:
-    """Department codes, -1 when not known (0.5); otherwise 1 when same-ness is what is preferred."""
-    return np.where(
-        (mentee < 0) | (mentor < 0), 0.5, np.where((mentor == mentee) == prefers_same, 1.0, 0.0)
-    )
 
 
 class _BestMentees:

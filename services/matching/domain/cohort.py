@@ -16,14 +16,15 @@ every pair is worth more than leaving its mentee unassigned and ties favour matc
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from ortools.graph.python import min_cost_flow
 
-from services.matching.domain.candidates import BatchScorer, Floats, Ints
+from services.matching.domain.candidates import BatchScorer
 from services.matching.domain.config import ProgramConfig
+from services.matching.domain.criteria import Floats, Ints
 from services.matching.domain.scoring import Candidate, Mentee, MentorPool
 
 SCARCE_K = 3  # each mentee's best mentors in the first round, when places are fewer than mentees
@@ -36,6 +37,8 @@ GREEDY_K = 32  # greedy: candidates listed per mentee
 REFRESH = 4096  # greedy: mentees whose candidate lists are searched again at once
 
 Assignment = list[tuple[Mentee, Candidate]]
+# min_cost_assignment's signature: callers may run it elsewhere (OR-Tools' solve holds the GIL)
+Flow = Callable[[Ints, Ints, Floats, int, Ints, float], Ints]
 
 
 @dataclass
@@ -58,15 +61,19 @@ def assign(
     config: ProgramConfig,
     excluded: Mapping[str, set[str]] | None = None,
     k: int | None = None,
+    workers: int = 1,
+    flow: Flow | None = None,
 ) -> Assignment:
     """Assign the mentees for the highest total score; unassigned ones are left out of the result.
 
     `excluded` maps a mentee's person id to mentors it must never get; `k` is how many of each
-    mentee's best mentors the first round considers (default SCARCE_K or ROOMY_K). The pool's loads
-    are updated with the assignments; each `Candidate` carries the values and load it was scored with.
+    mentee's best mentors the first round considers (default SCARCE_K or ROOMY_K); candidates are
+    searched on `workers` threads and each round's flow solved by `flow` (see `solve`). The pool's
+    loads are updated with the assignments; each `Candidate` carries the values and load it was
+    scored with.
     """
-    scorer = BatchScorer(pool, mentees, config, excluded)
-    return commit(pool, scorer, solve(scorer, k))
+    scorer = BatchScorer(pool, mentees, config, excluded, workers)
+    return commit(pool, scorer, solve(scorer, k, flow=flow))
 
 
 def assign_greedy(
@@ -75,9 +82,10 @@ def assign_greedy(
     config: ProgramConfig,
     excluded: Mapping[str, set[str]] | None = None,
     k: int | None = None,
+    workers: int = 1,
 ) -> Assignment:
     """The baseline: mentees in order, each takes its best eligible mentor with a place left."""
-    scorer = BatchScorer(pool, mentees, config, excluded)
+    scorer = BatchScorer(pool, mentees, config, excluded, workers)
     chosen = np.full(len(scorer.mentees), -1, dtype=np.int64)
     greedy(scorer, k or GREEDY_K, np.arange(len(chosen)), scorer.free.copy(), chosen)
     return commit(pool, scorer, chosen)
@@ -88,12 +96,15 @@ def solve(
     k: int | None = None,
     stats: SolveStats | None = None,
     per_mentor: int | None = None,
+    flow: Flow | None = None,
 ) -> Ints:
     """The mentor row chosen for each mentee, -1 for none: flow rounds, then greedy leftovers.
 
     Each round's graph holds each waiting mentee's best k mentors (LATER_K after the first round)
-    and each mentor's best `per_mentor` waiting mentees, among mentors with places left.
+    and each mentor's best `per_mentor` waiting mentees, among mentors with places left; `flow`
+    solves it (default: `min_cost_assignment`, in this thread).
     """
+    flow = flow or min_cost_assignment
     stats = stats or SolveStats()
     if k is None:
         k = SCARCE_K if scorer.free.sum() < len(scorer.mentees) else ROOMY_K
@@ -120,9 +131,7 @@ def solve(
         started = time.perf_counter()
         _, first = np.unique(mentees * len(free) + mentors, return_index=True)
         ids, tails = np.unique(mentees[first], return_inverse=True)
-        got = min_cost_assignment(
-            tails.reshape(-1), mentors[first], scores[first], len(ids), free, scorer.lowest
-        )
+        got = flow(tails.reshape(-1), mentors[first], scores[first], len(ids), free, scorer.lowest)
         placed = got >= 0
         chosen[ids[placed]] = got[placed]
         free -= np.bincount(got[placed], minlength=len(free))

@@ -1,0 +1,210 @@
+"""The seven criteria and the hard rules, each defined once.
+
+Each criterion is a value in 0..1 computed element-wise on numpy arrays of (mentee, mentor)
+pairs, so the mentee-by-mentee scorer (`scoring`) and the cohort's batch scorer (`candidates`)
+broadcast the very same functions and get the very same floats. `Values` holds a set of pairs'
+values, with the facts the hard rules and explanations read beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.matching.domain.config import CRITERIA
+from shared.contract.events import ProgramRules
+
+Ints = NDArray[np.int64]
+Floats = NDArray[np.float64]
+Bools = NDArray[np.bool_]
+
+HIGHEST_LEVEL = 5.0  # expertise levels are 1..5
+LOWEST_RATING, HIGHEST_RATING = 1, 5
+RATING_PRIOR = 4.0  # what we assume of a mentor nobody has rated yet
+RATING_PRIOR_WEIGHT = 5  # ratings needed before a mentor's own average counts as much as the prior
+TIMEZONE_HORIZON = 12  # hours apart at which the time zone is worth nothing (the farthest two are)
+IDEAL_SENIORITY_GAP = (1, 4)  # the mentor's levels above the mentee that are best
+SENIORITY_FADE = 5  # levels beyond the ideal gap over which seniority falls to 0
+UNKNOWN = 0.5  # the value of a fact not known for both: neither good nor bad
+NO_DEPARTMENT = -1  # department code when not known
+
+
+@dataclass(frozen=True)
+class Values:
+    """Each criterion's value for some pairs, every array of the pairs' shape, and the facts the
+    hard rules and explanations read."""
+
+    topic_fit: Floats
+    languages: Floats
+    timezone: Floats
+    seniority: Floats
+    department: Floats
+    reputation: Floats
+    load: Floats
+    shared_languages: Floats  # how many of the mentee's languages the mentor speaks
+    gap_hours: Floats  # between their time zones, now
+    seniority_gap: Floats  # the mentor's level minus the mentee's, NaN when either is not known
+    mentee_department: Ints  # department codes, NO_DEPARTMENT when not known
+    mentor_department: Ints
+
+    def of(self, criterion: str) -> Floats:
+        assert criterion in CRITERIA, criterion
+        value: Floats = getattr(self, criterion)
+        return value
+
+    def score(self, weights: Mapping[str, float]) -> Floats:
+        """The weighted sum, always added up in CRITERIA order (so every scorer gets the same bits)."""
+        total: Floats | int = 0
+        for criterion in CRITERIA:
+            total = total + weights[criterion] * self.of(criterion)
+        return np.asarray(total, dtype=float)
+
+
+# --- topic fit: the mentee's goals against the mentor's expertise --------------------------------
+
+
+def goal_weight(priority: int) -> int:
+    """Priority 1 (most important) weighs 3, 2 weighs 2, 3 weighs 1."""
+    return 4 - priority
+
+
+def by_importance(goals: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """(topic, priority) goals, the weightiest first."""
+    return sorted(goals, key=lambda goal: -goal_weight(goal[1]))
+
+
+def expertise_value(level: int) -> float:
+    return level / HIGHEST_LEVEL
+
+
+def total_weight(weight_sum: Ints | int) -> Ints:
+    """What goal weights are divided by: their sum, 1 for a mentee without goals."""
+    return np.where(np.equal(weight_sum, 0), 1, weight_sum)
+
+
+def topic_fit(
+    goals: Iterable[tuple[Ints | int, Floats]], total: Ints, shape: tuple[int, ...]
+) -> Floats:
+    """Each goal's weight times the mentor's `expertise_value` in its topic (0 without), summed in
+    the goals' order and divided by the mentee's `total_weight`."""
+    fit: Floats = np.zeros(shape)
+    for weight, expertise in goals:
+        fit = fit + weight * expertise
+    return np.asarray(fit / total)
+
+
+# --- languages -----------------------------------------------------------------------------------
+
+
+def spoken_count(languages: Sequence[str]) -> int:
+    """What shared languages are divided by (a mentee listing none counts as one)."""
+    return max(len(languages), 1)
+
+
+def languages(shared: Floats, spoken: Ints | int) -> Floats:
+    """The share of the mentee's languages the mentor speaks."""
+    return np.asarray(shared / spoken)
+
+
+def speaks_with(shared: Floats) -> Bools:
+    """The hard rule: they share a language."""
+    return np.asarray(shared > 0)
+
+
+# --- time zone -----------------------------------------------------------------------------------
+
+
+def utc_offset_hours(timezone: str, at: datetime) -> float:
+    offset = at.astimezone(ZoneInfo(timezone)).utcoffset()
+    return offset.total_seconds() / 3600 if offset else 0.0
+
+
+def gap_hours(mentor_offset: Floats | float, mentee_offset: Floats | float) -> Floats:
+    """Hours between two UTC offsets, the short way round the clock."""
+    gap = np.abs(mentor_offset - mentee_offset)
+    return np.minimum(gap, 24 - gap)
+
+
+def timezone(gap: Floats) -> Floats:
+    return np.clip(1 - gap / TIMEZONE_HORIZON, 0, 1)
+
+
+def within_timezone_limit(gap: Floats, limit: float) -> Bools:
+    return np.asarray(gap <= limit)
+
+
+# --- seniority -----------------------------------------------------------------------------------
+
+
+def seniority(gap: Floats) -> Floats:
+    """The mentor's level minus the mentee's: 1 inside the ideal gap, fading above it, 0 below,
+    UNKNOWN when either is not known (NaN)."""
+    low, high = IDEAL_SENIORITY_GAP
+    value = np.where(
+        gap < low,
+        0.0,
+        np.where(gap <= high, 1.0, np.clip(1 - (gap - high) / SENIORITY_FADE, 0, 1)),
+    )
+    return np.where(np.isnan(gap), UNKNOWN, value)
+
+
+def senior_enough(gap: Floats, minimum: int) -> Bools:
+    """The hard rule: the mentor at least `minimum` levels above (an unknown level never blocks)."""
+    return np.asarray(np.isnan(gap) | (gap >= minimum))
+
+
+# --- department ----------------------------------------------------------------------------------
+
+
+def department(mentee: Ints | int, mentor: Ints, prefers_same: bool) -> Floats:
+    """Department codes: UNKNOWN when either is not known; otherwise 1 when being in the same
+    department is what the program prefers (else a different one: a fresh perspective)."""
+    return np.where(
+        (np.less(mentee, 0)) | (mentor < 0),
+        UNKNOWN,
+        np.where((mentor == mentee) == prefers_same, 1.0, 0.0),
+    )
+
+
+def department_allowed(mentee: Ints | int, mentor: Ints, rule: str) -> Bools:
+    """The hard rule "same" or "cross" (two unknown departments count as the same; "same" needs
+    the mentee's to be known)."""
+    same = mentor == mentee
+    return np.asarray(same & np.greater_equal(mentee, 0) if rule == "same" else ~same)
+
+
+# --- reputation and load -------------------------------------------------------------------------
+
+
+def reputation(rating_sum: Floats, rating_count: Floats) -> Floats:
+    """The mean rating shrunk towards RATING_PRIOR, on 0..1."""
+    mean = (rating_sum + RATING_PRIOR * RATING_PRIOR_WEIGHT) / (rating_count + RATING_PRIOR_WEIGHT)
+    return np.clip((mean - LOWEST_RATING) / (HIGHEST_RATING - LOWEST_RATING), 0.0, 1.0)
+
+
+def load(taken: Ints, capacity: Ints) -> Floats:
+    """The share of a mentor's places still free."""
+    return np.clip(1 - taken / np.maximum(capacity, 1), 0, 1)
+
+
+# --- the hard rules a pair's own facts decide ----------------------------------------------------
+
+
+def allowed(values: Values, rules: ProgramRules) -> Bools:
+    """Language and the program's rules. Capacity and the pairs a mentee may never get (self,
+    manager, past refusals) are each scorer's own: they know them in different shapes."""
+    ok = speaks_with(values.shared_languages)
+    if rules.max_timezone_difference_hours is not None:
+        ok &= within_timezone_limit(values.gap_hours, rules.max_timezone_difference_hours)
+    if rules.department != "any":
+        ok &= department_allowed(
+            values.mentee_department, values.mentor_department, rules.department
+        )
+    if rules.min_seniority_gap is not None:
+        ok &= senior_enough(values.seniority_gap, rules.min_seniority_gap)
+    return ok
