@@ -21,8 +21,9 @@ import asyncpg
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
 from benchmarks.kafka_baseline import measure as kafka_baseline
 from shared.local.infra import real_infrastructure
+from shared.local.kafka import fresh_group, publish_raw
+from shared.local.processes import ServiceProcess
 from shared.local.simulation import Population
-from tests.support import ServiceProcess, fresh_group, publish_raw
 
 PROGRAMS = 50
 
@@ -53,7 +54,7 @@ async def run_profiles(
     try:
         while True:
             for proc in procs:
-                assert proc.process and proc.process.poll() is None, proc.tail()
+                assert proc.process and proc.alive(), proc.tail()
                 peak = max(peak, peak_rss_mb(proc.process.pid))
             stored = await db.fetchval(
                 "SELECT count(*) FROM profiles.enrolments WHERE tenant_id = $1", tenant

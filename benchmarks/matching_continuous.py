@@ -18,8 +18,10 @@ from aiokafka import AIOKafkaProducer
 
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
 from shared.local.infra import real_infrastructure
+from shared.local.kafka import TopicReader, fresh_group, publish_raw
+from shared.local.probes import wait_for
+from shared.local.processes import running
 from shared.local.simulation import Population
-from tests.support import TopicReader, fresh_group, publish_raw, running, wait_for
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -99,7 +101,7 @@ async def measure(
                 delay = t0 + i / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                sent[json.loads(record.value)["data"]["person_id"]] = time.perf_counter()
+                sent[record.data["person_id"]] = time.perf_counter()
                 await producer.send(record.topic, record.value, key=record.key)
             await producer.flush()
             try:

@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
 from benchmarks._common import arguments, emit, machine, peak_rss_mb
 from shared.local.infra import Endpoints, real_infrastructure
-from shared.local.sinks import Pending, free_port, seed_proposals
-from tests.support import fresh_group
+from shared.local.kafka import fresh_group
+from shared.local.probes import answers, free_ports, wait_until
+from shared.local.processes import stop_process
+from shared.local.sinks import Pending, seed_proposals
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -99,29 +100,10 @@ def start(
     )
 
 
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"the service exited with {process.returncode}")
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit("the service did not become healthy")
+async def wait_healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Until the replica answers /healthz; NotReady if it exits first or takes over 60 s."""
+    url = f"http://127.0.0.1:{port}/healthz"
+    await wait_until(lambda: answers(url), 60, alive=lambda: process.poll() is None)
 
 
 async def run(args: Any) -> dict[str, Any]:
@@ -134,7 +116,7 @@ async def measure(args: Any, infra: Endpoints) -> dict[str, Any]:
     email_tenant, hook_tenant = f"bench-{run_id}-email", f"bench-{run_id}-hook"
     tenants = [email_tenant, hook_tenant]
     reports = Path(tempfile.mkdtemp(prefix="notify-bench-"))
-    smtp_port, hook_port = free_port(), free_port()
+    smtp_port, hook_port, *ports = free_ports(2 + args.replicas)
     sinks = [
         start(
             [
@@ -160,7 +142,6 @@ async def measure(args: Any, infra: Endpoints) -> dict[str, Any]:
         SECRET,
     )
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-    ports = [free_port() for _ in range(args.replicas)]
     # A new group pinned at the topics' ends: the replicas consume nothing that earlier runs on
     # the same stack left behind, and deliver only the rows seeded here.
     group = await fresh_group(infra.bootstrap_servers, "notifications", "bench-notify")
@@ -194,9 +175,9 @@ async def measure(args: Any, infra: Endpoints) -> dict[str, Any]:
     finally:
         # uvicorn re-raises the signal after a graceful stop; SIGINT lets cProfile write its file
         for service in services:
-            stop(service, signal.SIGINT if args.profile else signal.SIGTERM)
+            stop_process(service, signal.SIGINT if args.profile else signal.SIGTERM)
         for sink in sinks:
-            stop(sink)
+            stop_process(sink)
         for table in ("deliveries", "contacts", "tenant_channels"):
             await pool.execute(
                 f"DELETE FROM notifications.{table} WHERE tenant_id = ANY($1::text[])", tenants

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
-from aiosmtpd.controller import Controller
 
 from shared.local.infra import Endpoints, real_infrastructure
-from tests.support import SmtpInbox, free_port
+from shared.local.sinks import SmtpSink
+from tests.support import pool_fixture
 
 
 @pytest.fixture(scope="session")
@@ -18,12 +17,9 @@ async def infra() -> AsyncIterator[Endpoints]:
         yield endpoints
 
 
-@pytest.fixture(scope="session")
-async def db(infra: Endpoints) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=4)
-    assert pool is not None
-    yield pool
-    await pool.close()
+@pool_fixture("session")
+def db(infra: Endpoints) -> str:
+    return infra.database_url
 
 
 @pytest.fixture(scope="session")
@@ -32,20 +28,21 @@ def service_env(infra: Endpoints) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[tuple[SmtpInbox, int]]:
-    """A real SMTP server run by the test, and its port."""
-    inbox, port = SmtpInbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+def smtp() -> Iterator[SmtpSink]:
+    """A real SMTP server run by the test (each module its own), keeping what it accepts."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
 
 
-LAYERS = ("unit", "integration", "e2e", "fault")
+# `deploy` last: on a fresh machine it first downloads its tools (minutes), and it needs
+# nothing the other layers start, so every other result arrives before it.
+LAYERS = ("unit", "integration", "e2e", "fault", "deploy")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Fast layers first, and heavy fault suites last so their traffic delays no other test."""
+    """Fast layers first, heavy fault suites late so their traffic delays no other test, and
+    `deploy` (it may download tools) last."""
 
     def layer(item: pytest.Item) -> int:
         return next(

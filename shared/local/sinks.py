@@ -13,7 +13,6 @@ import contextlib
 import json
 import re
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -30,14 +29,9 @@ from aiosmtpd.controller import Controller
 
 from services.notifications.domain import notification_id
 from services.notifications.repository import NOTIFY_CHANNEL
+from shared.local.probes import free_port
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -75,6 +69,10 @@ class SmtpSink:
     def stop(self) -> None:
         if self._controller is not None:
             self._controller.stop()
+
+    def env(self) -> dict[str, str]:
+        """The settings that make the notifications service deliver here."""
+        return {"SMTP_HOST": self.host, "SMTP_PORT": str(self.port)}
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any

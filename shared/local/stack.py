@@ -20,7 +20,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.registry import NAMES, migrate_all
+from shared.local.probes import NotReady, answers, port_open, wait_until
 from shared.runtime.settings import KafkaSettings
 from shared.runtime.topic_admin import create_topics
 
@@ -56,6 +55,10 @@ Step = Callable[[str], None]
 
 def _print_step(message: str) -> None:
     print(f"stack: {message}", file=sys.stderr, flush=True)
+
+
+def quiet(message: str) -> None:
+    """A Step that says nothing (tests and fault suites start and stop components often)."""
 
 
 class StackError(RuntimeError):
@@ -254,14 +257,6 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()[-lines:]
@@ -279,7 +274,7 @@ def _spawn(
     **kw: Any,
 ) -> int:
     """Start `command` detached (own session, so `down` can signal its whole group)."""
-    if _port_open(cfg.port_of(name)):
+    if port_open(cfg.port_of(name)):
         raise StackError(
             f"{name}: port {cfg.port_of(name)} is already in use by a process this stack did not "
             f"start; stop it or pick another port (MENTORNET_*_PORT)"
@@ -335,24 +330,18 @@ async def _wait_ready(
 
     A process this call spawned that fails to get ready is killed, so nothing half-started stays.
     """
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not await check():
-        if not _pid_alive(pid):
-            problem = "exited during startup"
-        elif time.monotonic() > deadline:
-            problem = f"not ready after {READY_TIMEOUT:.0f} s"
-        else:
-            await asyncio.sleep(0.2)
-            continue
+    try:
+        await wait_until(check, READY_TIMEOUT, alive=lambda: _pid_alive(pid))
+    except NotReady as problem:
         tails = "\n".join(_tail(p) for p in logs)
         if spawned:
-            stop_component(cfg, name, kill=True, on_step=lambda _: None)
-        raise StackError(f"{name} {problem}\n{tails}")
+            stop_component(cfg, name, kill=True, on_step=quiet)
+        raise StackError(f"{name} {problem}\n{tails}") from None
 
 
 def _port_check(port: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return _port_open(port)
+        return port_open(port)
 
     return check
 
@@ -516,7 +505,7 @@ async def _start_kafka(cfg: StackConfig, on_step: Step) -> None:
     if cfg.sasl_ssl_port is not None:
         if cfg.ssl_keystore is None or not cfg.ssl_keystore.is_file():
             raise StackError(f"kafka: PEM keystore {cfg.ssl_keystore} does not exist")
-        if _port_open(cfg.sasl_ssl_port):
+        if port_open(cfg.sasl_ssl_port):
             raise StackError(f"kafka: SASL_SSL port {cfg.sasl_ssl_port} is already in use")
     scram = _scram_arguments(cfg, data)
     if not (data / "meta.properties").exists():
@@ -580,7 +569,7 @@ def _kafka_check(cfg: StackConfig) -> Callable[[], Awaitable[bool]]:
     ports = [cfg.kafka_port, *([cfg.sasl_ssl_port] if cfg.sasl_ssl_port else [])]
 
     async def check() -> bool:
-        return all(_port_open(p) for p in ports)
+        return all(port_open(p) for p in ports)
 
     return check
 
@@ -759,7 +748,7 @@ async def _start_postgres(cfg: StackConfig, on_step: Step) -> None:
         "-c max_connections=200",
     ]
     if pid is None:
-        if _port_open(cfg.pg_port):
+        if port_open(cfg.pg_port):
             raise StackError(f"postgres: port {cfg.pg_port} is already in use by another process")
         on_step(f"postgres: starting on 127.0.0.1:{cfg.pg_port}")
         await asyncio.to_thread(_pg_prepare, cfg)
@@ -783,15 +772,7 @@ async def _start_postgres(cfg: StackConfig, on_step: Step) -> None:
 
 
 def _healthz_check(port: int) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=2) as client:
-                response = await client.get(f"http://127.0.0.1:{port}/healthz")
-        except httpx.HTTPError:
-            return False
-        return response.status_code in (200, 204)
-
-    return check
+    return lambda: answers(f"http://127.0.0.1:{port}/healthz")
 
 
 async def _start_python(cfg: StackConfig, name: str, on_step: Step) -> None:
@@ -964,7 +945,7 @@ def status(cfg: StackConfig) -> list[ComponentStatus]:
             running = entry is not None and _pg_running(cfg) is not None
         else:
             running = entry is not None and _entry_running(entry)
-        running = running and _port_open(cfg.port_of(name))
+        running = running and port_open(cfg.port_of(name))
         rows.append(
             ComponentStatus(
                 name=name,

@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from services.registry import NAMES
 from shared.local.infra import Endpoints
+from shared.local.sinks import SmtpSink
 from tests.support import (
     ServiceProcess,
-    SmtpInbox,
     TopicReader,
+    cloud_event,
     of_tenant,
     publish_raw,
     running,
@@ -33,36 +35,27 @@ TENANT = unique("acme")
 
 @pytest.fixture(scope="module")
 async def system(
-    service_env: dict[str, str], smtp: tuple[SmtpInbox, int]
+    service_env: dict[str, str], smtp: SmtpSink
 ) -> AsyncIterator[dict[str, ServiceProcess]]:
     # DEBUG, so that every line a service can write is written, and checked for personal data.
-    env = {**service_env, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp[1]), "LOG_LEVEL": "DEBUG"}
+    env = {**service_env, **smtp.env(), "LOG_LEVEL": "DEBUG"}
     # This run's notifications process sends only this test's mail, whatever else is pending in
     # a shared database (other test runs, benchmarks).
     env["DELIVERY_TENANTS"] = json.dumps([TENANT])
-    async with running(["profiles", "matching", "notifications"], env) as procs:
+    async with running(NAMES, env) as procs:
         yield procs
 
 
 def hr_event(type_: str, tenant: str, event_id: str, data: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": event_id,
-            "source": "hr/acme-workday",
-            "type": type_,
-            "time": "2026-11-02T08:30:00Z",
-            "datacontenttype": "application/json",
-            "tenantid": tenant,
-            "data": data,
-        }
-    ).encode()
+    event = cloud_event(
+        type_, tenant, data, id=event_id, source="hr/acme-workday", time="2026-11-02T08:30:00Z"
+    )
+    return json.dumps(event).encode()
 
 
 async def test_registrations_become_a_proposal_and_two_emails(
-    infra: Endpoints, smtp: tuple[SmtpInbox, int], system: dict[str, ServiceProcess]
+    infra: Endpoints, smtp: SmtpSink, system: dict[str, ServiceProcess]
 ) -> None:
-    inbox, _ = smtp
     tenant = TENANT
     mentor_email, mentee_email = f"marie@{tenant}.example", f"nicolas@{tenant}.example"
     mentor = {
@@ -128,17 +121,17 @@ async def test_registrations_become_a_proposal_and_two_emails(
     )
 
     deadline = time.monotonic() + 60
-    while not (inbox.to(mentor_email) and inbox.to(mentee_email)):
+    while not (smtp.to(mentor_email) and smtp.to(mentee_email)):
         assert time.monotonic() < deadline, (
-            f"emails not received; got {[m['To'] for m in inbox.messages]}"
+            f"emails not received; got {[m.recipients for m in list(smtp.mails)]}"
         )
         await asyncio.sleep(0.2)
     await asyncio.sleep(2)  # anything more that would arrive (a duplicate) has time to
-    assert len(inbox.to(mentor_email)) == 1 and len(inbox.to(mentee_email)) == 1
-    to_mentee = inbox.to(mentee_email)[0]
+    assert len(smtp.to(mentor_email)) == 1 and len(smtp.to(mentee_email)) == 1
+    to_mentee = smtp.to(mentee_email)[0].parsed()
     assert (
         to_mentee["Message-ID"]
-        and to_mentee["Message-ID"] != inbox.to(mentor_email)[0]["Message-ID"]
+        and to_mentee["Message-ID"] != smtp.to(mentor_email)[0].parsed()["Message-ID"]
     )
 
     # No personal data in any log line of any service (names and addresses are redacted).

@@ -27,26 +27,22 @@ import asyncpg
 import pytest
 
 from shared.local.sinks import SmtpSink
-from shared.local.stack import start_component, stop_component
-from tests.fault.conftest import (
-    APP_SOURCE,
-    HR_SOURCE,
+from shared.local.stack import quiet, start_component, stop_component
+from tests.fault.proxy import TcpProxy
+from tests.support import Services, end_offsets
+from tests.support.fault import (
+    DEAD_LETTER_TOPICS,
     FaultStack,
     Publisher,
     ReadinessProbe,
-    Responder,
-    Services,
-    World,
     dead_letter_summary,
-    end_offsets,
+    fault_services,
     group_topics,
-    log_dir,
-    publish_paced,
     read_dead_letters,
     record_results,
     wait_lag_zero,
 )
-from tests.fault.proxy import TcpProxy
+from tests.support.world import APP_SOURCE, HR_SOURCE, Responder, World, publish_paced
 
 pytestmark = pytest.mark.fault
 
@@ -55,12 +51,7 @@ UPDATES, OFFBOARDINGS, INVALID = 15_500, 300, 600
 STREAM_SECONDS = float(os.environ.get("MENTORNET_FAULT_STREAM_SECONDS", 80))
 SESSION_TIMEOUT = 10.0  # aiokafka's default session_timeout_ms, which the services keep
 SETTLE_TIMEOUT = 120.0
-DLQ_TOPICS = ("dlq.profiles", "dlq.matching", "dlq.notifications")
 EXAMPLES: dict[str, Any] = {}  # a few rows behind each non-zero figure, for the report
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 class Faults:
@@ -126,10 +117,10 @@ class Faults:
         cfg = self.stack.cfg
 
         async def kill() -> None:
-            await asyncio.to_thread(stop_component, cfg, "kafka", True, _quiet)
+            await asyncio.to_thread(stop_component, cfg, "kafka", True, quiet)
 
         async def restart() -> None:
-            await start_component(cfg, "kafka", on_step=_quiet)
+            await start_component(cfg, "kafka", on_step=quiet)
 
         await self.outage("sigkill+restart", "kafka", kill, restart, hold=4)
 
@@ -137,10 +128,10 @@ class Faults:
         cfg = self.stack.cfg
 
         async def stop() -> None:
-            await asyncio.to_thread(stop_component, cfg, "postgres", False, _quiet)
+            await asyncio.to_thread(stop_component, cfg, "postgres", False, quiet)
 
         async def start() -> None:
-            await start_component(cfg, "postgres", on_step=_quiet)
+            await start_component(cfg, "postgres", on_step=quiet)
 
         await self.outage("restart", "postgres", stop, start, hold=3)
 
@@ -462,7 +453,7 @@ async def check_notifications(
 
 @pytest.mark.timeout(600)
 async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
-    fault_stack: FaultStack, fault_db: asyncpg.Pool, smtp_sink: SmtpSink
+    fault_stack: FaultStack, fault_db: asyncpg.Pool, smtp: SmtpSink
 ) -> None:
     began = time.monotonic()
     world = World(
@@ -476,14 +467,13 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
     proxied = fault_stack.database_url.replace(f":{fault_stack.cfg.pg_port}/", f":{proxy.port}/")
     env = fault_stack.service_env(
         database_url=proxied,
-        SMTP_HOST="127.0.0.1",
-        SMTP_PORT=str(smtp_sink.port),
+        **smtp.env(),
         SMTP_RATE_PER_SECOND="0",
         SMTP_TIMEOUT="5",
         WEBHOOK_TIMEOUT="5",
         DELIVERY_LEASE_SECONDS="15",  # a killed replica's claimed rows come back sooner
     )
-    services = Services(log_dir("faults"))
+    services = fault_services("faults")
     for label, name in (
         ("profiles", "profiles"),
         ("matching-1", "matching"),
@@ -491,7 +481,7 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
         ("notifications", "notifications"),
     ):
         services.add(label, name, env)
-    dlq_start = await end_offsets(fault_stack.bootstrap, DLQ_TOPICS)
+    dlq_start = await end_offsets(fault_stack.bootstrap, DEAD_LETTER_TOPICS)
     responder = Responder(
         world, fault_stack.bootstrap, await end_offsets(fault_stack.bootstrap, Responder.TOPICS)
     )
@@ -526,7 +516,7 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
         readiness, readiness_problems = readiness_report(probe, faults)
         profiles = await check_profiles(fault_db, world, tenants)
         matching = await check_matching(fault_db, world, tenants)
-        notifications = check = await check_notifications(fault_db, world, tenants, smtp_sink)
+        notifications = check = await check_notifications(fault_db, world, tenants, smtp)
         dlq, dlq_examples = dead_letter_summary(world.invalid, dead_letters)
         EXAMPLES.update(dlq_examples)
         alive = services.alive()

@@ -24,24 +24,25 @@ import asyncpg
 import pytest
 from markupsafe import escape
 
+from services.registry import NAMES
+from shared.contract.topics import dead_letter_topic
 from shared.local.sinks import SmtpSink
-from tests.fault.conftest import (
+from tests.support import Services, cloud_event, end_offsets, unique
+from tests.support.fault import (
+    DEAD_LETTER_TOPICS,
     INGRESS_DLQ,
     FaultStack,
     Follower,
     Invalid,
     Publisher,
     ReadinessProbe,
-    Services,
     dead_letter_summary,
-    end_offsets,
+    fault_services,
     group_topics,
-    log_dir,
     read_dead_letters,
     record_results,
     wait_lag_zero,
 )
-from tests.support import cloud_event, unique
 
 pytestmark = pytest.mark.fault
 
@@ -406,10 +407,10 @@ def parts(raw: bytes) -> tuple[str, str, str]:
 
 
 @pytest.fixture(scope="module")
-async def hostile_services(fault_stack: FaultStack, smtp_sink: SmtpSink) -> AsyncIterator[Services]:
-    services = Services(log_dir("hostile"))
-    env = fault_stack.service_env(SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_sink.port))
-    for name in ("profiles", "matching", "notifications"):
+async def hostile_services(fault_stack: FaultStack, smtp: SmtpSink) -> AsyncIterator[Services]:
+    services = fault_services("hostile")
+    env = fault_stack.service_env(**smtp.env())
+    for name in NAMES:
         services.add(name, name, env)
     await services.start()
     try:
@@ -422,7 +423,7 @@ async def hostile_services(fault_stack: FaultStack, smtp_sink: SmtpSink) -> Asyn
 async def test_hostile_input_is_answered_never_half_applied_never_rendered(
     fault_stack: FaultStack,
     fault_db: asyncpg.Pool,
-    smtp_sink: SmtpSink,
+    smtp: SmtpSink,
     hostile_services: Services,
 ) -> None:
     began = time.monotonic()
@@ -431,9 +432,7 @@ async def test_hostile_input_is_answered_never_half_applied_never_rendered(
     valid_people, people = injected_population(tenant)
     hostile = hostile_records(tenant, rng)
     records = valid_people + hostile
-    dlq_start = await end_offsets(
-        fault_stack.bootstrap, ("dlq.profiles", "dlq.matching", "dlq.notifications")
-    )
+    dlq_start = await end_offsets(fault_stack.bootstrap, DEAD_LETTER_TOPICS)
     apps = Apps(
         tenant,
         fault_stack.bootstrap,
@@ -455,7 +454,7 @@ async def test_hostile_input_is_answered_never_half_applied_never_rendered(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # judged below, once the figures are written
             await apps.step()
-            mailed = [m for m in list(smtp_sink.mails) if set(m.recipients) & addresses]
+            mailed = [m for m in list(smtp.mails) if set(m.recipients) & addresses]
             if len(mailed) >= 3 * len(addresses):
                 break
         lag, _ = await wait_lag_zero(fault_stack.bootstrap, group_topics(), timeout=30)
@@ -472,10 +471,13 @@ async def test_hostile_input_is_answered_never_half_applied_never_rendered(
     alive = hostile_services.alive()
 
     # Exactly the valid events, stored exactly as sent.
-    valid_profile = sum(1 for h in records if h.valid and INGRESS_DLQ[h.valid[0]] == "dlq.profiles")
-    valid_matching = sum(
-        1 for h in records if h.valid and INGRESS_DLQ[h.valid[0]] == "dlq.matching"
-    ) + len(apps.valid)
+    def valid_for(service: str) -> int:
+        """Valid events on the topics `service` owns (whose dead letters it writes)."""
+        dlq = dead_letter_topic(service)
+        return sum(1 for h in records if h.valid and INGRESS_DLQ[h.valid[0]] == dlq)
+
+    valid_profile = valid_for("profiles")
+    valid_matching = valid_for("matching") + len(apps.valid)
     counts = {
         "profiles.inbox": await fault_db.fetchval(
             "SELECT count(*) FROM profiles.inbox WHERE tenant_id = $1", tenant
@@ -531,7 +533,7 @@ async def test_hostile_input_is_answered_never_half_applied_never_rendered(
     # Every email to an injected person shows the names literally, escaped in HTML.
     rendering: list[str] = []
     evaluated = 0
-    for mail in (m for m in list(smtp_sink.mails) if set(m.recipients) & addresses):
+    for mail in (m for m in list(smtp.mails) if set(m.recipients) & addresses):
         subject, text, html = parts(mail.content)
         person = next(p for p in people.values() if p["email"] in mail.recipients)
         name = person["display_name"]
@@ -547,7 +549,7 @@ async def test_hostile_input_is_answered_never_half_applied_never_rendered(
         for shown in (subject, text, html):
             if "Ada 49" in shown or "Grace 49" in shown or "Ada x" in shown or "Grace x" in shown:
                 evaluated += 1
-    mails_to_people = sum(1 for m in list(smtp_sink.mails) if set(m.recipients) & addresses)
+    mails_to_people = sum(1 for m in list(smtp.mails) if set(m.recipients) & addresses)
 
     figures = {
         "records_published": len(records),

@@ -17,24 +17,20 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.registry import NAMES
 from shared.local.sinks import SmtpSink
-from tests.fault.conftest import (
-    APP_SOURCE,
-    HR_SOURCE,
+from tests.support import end_offsets
+from tests.support.fault import (
     FaultStack,
     Publisher,
-    Responder,
-    Services,
-    World,
     consumer_lag,
-    end_offsets,
+    fault_services,
     group_topics,
-    log_dir,
-    publish_paced,
     record_results,
     rss_bytes,
     wait_lag_zero,
 )
+from tests.support.world import APP_SOURCE, HR_SOURCE, Responder, World, publish_paced
 
 pytestmark = pytest.mark.fault
 
@@ -75,7 +71,7 @@ def thirds(samples: list[tuple[float, int]]) -> tuple[int, int]:
 
 @pytest.mark.timeout(int(SECONDS) + 300)
 async def test_a_steady_stream_keeps_memory_bounded_and_lag_returns_to_zero(
-    fault_stack: FaultStack, fault_db: asyncpg.Pool, smtp_sink: SmtpSink
+    fault_stack: FaultStack, fault_db: asyncpg.Pool, smtp: SmtpSink
 ) -> None:
     began = time.monotonic()
     # About 85% of the rate is HR traffic; the apps' answers to proposals make up the rest.
@@ -83,9 +79,9 @@ async def test_a_steady_stream_keeps_memory_bounded_and_lag_returns_to_zero(
     planned = world.program_configs() + world.hr_stream(
         updates, offboardings, invalid, register_by=REGISTER_BY
     )
-    env = fault_stack.service_env(SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_sink.port))
-    services = Services(log_dir("load"))
-    for name in ("profiles", "matching", "notifications"):
+    env = fault_stack.service_env(**smtp.env())
+    services = fault_services("load")
+    for name in NAMES:
         services.add(name, name, env)
     responder = Responder(
         world, fault_stack.bootstrap, await end_offsets(fault_stack.bootstrap, Responder.TOPICS)
@@ -162,7 +158,7 @@ async def test_a_steady_stream_keeps_memory_bounded_and_lag_returns_to_zero(
             "consumer_lag_left": sum(lag.values()),
             "lag_to_zero_s": round(lag_wait, 1),
             "proposals": len(world.proposals),
-            "emails_received": sum(smtp_sink.counts.values()),
+            "emails_received": sum(smtp.counts.values()),
             "memory": memory,
             "services_alive": alive,
             "durations_s": {

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,11 +33,12 @@ from tests.support import (
     ServiceProcess,
     TopicReader,
     cloud_event,
-    free_port,
+    free_ports,
     publish_raw,
     running,
     unique,
 )
+from tests.support.host import scratch_home
 from tests.unit.test_report import scenario
 
 pytestmark = pytest.mark.integration
@@ -398,13 +398,9 @@ async def test_simulate_publishes_registrations_like_an_hr_system(infra: Endpoin
 @pytest.fixture
 def stack_home() -> Iterator[dict[str, str]]:
     """Environment for a stack of this test alone: its own folder and free ports."""
-    # Not pytest's tmp_path: its parents are 0700, and as root PostgreSQL runs as another user.
-    home = Path(tempfile.mkdtemp(prefix="mentornet-cli-stack-"))
-    home.chmod(0o755)
-    ports = {
-        name: free_port()
-        for name in ("kafka", "controller", "pg", "smtp", "profiles", "matching", "notifications")
-    }
+    home = scratch_home("mentornet-cli-stack-")
+    names = ("kafka", "controller", "pg", "smtp", *SERVICES)
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {"MENTORNET_HOME": str(home)}
     env |= {f"MENTORNET_{n.upper()}_PORT": str(p) for n, p in ports.items() if n != "controller"}
     env["MENTORNET_KAFKA_CONTROLLER_PORT"] = str(ports["controller"])

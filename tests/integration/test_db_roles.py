@@ -19,10 +19,11 @@ import pytest
 
 from services.registry import NAMES as SERVICES
 from shared.local.infra import Endpoints
+from shared.local.sinks import SmtpSink
 from shared.ops.roles import create_service_roles, role_database_url, role_name
 from tests.support import (
     ServiceProcess,
-    SmtpInbox,
+    Services,
     TopicReader,
     cloud_event,
     fresh_group,
@@ -216,33 +217,26 @@ TENANT = unique("roles-e2e")
 
 @pytest.fixture(scope="module")
 async def services_as_roles(
-    infra: Endpoints, passwords: Passwords, smtp: tuple[SmtpInbox, int]
+    infra: Endpoints, passwords: Passwords, smtp: SmtpSink
 ) -> AsyncIterator[dict[str, ServiceProcess]]:
     """The three services, each connected as its own role, in consumer groups of their own."""
-    procs = {
-        service: ServiceProcess(
+    services = Services()
+    for service in SERVICES:
+        group = await fresh_group(infra.bootstrap_servers, service, f"{service}-roles")
+        services.add(
+            service,
             service,
             {
                 "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
                 "DATABASE_URL": role_database_url(infra.database_url, service, passwords[service]),
-                "CONSUMER_GROUP": await fresh_group(
-                    infra.bootstrap_servers, service, f"{service}-roles"
-                ),
-                "SMTP_HOST": "127.0.0.1",
-                "SMTP_PORT": str(smtp[1]),
+                "CONSUMER_GROUP": group,
+                **smtp.env(),
                 "DELIVERY_TENANTS": json.dumps([TENANT]),
             },
         )
-        for service in SERVICES
-    }
-    try:
-        for proc in procs.values():
-            proc.start()
-        await asyncio.gather(*(p.wait_ready() for p in procs.values()))
+    async with services as procs:
         await asyncio.gather(*(p.wait_assigned() for p in procs.values()))
         yield procs
-    finally:
-        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in procs.values()))
 
 
 def registration(kind: str, person: str, **data: Any) -> tuple[str, bytes, bytes]:
@@ -262,10 +256,9 @@ def registration(kind: str, person: str, **data: Any) -> tuple[str, bytes, bytes
 async def test_the_services_run_end_to_end_with_only_their_grants(
     infra: Endpoints,
     db: asyncpg.Pool,
-    smtp: tuple[SmtpInbox, int],
+    smtp: SmtpSink,
     services_as_roles: dict[str, ServiceProcess],
 ) -> None:
-    inbox, _ = smtp
     async with TopicReader(infra.bootstrap_servers, "match-proposed") as reader:
         await publish_raw(
             infra.bootstrap_servers,
@@ -295,7 +288,9 @@ async def test_the_services_run_end_to_end_with_only_their_grants(
         TENANT,
         timeout=60,
     )
-    recipients = [address for m in inbox.messages for address in re.findall(r"<([^>]+)>", m["To"])]
+    recipients = [
+        address for m in list(smtp.mails) for address in re.findall(r"<([^>]+)>", m.parsed()["To"])
+    ]
     assert sorted(recipients) == sorted(f"{p}@{TENANT}.example" for p in ("e-1", "m-1"))
     # each service's connections were made as its own role
     for service, proc in services_as_roles.items():

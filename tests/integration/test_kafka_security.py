@@ -18,13 +18,10 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,55 +34,28 @@ from shared.local.stack import (
     REPO_ROOT,
     StackConfig,
     make_local_tls,
+    quiet,
     start_component,
     stop_component,
 )
 from shared.runtime.kafka import client_options
 from shared.runtime.settings import KafkaSettings
 from shared.runtime.topic_admin import create_topics
-from tests.support import cloud_event, running, unique
+from tests.support import cloud_event, free_port, free_ports, port_open, running, unique
+from tests.support.host import processes_mentioning, scratch_home
 
 pytestmark = pytest.mark.integration
 
 SERVICE_USER, TESTER = "profiles", "tester"
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _make_home() -> Path:
-    # Not pytest's tmp_path: its parents are 0700, and as root PostgreSQL runs as another user.
-    home = Path(tempfile.mkdtemp(prefix="mentornet-sasl-"))
-    home.chmod(0o755)
-    return home
-
-
-def _quiet(step: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 async def secure() -> AsyncIterator[StackConfig]:
     """A broker with a SASL_SSL listener, SCRAM users and every topic, and a migrated PostgreSQL;
     both stopped at the end, with nothing left running."""
-    home = await asyncio.to_thread(_make_home)
+    home = await asyncio.to_thread(scratch_home, "mentornet-sasl-")
     tls = await asyncio.to_thread(make_local_tls, home / "tls")
-    kafka, controller, sasl, pg = ports = _free_ports(4)
+    kafka, controller, sasl, pg = ports = free_ports(4)
     cfg = StackConfig(
         home=home,
         kafka_port=kafka,
@@ -102,8 +72,8 @@ async def secure() -> AsyncIterator[StackConfig]:
     )
     try:
         await asyncio.gather(
-            start_component(cfg, "kafka", on_step=_quiet),
-            start_component(cfg, "postgres", on_step=_quiet),
+            start_component(cfg, "kafka", on_step=quiet),
+            start_component(cfg, "postgres", on_step=quiet),
         )
         # provisioned through the secured listener itself, as an operator would
         await create_topics(kafka=cfg.kafka_settings(TESTER))
@@ -111,24 +81,10 @@ async def secure() -> AsyncIterator[StackConfig]:
         yield cfg
     finally:
         for name in ("kafka", "postgres"):
-            stop_component(cfg, name, on_step=_quiet)
-        assert [p for p in ports if _port_open(p)] == [], "something still listens"
-        assert _processes_mentioning(str(home)) == [], "a process of the secured stack is left"
+            stop_component(cfg, name, on_step=quiet)
+        assert [p for p in ports if port_open(p)] == [], "something still listens"
+        assert processes_mentioning(str(home)) == [], "a process of the secured stack is left"
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line names `text` (zombies excluded)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if stat != "Z" and text.encode() in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
 
 
 def mentor(person: str) -> dict[str, Any]:
@@ -273,7 +229,7 @@ def test_production_refuses_to_start_without_sasl_ssl(
             **clean,
             "ENVIRONMENT": "production",
             "KAFKA_BOOTSTRAP_SERVERS": secure.bootstrap_servers,
-            "HTTP_PORT": str(_free_ports(1)[0]),
+            "HTTP_PORT": str(free_port()),
             **security,
         },
         capture_output=True,

@@ -10,93 +10,51 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from shared.contract.topics import TOPICS
 from shared.local.infra import Endpoints
-from shared.local.sinks import Pending, SmtpSink, free_port, seed_proposals
+from shared.local.sinks import Pending, SmtpSink, seed_proposals
+from tests.support import ServiceProcess, end_offsets, free_port, pool_fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
-ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 10_000
 CONCURRENCY = 64
 LEASE = 4.0
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink(keep=False).start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-async def db(infra: Endpoints) -> AsyncIterator[asyncpg.Pool]:
+@pool_fixture("module", max_size=2, search_path="notifications")
+def db(infra: Endpoints) -> str:
     """This module's own pool: notifications' schema first (overrides the session `db`)."""
-    pool = await asyncpg.create_pool(
-        infra.database_url,
-        min_size=1,
-        max_size=2,
-        server_settings={"search_path": "notifications"},
+    return infra.database_url
+
+
+def notifications(infra: Endpoints, smtp: SmtpSink, tenant: str, http_port: int) -> ServiceProcess:
+    return ServiceProcess(
+        "notifications",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
+            "DATABASE_URL": infra.database_url,
+            "LOG_LEVEL": "WARNING",
+            "CONSUMER_GROUP": "notifications-tests",
+            **smtp.env(),
+            "SMTP_STARTTLS": "false",
+            "SMTP_TIMEOUT": "1",
+            "WEBHOOK_TIMEOUT": "1",
+            "SMTP_RATE_PER_SECOND": "0",
+            "DELIVERY_CONCURRENCY": str(CONCURRENCY),
+            "DELIVERY_LEASE_SECONDS": str(LEASE),
+            "DELIVERY_TENANTS": json.dumps([tenant]),
+        },
+        port=http_port,
     )
-    assert pool is not None
-    yield pool
-    await pool.close()
-
-
-def start_service(
-    infra: Endpoints, smtp: SmtpSink, tenant: str, http_port: int
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
-        "DATABASE_URL": infra.database_url,
-        "HTTP_PORT": str(http_port),
-        "LOG_LEVEL": "WARNING",
-        "CONSUMER_GROUP": "notifications-tests",
-        "SMTP_HOST": smtp.host,
-        "SMTP_PORT": str(smtp.port),
-        "SMTP_STARTTLS": "false",
-        "SMTP_TIMEOUT": "1",
-        "WEBHOOK_TIMEOUT": "1",
-        "SMTP_RATE_PER_SECOND": "0",
-        "DELIVERY_CONCURRENCY": str(CONCURRENCY),
-        "DELIVERY_LEASE_SECONDS": str(LEASE),
-        "DELIVERY_TENANTS": json.dumps([tenant]),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.notifications"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-async def healthy(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(300):
-            assert process.poll() is None, "the service exited"
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("the service did not start")
 
 
 async def seed(pool: asyncpg.Pool, tenant: str) -> set[str]:
@@ -133,36 +91,25 @@ async def delivered_events(
         await consumer.stop()
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets(
-            [TopicPartition(topic, p) for p in range(TOPICS[topic].partitions)]
-        )
-    finally:
-        await consumer.stop()
-
-
 @pytest.mark.timeout(600)
 async def test_sigkill_during_10000_deliveries_loses_nothing(
     infra: Endpoints, smtp: SmtpSink, db: asyncpg.Pool
 ) -> None:
     tenant = f"t-crash-{uuid.uuid4().hex[:10]}"
     port = free_port()
-    delivered_from = await end_offsets(infra.bootstrap_servers, "notification-delivered")
+    delivered_from = await end_offsets(infra.bootstrap_servers, ["notification-delivered"])
     expected = await seed(db, tenant)
 
-    first = start_service(infra, smtp, tenant, port)
+    first = notifications(infra, smtp, tenant, port)
+    first.start()
     try:
-        await healthy(port, first)
+        await first.wait_ready()
         deadline = time.monotonic() + 120
         while sum(smtp.counts.values()) < TOTAL * 0.3:
             assert time.monotonic() < deadline, "deliveries did not start"
             await asyncio.sleep(0.05)
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        first.stop(signal.SIGKILL)
     await asyncio.sleep(0.3)  # let the sink finish what was already on the wire
     received_at_kill = sum(smtp.counts.values())
     recorded_at_kill = await db.fetchval(
@@ -170,9 +117,10 @@ async def test_sigkill_during_10000_deliveries_loses_nothing(
     )
     assert 0 < received_at_kill < TOTAL
 
-    second = start_service(infra, smtp, tenant, port)
+    second = notifications(infra, smtp, tenant, port)
+    second.start()
     try:
-        await healthy(port, second)
+        await second.wait_ready()
         deadline = time.monotonic() + 300
         while (
             await db.fetchval(
@@ -184,8 +132,7 @@ async def test_sigkill_during_10000_deliveries_loses_nothing(
             await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)
     finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(30)
+        second.stop()
 
     counts = dict(smtp.counts)
     assert set(counts) >= expected  # nothing lost

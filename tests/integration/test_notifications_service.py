@@ -15,7 +15,7 @@ import hmac
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -31,10 +31,11 @@ from faststream.asgi import AsgiFastStream
 from services.notifications.domain import notification_id
 from services.notifications.entrypoint import build
 from services.notifications.settings import NotificationSettings, TenantChannel
-from shared.contract.topics import TOPICS
+from shared.contract.topics import TOPICS, dead_letter_topic
 from shared.local.infra import Endpoints
 from shared.local.sinks import SmtpSink, WebhookSink
 from shared.runtime.settings import KafkaSettings
+from tests.support import pool_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -49,35 +50,26 @@ RETRY_BASE = 0.3
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture(scope="module")
 async def webhook() -> AsyncIterator[WebhookSink]:
     sink = await WebhookSink().start()
     yield sink
     await sink.stop()
 
 
-@pytest.fixture(scope="module")
-async def db(infra: Endpoints) -> AsyncIterator[asyncpg.Pool]:
+@pool_fixture("module", max_size=3, search_path="notifications")
+def db(infra: Endpoints) -> str:
     """This module's own pool: notifications' schema first (overrides the session `db`)."""
-    pool = await asyncpg.create_pool(
-        infra.database_url,
-        min_size=1,
-        max_size=3,
-        server_settings={"search_path": "notifications"},
-    )
-    assert pool is not None
-    yield pool
+    return infra.database_url
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def clean_up(db: asyncpg.Pool) -> AsyncIterator[None]:
+    """This module's tenants leave no rows behind."""
+    yield
     for table in ("deliveries", "contacts", "matches", "responses", "tenant_channels"):
-        await pool.execute(
+        await db.execute(
             f"DELETE FROM {table} WHERE tenant_id = ANY($1::text[])", list(TENANT.values())
         )
-    await pool.close()
 
 
 @pytest.fixture(scope="module")
@@ -565,7 +557,7 @@ async def test_reminder_goes_only_to_who_has_not_answered(
         await publish(
             producer, enrolment(tenant, p, role=role, languages=["en"]), f"{tenant}:prog-1"
         )
-    dlq_from = await topics.end("dlq.notifications")
+    dlq_from = await topics.end(dead_letter_topic("notifications"))
     await publish(
         producer,
         proposed(tenant, match, mentee, mentor, timedelta(seconds=REMINDER_BEFORE + 4)),
@@ -626,7 +618,7 @@ async def test_permanent_refusal_fails_once_and_is_reported(
         )
         mentee, mentor, match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
         failed_from = await topics.end("notification-failed")
-        dlq_from = await topics.end("dlq.notifications")
+        dlq_from = await topics.end(dead_letter_topic("notifications"))
         for p, role in ((mentee, "mentee"), (mentor, "mentor")):
             await publish(
                 producer, enrolment(tenant, p, role=role, languages=["en"]), f"{tenant}:prog-1"

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import smtplib
-import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -30,55 +26,16 @@ from shared.local.stack import (
     status,
     stop_component,
 )
+from tests.support import free_ports, port_open
+from tests.support.host import alive, processes_mentioning, scratch_home
 
 pytestmark = pytest.mark.integration
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie waiting to be reaped by init."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                if text.encode() in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
-
-
 @pytest.fixture
 def cfg() -> Iterator[StackConfig]:
-    # Not pytest's tmp_path: its parents are 0700, and as root PostgreSQL runs as another user.
-    home = Path(tempfile.mkdtemp(prefix="mentornet-stack-"))
-    home.chmod(0o755)
-    kafka, controller, pg, smtp, *http = _free_ports(7)
+    home = scratch_home("mentornet-stack-")
+    kafka, controller, pg, smtp, *http = free_ports(7)
     config = StackConfig(
         home=home,
         kafka_port=kafka,
@@ -155,7 +112,7 @@ async def test_infra_starts_works_restarts_and_stops_cleanly(cfg: StackConfig) -
 
     # the fault suites stop and restart single components; data survives a broker restart
     assert stop_component(cfg, "kafka")
-    assert not _port_open(cfg.kafka_port)
+    assert not port_open(cfg.kafka_port)
     await start_component(cfg, "kafka")
     assert await _roundtrip(cfg, "stack-smoke", b"again") == b"again"
     assert stop_component(cfg, "postgres", kill=True)
@@ -166,8 +123,8 @@ async def test_infra_starts_works_restarts_and_stops_cleanly(cfg: StackConfig) -
     pids = [e["pid"] for e in json.loads(cfg.state_file.read_text()).values()]
     assert sorted(down(cfg)) == ["kafka", "mailcatcher", "postgres"]
     assert not cfg.state_file.exists() or json.loads(cfg.state_file.read_text()) == {}
-    assert [p for p in pids if _running(p)] == []
-    assert [p for p in _processes_mentioning(str(cfg.home)) if _running(p)] == []
+    assert [p for p in pids if alive(p)] == []
+    assert processes_mentioning(str(cfg.home)) == []
     ports = [cfg.kafka_port, cfg.controller_port, cfg.pg_port, cfg.smtp_port]
-    assert [p for p in ports if _port_open(p)] == []
+    assert [p for p in ports if port_open(p)] == []
     assert not any(s.running for s in status(cfg))

@@ -15,10 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.registry import NAMES
 from shared.local.infra import Endpoints
+from shared.local.sinks import SmtpSink
 from tests.support import (
     ServiceProcess,
-    SmtpInbox,
     TopicReader,
     cloud_event,
     publish_raw,
@@ -35,15 +36,10 @@ MENTEES = [f"n{i}" for i in range(4)]
 
 @pytest.fixture(scope="module")
 async def system(
-    service_env: dict[str, str], smtp: tuple[SmtpInbox, int]
+    service_env: dict[str, str], smtp: SmtpSink
 ) -> AsyncIterator[dict[str, ServiceProcess]]:
-    env = {
-        **service_env,
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp[1]),
-        "DELIVERY_TENANTS": json.dumps(TENANTS),
-    }
-    async with running(["profiles", "matching", "notifications"], env) as procs:
+    env = {**service_env, **smtp.env(), "DELIVERY_TENANTS": json.dumps(TENANTS)}
+    async with running(NAMES, env) as procs:
         yield procs
 
 
@@ -75,10 +71,9 @@ organisation = st.tuples(
 async def test_nothing_crosses_a_tenant(
     organisations: list[tuple[set[str], set[str]]],
     infra: Endpoints,
-    smtp: tuple[SmtpInbox, int],
+    smtp: SmtpSink,
     system: dict[str, ServiceProcess],
 ) -> None:
-    inbox, _ = smtp
     tenants = dict(zip(itertools.islice(_unused, len(organisations)), organisations, strict=True))
     records = [
         (
@@ -127,7 +122,8 @@ async def test_nothing_crosses_a_tenant(
     deadline = time.monotonic() + 60
 
     def mails() -> list[Message]:
-        return [m for m in inbox.messages if any(t in m["To"] for t in tenants)]
+        received = [mail.parsed() for mail in list(smtp.mails)]
+        return [m for m in received if any(t in m["To"] for t in tenants)]
 
     while len(mails()) < 2 * len(proposals):
         assert time.monotonic() < deadline, f"{len(mails())} of {2 * len(proposals)} mails"

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from services.registry import NAMES
 from shared.local.infra import Endpoints
-from tests.support import SmtpInbox, cloud_event, publish_raw, running, unique
+from shared.local.sinks import SmtpSink
+from tests.support import cloud_event, fresh_group, publish_raw, running, unique
 
 pytestmark = pytest.mark.integration
 HR_TRACE, HR_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -22,17 +24,11 @@ def spans(path: Path) -> list[dict[str, Any]]:
 
 
 async def test_one_trace_links_the_hr_event_to_the_email(
-    infra: Endpoints, service_env: dict[str, str], smtp: tuple[SmtpInbox, int], tmp_path: Path
+    infra: Endpoints, service_env: dict[str, str], smtp: SmtpSink, tmp_path: Path
 ) -> None:
-    inbox, port = smtp
     tenant = unique("traced")
-    env = {
-        **service_env,
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(port),
-        "DELIVERY_TENANTS": json.dumps([tenant]),
-    }
-    files = {name: tmp_path / f"{name}.jsonl" for name in ("profiles", "matching", "notifications")}
+    env = {**service_env, **smtp.env(), "DELIVERY_TENANTS": json.dumps([tenant])}
+    files = {name: tmp_path / f"{name}.jsonl" for name in NAMES}
     person = {"program_id": "p", "languages": ["en"], "timezone": "UTC", "display_name": "Someone"}
     mentor = {
         **person,
@@ -48,7 +44,11 @@ async def test_one_trace_links_the_hr_event_to_the_email(
         "goals": [{"topic": "python", "priority": 1}],
     }
     traceparent = [("traceparent", f"00-{HR_TRACE}-{HR_SPAN}-01".encode())]
-    async with running(list(files), env | {"TRACES_FILE": str(tmp_path / "{service}.jsonl")}):
+    # Groups of this test alone: a replica of another run in a shared group could take a step
+    # of the chain, and its spans would land in its own files.
+    groups = {name: await fresh_group(infra.bootstrap_servers, name, "traced") for name in NAMES}
+    traces = {"TRACES_FILE": str(tmp_path / "{service}.jsonl")}
+    async with running(NAMES, env | traces, groups):
         await publish_raw(
             infra.bootstrap_servers,
             [
@@ -71,7 +71,7 @@ async def test_one_trace_links_the_hr_event_to_the_email(
             headers=traceparent,
         )
         deadline = time.monotonic() + 60
-        while not inbox.to(f"n1@{tenant}.example"):
+        while not smtp.to(f"n1@{tenant}.example"):
             assert time.monotonic() < deadline, "no email"
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # the send span ends just after the SMTP reply

@@ -17,12 +17,13 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from services.registry import NAMES
 from shared.runtime.settings import ServiceSettings
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_SERVICES = ("profiles", "matching", "notifications")
+APP_SERVICES = NAMES
 SCALABLE = ("matching", "notifications")
 # The notifications settings as documented, the reference only while services/notifications
 # has no settings class of its own.

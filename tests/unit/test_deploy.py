@@ -17,13 +17,14 @@ import pytest
 import yaml
 
 from services.notifications.settings import NotificationSettings
+from services.registry import NAMES
 from shared.ops.roles import password_variable
 from shared.runtime.settings import KafkaSettings, ServiceSettings
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("profiles", "matching", "notifications")
+SERVICES = NAMES
 CONSUMERS = ("matching", "notifications")
 DATABASE_SECRETS = {name: f"mentornet-db-{name}" for name in SERVICES} | {
     "provision": "mentornet-db-migrator"
