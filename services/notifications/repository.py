@@ -51,6 +51,11 @@ async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) 
     if not latest:
         return 0
     values = list(latest.values())
+    await conn.execute(  # the contact locks (see record_outcomes), sorted: no deadlock
+        """SELECT pg_advisory_xact_lock(hashtext(k))
+           FROM (SELECT DISTINCT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted""",
+        [f"contact:{t}:{p}" for t, p in latest],
+    )
     changed = await conn.fetch(
         """INSERT INTO contacts AS c (tenant_id, person_id, role, display_name, email, languages,
                                       timezone, registered_at)
@@ -431,9 +436,20 @@ async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome])
     that just became sent or failed. The `state = 'pending'` guard makes this idempotent.
 
     A row the worker found "waiting for contact" is retried at once if the contacts arrived
-    meanwhile: their arrival woke only rows already marked waiting (no lost wake-up)."""
+    meanwhile: their arrival woke only rows already marked waiting. Both sides take the
+    people's contact locks first, so the check below reads a snapshot taken after any contact
+    transaction that could have missed this row has committed (no lost wake-up)."""
     if not outcomes:
         return []
+    waiting = [o.id for o in outcomes if o.waiting]
+    if waiting:
+        await conn.execute(
+            """SELECT pg_advisory_xact_lock(hashtext(k)) FROM (
+                   SELECT DISTINCT 'contact:' || d.tenant_id || ':' || p AS k
+                   FROM deliveries d, unnest(ARRAY[d.recipient_id, d.partner_id]) AS p
+                   WHERE d.id = ANY($1::uuid[]) AND p IS NOT NULL ORDER BY k) AS sorted""",
+            waiting,
+        )
     rows = await conn.fetch(
         """UPDATE deliveries d SET
                state = u.state,
