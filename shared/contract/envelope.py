@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from shared.contract.events import EVENT_MODELS, Identifier, Payload
-from shared.contract.signature import is_signed_by
+from shared.contract.events import EVENT_MODELS, Identifier, Payload, Timestamp
+from shared.contract.signature import MAX_AGE, MAX_AHEAD, is_signed_by
+from shared.contract.topics import TOPICS
 
 MAX_EVENT_BYTES = 256 * 1024
 MAX_DEPTH = 16
@@ -52,7 +53,7 @@ class CloudEvent(BaseModel):
     id: Identifier
     source: str = Field(min_length=1, max_length=256)
     type: str = Field(min_length=1, max_length=128)
-    time: datetime
+    time: Timestamp
     datacontenttype: str = "application/json"
     tenantid: Identifier
     correlationid: str | None = Field(default=None, max_length=128)
@@ -129,14 +130,44 @@ def decode_record(
     key: bytes | None = None,
     max_bytes: int = MAX_EVENT_BYTES,
     signing_keys: Mapping[str, bytes] | None = None,
+    signature_max_age: timedelta = MAX_AGE,
+    now: datetime | None = None,
 ) -> CloudEvent:
     """Validate one Kafka record against the v1 contract and return its event with typed `data`.
 
-    Tenants named in `signing_keys` must sign their events (see shared.contract.signature)."""
+    On the topics outsiders publish (HR systems, apps), tenants named in `signing_keys` must sign
+    their events, and a signed event older than `signature_max_age` is refused as a replay (see
+    shared.contract.signature). Internal topics are never checked: only mentornet writes them."""
     event = _decode(value, headers, topic, key, max_bytes)
-    if signing_keys and event.tenantid in signing_keys:
+    if signing_keys and event.tenantid in signing_keys and _from_outside(topic):
         _check_signature(value or b"", headers, signing_keys[event.tenantid])
+        _check_fresh(event, signature_max_age, now or datetime.now(UTC))
     return event
+
+
+def _from_outside(topic: str) -> bool:
+    return topic in TOPICS and TOPICS[topic].ingress
+
+
+def _check_fresh(event: CloudEvent, max_age: timedelta, now: datetime) -> None:
+    age = now - event.time
+    if age > max_age:
+        raise Rejected(
+            "stale_signature",
+            f"the event's 'time' is {_days(age)} old; signed events are accepted for "
+            f"{_days(max_age)} (an older one may be a replay)",
+        )
+    if -age > MAX_AHEAD:
+        raise Rejected(
+            "stale_signature",
+            f"the event's 'time' is {_days(-age)} ahead of ours; at most {_days(MAX_AHEAD)} is "
+            "accepted",
+        )
+
+
+def _days(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
 def _check_signature(value: bytes, headers: Headers, key: bytes) -> None:
@@ -174,6 +205,8 @@ def _decode(
     else:
         raise Rejected("not_an_object", f"the event must be a JSON object, not {_json_kind(body)}")
     _check_shape(envelope, value)
+    if _may_hold_nul(value, headers):
+        _check_no_nul(envelope)
 
     if "specversion" not in envelope:
         raise Rejected("missing_field", "'specversion' is required (CloudEvents 1.0)")
@@ -213,6 +246,7 @@ def _decode_fast(value: bytes, headers: Headers, topic: str) -> CloudEvent | Non
     """
     if (
         _looks_nested(value)
+        or NUL_ESCAPE in value
         or any(k.startswith("ce_") for k, _ in headers)
         or topic not in _TYPED_ENVELOPES
     ):
@@ -230,12 +264,45 @@ def _decode_fast(value: bytes, headers: Headers, topic: str) -> CloudEvent | Non
     return event
 
 
+NUL_ESCAPE = b"\\u0000"  # JSON can only carry U+0000 escaped, and PostgreSQL cannot store it
+
+
+def _may_hold_nul(value: bytes, headers: Headers) -> bool:
+    return NUL_ESCAPE in value or any(
+        b"\0" in raw for name, raw in headers if name.startswith("ce_")
+    )
+
+
+def _check_no_nul(node: Any) -> None:
+    """Refuse U+0000 in any text, names included: no database column can hold it."""
+    stack: list[tuple[Any, str]] = [(node, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str) and "\0" in item:
+            where = f"'{path}'" if path else "the event"
+            raise Rejected("invalid_field", f"{where} contains a NUL character (U+0000)")
+        if isinstance(item, dict):
+            for name, child in item.items():
+                child_path = f"{path}.{name}" if path else str(name)
+                if "\0" in str(name):
+                    raise Rejected(
+                        "invalid_field",
+                        f"a field name in '{path or 'the event'}' contains a NUL character (U+0000)",
+                    )
+                stack.append((child, child_path))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}.{i}") for i, child in enumerate(item))
+
+
 def _looks_nested(raw: bytes) -> bool:
     """Whether the bytes could nest too deep or hold a huge array (then the tree is walked)."""
     return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or raw.count(b",") >= MAX_ARRAY_ITEMS
 
 
 def _check_headers(headers: Headers) -> None:
+    for name, raw in headers:
+        if raw is None and name.startswith("ce_"):
+            raise Rejected("invalid_header", f"header {name!r} has no value")
     if len(headers) > MAX_HEADERS:
         raise Rejected("too_many_headers", f"{len(headers)} headers; the limit is {MAX_HEADERS}")
     size = sum(len(k) + len(v or b"") for k, v in headers)

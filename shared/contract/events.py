@@ -6,7 +6,7 @@ Unknown extra fields are ignored, not rejected, so publishers can add fields bef
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -44,6 +44,24 @@ def _timezone(name: str) -> str:
     return name
 
 
+FIRST_YEAR, LAST_YEAR = 1900, 9999  # the range of times the contract accepts (in UTC)
+
+
+def _timestamp(value: datetime) -> datetime:
+    """A time that can be stored and compared: with a UTC offset, within the documented years."""
+    offset = value.utcoffset()
+    if offset is None:
+        raise ValueError("needs a UTC offset (e.g. 'Z' or '+01:00'), as RFC 3339 requires")
+    try:
+        year = (value.replace(tzinfo=None) - offset).year
+    except OverflowError:
+        year = 0 if offset > timedelta(0) else LAST_YEAR + 1
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise ValueError(f"must lie between the years {FIRST_YEAR} and {LAST_YEAR} (in UTC)")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_timestamp)]
 Language = Annotated[str, AfterValidator(_language)]
 Timezone = Annotated[str, AfterValidator(_timezone)]
 
@@ -166,7 +184,7 @@ class EnrolmentUpdated(Payload):
     expertise: list[Expertise] = Field(default_factory=list)
     goals: list[Goal] = Field(default_factory=list)
     capacity: int = 0
-    registered_at: datetime
+    registered_at: Timestamp
 
 
 class EnrolmentEnded(Payload):
@@ -195,7 +213,7 @@ class MatchProposed(Payload):
     mentor_id: Identifier
     score: float = Field(ge=0, le=1)
     explanation: list[ExplanationItem]
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class MatchConfirmed(Payload):
@@ -205,7 +223,7 @@ class MatchConfirmed(Payload):
     program_id: Identifier
     mentee_id: Identifier
     mentor_id: Identifier
-    confirmed_at: datetime
+    confirmed_at: Timestamp
 
 
 class MatchEnded(Payload):

@@ -2,7 +2,8 @@
 
 The CloudEvents extension `signature` holds `sha256=<hex>`: the HMAC-SHA256, with the tenant's
 key, of these lines joined by "\\n": id, source, type, time (exactly as sent), tenantid, and the
-`data` as canonical JSON (keys sorted, no spaces, UTF-8). Any client can compute it:
+`data` as canonical JSON (keys sorted, no spaces, UTF-8). Any client can compute it (a signed event is refused as a possible replay when its `time` is older
+than the receiver's window, seven days by default, or more than five minutes ahead):
 
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     text = "\\n".join([id, source, type, time, tenantid, body])
@@ -15,8 +16,11 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
+MAX_AGE = timedelta(days=7)  # the default freshness window of signed events
+MAX_AHEAD = timedelta(minutes=5)  # clocks differ: a signed event may be this far in the future
 FIELDS = ("id", "source", "type", "time", "tenantid")
 
 

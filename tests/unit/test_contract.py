@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -169,10 +170,106 @@ def test_signatures_follow_the_documented_recipe() -> None:
     )
     event["signature"] = "sha256=" + hmac.new(b"k", text.encode(), hashlib.sha256).hexdigest()
     raw = json.dumps(event).encode()
-    assert decode_record(raw, topic="mentor-registered", signing_keys={"acme": b"k"}).id == "evt-1"
+    now = SIGNED_AT + timedelta(hours=1)
+    keys = {"acme": b"k"}
+    assert decode_record(raw, topic="mentor-registered", signing_keys=keys, now=now).id == "evt-1"
     with pytest.raises(Rejected) as rejected:
-        decode_record(raw, topic="mentor-registered", signing_keys={"acme": b"other"})
+        decode_record(raw, topic="mentor-registered", signing_keys={"acme": b"other"}, now=now)
     assert rejected.value.code == "bad_signature"
     assert (
         decode_record(raw, topic="mentor-registered", signing_keys={"globex": b"k"}).id == "evt-1"
     )
+
+
+SIGNED_AT = datetime(2026, 3, 1, 8, tzinfo=UTC)  # valid()'s time
+
+
+def _signed(event: dict[str, Any], key: bytes) -> bytes:
+    from shared.contract.signature import sign
+
+    return json.dumps({**event, "signature": sign(event, key)}).encode()
+
+
+def test_a_signed_event_outside_the_freshness_window_is_refused_as_stale() -> None:
+    raw, keys = _signed(valid(), b"k"), {"acme": b"k"}
+    week = timedelta(days=7)
+    for now in (SIGNED_AT + week - timedelta(minutes=1), SIGNED_AT - timedelta(minutes=4)):
+        decode_record(raw, topic="mentor-registered", signing_keys=keys, now=now)
+    for now in (SIGNED_AT + week + timedelta(minutes=1), SIGNED_AT - timedelta(minutes=6)):
+        with pytest.raises(Rejected) as rejected:
+            decode_record(raw, topic="mentor-registered", signing_keys=keys, now=now)
+        assert rejected.value.code == "stale_signature"
+    shorter = {"signature_max_age": timedelta(hours=1)}
+    with pytest.raises(Rejected):
+        decode_record(
+            raw,
+            topic="mentor-registered",
+            signing_keys=keys,
+            now=SIGNED_AT + 2 * shorter["signature_max_age"],
+            **shorter,
+        )
+
+
+def test_signing_keys_apply_to_the_topics_outsiders_publish_never_to_internal_ones() -> None:
+    """Only mentornet writes its internal topics, and it signs nothing: a tenant's key must not
+    dead-letter matching's and notifications' own inputs."""
+    from shared.contract.topics import TOPICS
+
+    keys = {"acme": b"k"}
+    internal = {
+        "specversion": "1.0",
+        "id": "e-2",
+        "source": "mentornet/profiles",
+        "type": "enrolment-ended",
+        "time": "2026-03-01T09:00:00Z",
+        "tenantid": "acme",
+        "data": {"program_id": "prog", "person_id": "p-1"},
+    }
+    assert not TOPICS["enrolment-ended"].ingress
+    assert decode_record(json.dumps(internal).encode(), topic="enrolment-ended", signing_keys=keys)
+    for topic in ("mentor-registered", "match-responded", "program-configured"):
+        assert TOPICS[topic].ingress
+    with pytest.raises(Rejected) as rejected:  # unsigned on an outsiders' topic
+        decode_record(json.dumps(valid()).encode(), topic="mentor-registered", signing_keys=keys)
+    assert rejected.value.code == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    ("time", "problem"),
+    [
+        ("0001-01-01T00:00:00+14:00", "between the years 1900 and 9999"),
+        ("1899-12-31T23:59:59Z", "between the years 1900 and 9999"),
+        ("9999-12-31T23:00:00-05:00", "between the years 1900 and 9999"),
+        ("2026-03-01T09:00:00", "UTC offset"),
+    ],
+)
+def test_times_that_cannot_be_stored_or_compared_are_refused(time: str, problem: str) -> None:
+    with pytest.raises(Rejected) as rejected:
+        decode_record(json.dumps(valid(time=time)).encode(), topic="mentor-registered")
+    assert rejected.value.code == "invalid_field"
+    assert "'time'" in rejected.value.reason and problem in rejected.value.reason
+
+
+def test_nul_characters_are_refused_wherever_they_are() -> None:
+    """PostgreSQL cannot store U+0000 in text: refuse it before any write, naming the field."""
+    body = valid()
+    body["data"]["display_name"] = "Ada\u0000"
+    raw = json.dumps(body).encode()  # JSON carries it escaped
+    assert b"\\u0000" in raw
+    with pytest.raises(Rejected) as rejected:
+        decode_record(raw, topic="mentor-registered", key=b"p-1")
+    assert rejected.value.code == "invalid_field"
+    assert "'data.display_name'" in rejected.value.reason and "NUL" in rejected.value.reason
+    nul_key = valid()
+    nul_key["data"]["x\x00"] = 1
+    assert code_of(json.dumps(nul_key).encode()) == "invalid_field"
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"e\x00"), ("ce_source", b"hr")]
+    assert code_of(b"{}", headers=headers) == "invalid_field"
+    escaped = valid()  # a backslash followed by "u0000" is ordinary text
+    escaped["data"]["display_name"] = "Ada \\u0000"
+    assert decode_record(json.dumps(escaped).encode(), topic="mentor-registered").data
+
+
+def test_a_ce_header_without_a_value_is_refused() -> None:
+    headers = [("ce_specversion", b"1.0"), ("ce_source", None)]
+    assert code_of(json.dumps(valid()["data"]).encode(), headers=headers) == "invalid_header"
