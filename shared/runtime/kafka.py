@@ -41,15 +41,12 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def check_production_security(settings: ServiceSettings) -> None:
-    """In production, refuse to start without TLS and authentication to Kafka."""
+    """In production, refuse to start on anything insecure the settings show (all of it at once)."""
     if settings.environment != "production":
         return
-    kafka = settings.kafka
-    if kafka.security_protocol != "SASL_SSL" or not kafka.sasl_username or not kafka.sasl_password:
-        raise SystemExit(
-            "ENVIRONMENT=production requires KAFKA_SECURITY_PROTOCOL=SASL_SSL with "
-            "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
-        )
+    problems = settings.production_problems()
+    if problems:
+        raise SystemExit("ENVIRONMENT=production requires " + "; ".join(problems))
 
 
 async def tolerant_headers(message: Any, original: Any) -> Any:

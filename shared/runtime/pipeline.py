@@ -3,11 +3,18 @@
 For a batch of records, a single transaction
   1. skips records at or below the partition offset already applied (a replay after a crash),
   2. decodes each record against the contract; a rejected one becomes a dead letter,
-  3. records event ids in the inbox and drops those seen before (republished duplicates),
+  3. records events in the inbox by (tenant, source, id) and drops those seen before,
   4. lets the service apply the fresh events, which returns the records to publish,
   5. writes dead letters and published records to the outbox and stores the offsets.
 Nothing is half-done: a crash anywhere before the commit redoes the whole batch, one after it
-changes nothing. A database or broker outage raises, so the subscriber rewinds and retries.
+changes nothing.
+
+Failures are of two kinds. A transient one (the database or broker unreachable, a serialization
+failure, a lock timeout) raises after a back-off pause, so the subscriber rewinds and retries the
+batch. Any other failure would recur on every retry and stop every partition of the batch: the
+batch is split in halves, each applied in its own transaction, down to the record that fails,
+which is answered on the dead-letter topic as `unprocessable` (with the error and the field when
+known). The records around it are applied exactly once, in order.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -22,8 +30,9 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from shared.contract.envelope import MAX_EVENT_BYTES, CloudEvent, Rejected, decode_record
+from shared.contract.signature import MAX_AGE
 from shared.runtime.db.columns import columns
-from shared.runtime.db.inbox import first_seen
+from shared.runtime.db.inbox import first_seen, key_of
 from shared.runtime.db.outbox import OutboxRecord, enqueue
 from shared.runtime.db.pool import transaction
 from shared.runtime.dead_letters import dead_letter
@@ -43,6 +52,24 @@ class Incoming:
 
 Apply = Callable[[asyncpg.Connection, list[Incoming]], Awaitable[list[OutboxRecord]]]
 
+# Failures that say nothing about the records: retry the batch as it is, after a pause.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,  # statement_timeout, a cancelled query
+    asyncpg.InsufficientResourcesError,  # disk full, out of memory, too many connections
+    asyncpg.OperatorInterventionError,  # the server shutting down or starting
+    # An undefined table or column, a missing privilege: the deployment is wrong, not the
+    # record (a migration not run, a role without its grants). Stall, visibly, until fixed.
+    asyncpg.SyntaxOrAccessError,
+)
+MAX_REASON = 500  # characters of an error kept in a dead letter's reason
+
 
 class EventPipeline:
     def __init__(
@@ -54,8 +81,12 @@ class EventPipeline:
         max_event_bytes: int = MAX_EVENT_BYTES,
         on_failure: Callable[[], None] | None = None,
         signing_keys: Mapping[str, bytes] | None = None,
+        signature_max_age: timedelta = MAX_AGE,
+        transient: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.signing_keys = dict(signing_keys or {})
+        self.signature_max_age = signature_max_age
+        self.transient = TRANSIENT + transient  # the service's own, e.g. a stale cache
         self.service = service
         self.on_failure = on_failure  # e.g. drop caches that the rolled-back work updated
         self.schema = schema
@@ -76,34 +107,73 @@ class EventPipeline:
         self.pool, self.cluster = pool, cluster
 
     async def handle(self, records: Sequence[Any]) -> None:
-        """Process a batch; raises (after a backoff pause) when the database is unreachable."""
+        """Process a batch; raises (after a back-off pause) on a transient failure only."""
         assert self.pool is not None, "pipeline used before the service started"
         try:
-            await self._handle(records)
-        except BaseException:
-            if self.on_failure:
-                self.on_failure()
-            raise
-
-    async def _handle(self, records: Sequence[Any]) -> None:
-        assert self.pool is not None
-        try:
-            async with transaction(self.pool) as conn:
-                await self._process(conn, records)
+            await self._isolating(records)
             self._failures = 0
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except self.transient as exc:
             self._failures += 1
             pause = min(0.2 * 2**self._failures, 10.0)
             log.warning("batch failed; will retry", error=repr(exc), retry_in=pause)
             await asyncio.sleep(pause)
             raise
-        except Exception:
-            log.exception("batch failed on an unexpected error; will retry")
-            await asyncio.sleep(1.0)
+
+    async def _isolating(self, records: Sequence[Any]) -> None:
+        """Apply the records in one transaction; if that fails for a reason that would recur,
+        apply each half in turn the same way, down to the failing record (order is kept: the
+        halves run one after the other)."""
+        try:
+            await self._attempt(records)
+            return
+        except self.transient:
+            raise
+        except Exception as error:
+            if len(records) == 1:
+                await self._unprocessable(records[0], error)
+                return
+            log.warning(
+                "batch failed on one of its records; isolating it",
+                error=type(error).__name__,
+                records=len(records),
+            )
+        half = len(records) // 2
+        await self._isolating(records[:half])
+        await self._isolating(records[half:])
+
+    async def _attempt(self, records: Sequence[Any]) -> None:
+        assert self.pool is not None
+        try:
+            async with transaction(self.pool) as conn:
+                await self._process(conn, records)
+        except BaseException:
+            if self.on_failure:
+                self.on_failure()
             raise
 
+    async def _unprocessable(self, record: Any, error: Exception) -> None:
+        """Answer a record whose effect fails on its own: a dead letter, its offset stored."""
+        assert self.pool is not None
+        reason = _describe(error)
+        async with transaction(self.pool) as conn:
+            if await _skip_applied(conn, self.schema, self.cluster, [record]):
+                await enqueue(
+                    conn,
+                    self.schema,
+                    [dead_letter(record, self.service, "unprocessable", reason)],
+                )
+                await _store_offsets(conn, self.cluster, [record])
+        self.events.labels(record.topic, "rejected:unprocessable").inc()
+        log.error(  # the class only: a database message may quote personal data
+            "event unprocessable; dead-lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=type(error).__name__,
+        )
+
     async def _process(self, conn: asyncpg.Connection, records: Sequence[Any]) -> None:
-        records = await _skip_applied(conn, self.cluster, records)
+        records = await _skip_applied(conn, self.schema, self.cluster, records)
         outgoing: list[OutboxRecord] = []
         decoded: list[Incoming] = []
         for record in records:
@@ -115,6 +185,7 @@ class EventPipeline:
                     key=record.key,
                     max_bytes=self.max_event_bytes,
                     signing_keys=self.signing_keys,
+                    signature_max_age=self.signature_max_age,
                 )
             except Rejected as rejected:
                 outgoing.append(dead_letter(record, self.service, rejected.code, rejected.reason))
@@ -125,12 +196,13 @@ class EventPipeline:
                 continue
             decoded.append(Incoming(record, event))
 
-        fresh_ids = await first_seen(conn, [i.event for i in decoded])
+        fresh_keys = await first_seen(conn, [i.event for i in decoded])
         fresh: list[Incoming] = []
         spans = OpenSpans()
         for incoming in decoded:
-            if incoming.event.id in fresh_ids:
-                fresh_ids.discard(incoming.event.id)  # a second copy in one batch is a duplicate
+            key = key_of(incoming.event)
+            if key in fresh_keys:
+                fresh_keys.discard(key)  # a second copy in one batch is a duplicate
                 fresh.append(self._traced(incoming, spans))
             else:
                 self.events.labels(incoming.record.topic, "duplicate").inc()
@@ -161,6 +233,20 @@ class EventPipeline:
         return Incoming(incoming.record, event.model_copy(update={"traceparent": mine}))
 
 
+def _describe(error: Exception) -> str:
+    """The error for a person fixing the publisher or the code: its class, its message, and for
+    a database error the column, constraint or table it names."""
+    where = [
+        f"{name} {value}"
+        for name in ("column", "constraint", "table")
+        if (value := getattr(error, f"{name}_name", None))
+    ]
+    text = f"the event could not be applied: {type(error).__name__}: {error}"
+    if where:
+        text += f" ({', '.join(where)})"
+    return text[:MAX_REASON]
+
+
 def bind_event(event: CloudEvent) -> Any:
     """Bind the event and correlation ids to every log line written inside the block."""
     return structlog.contextvars.bound_contextvars(
@@ -168,8 +254,14 @@ def bind_event(event: CloudEvent) -> Any:
     )
 
 
+def consumed_lock(service: str, cluster: str, topic: str, partition: int) -> str:
+    """The advisory lock of one service's offsets of a partition: services reading one topic
+    (matching and notifications both read the apps' topics) never wait for each other."""
+    return f"{service}:consumed:{cluster}:{topic}:{partition}"
+
+
 async def _skip_applied(
-    conn: asyncpg.Connection, cluster: str, records: Sequence[Any]
+    conn: asyncpg.Connection, service: str, cluster: str, records: Sequence[Any]
 ) -> list[Any]:
     partitions = {(r.topic, r.partition) for r in records}
     # During a rebalance the old owner of a partition may still be inside its batch when the new
@@ -178,7 +270,7 @@ async def _skip_applied(
     await conn.execute(
         """SELECT pg_advisory_xact_lock(hashtext(k))
            FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted""",
-        [f"consumed:{cluster}:{topic}:{partition}" for topic, partition in partitions],
+        [consumed_lock(service, cluster, topic, partition) for topic, partition in partitions],
     )
     rows = await conn.fetch(
         """SELECT topic, partition, "offset" FROM consumed_offsets

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -93,7 +95,12 @@ class Runtime:
         self._on_stop: list[Hook] = []
         self._purges: list[Purge] = [INBOX]  # what housekeeping deletes after RETENTION_DAYS
         self._periodic: list[Periodic] = [
-            Periodic("consumer-lag", 5.0, _measure_lag, first_wait=True),
+            Periodic(
+                "consumer-lag",
+                min(5.0, settings.stall_after_seconds / 2),
+                _measure_lag,
+                first_wait=True,
+            ),
             Periodic("housekeeping", 3600.0, _housekeeping),
         ]
         self._tasks: list[asyncio.Task[None]] = []
@@ -103,6 +110,16 @@ class Runtime:
             ["topic", "partition"],
             registry=self.registry,
         )
+        self.stalled_seconds = Gauge(
+            "mentornet_partition_stalled_seconds",
+            "How long a partition with records waiting has not moved (0: it moves or is caught up)",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        # (topic, partition) -> the next offset to handle, once a batch of it was handled
+        self.progress: dict[tuple[str, int], int] = {}
+        self._still: dict[tuple[str, int], tuple[int, float]] = {}  # -> (next offset, since)
+        self.stalled: set[tuple[str, int]] = set()
 
     # --- what a service declares in its `build` --------------------------------------------------
 
@@ -113,11 +130,13 @@ class Runtime:
         description: str,
         on_failure: Callable[[], None] | None = None,
         select: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
+        transient: tuple[type[BaseException], ...] = (),
     ) -> EventPipeline:
         """Subscribe to every topic the registry says this service reads, the way every service
         does: batches in one consumer group, acknowledged only after their transaction committed
-        (NACK rewinds on failure), through the one pipeline (contract, dead letters, inbox,
-        outbox). `select` may drop records first."""
+        (NACK rewinds on a transient failure), through the one pipeline (contract, dead letters,
+        inbox, outbox). `select` may drop records first; `transient` names the service's own
+        errors worth a retry of the batch as it is (see pipeline.py)."""
         settings = self.settings
         pipeline = EventPipeline(
             self.name,
@@ -129,6 +148,8 @@ class Runtime:
             signing_keys={
                 t: k.get_secret_value().encode() for t, k in settings.ingress_signing_keys.items()
             },
+            signature_max_age=timedelta(hours=settings.signature_max_age_hours),
+            transient=transient,
         )
         self._pipelines.append(pipeline)
 
@@ -147,10 +168,14 @@ class Runtime:
         async def on_records(message: KafkaMessage) -> None:
             raw = message.raw_message
             records: Sequence[Any] = raw if isinstance(raw, tuple) else (raw,)
+            handled = records
             if select is not None:
                 records = select(records)
             if records:
                 await pipeline.handle(records)
+            for record in handled:  # for the stall check: this partition moved
+                tp = (record.topic, record.partition)
+                self.progress[tp] = max(self.progress.get(tp, 0), record.offset + 1)
 
         for topic in published_by(self.name):  # its AsyncAPI page shows each with its schema
             if topic in EVENT_MODELS:
@@ -278,7 +303,10 @@ async def _housekeeping(runtime: Runtime) -> None:
 
 
 async def _measure_lag(runtime: Runtime) -> None:
-    """Consumer lag per partition (highwater minus position), for /metrics and autoscaling."""
+    """Consumer lag per partition (highwater minus position), for /metrics and autoscaling, and
+    the partitions that have records waiting but have not moved for STALL_AFTER_SECONDS."""
+    now = time.monotonic()
+    assigned: set[tuple[str, int]] = set()
     for subscriber in runtime.broker.subscribers:
         consumer = getattr(subscriber, "consumer", None)
         if consumer is None:
@@ -286,11 +314,38 @@ async def _measure_lag(runtime: Runtime) -> None:
         with contextlib.suppress(Exception):  # a rebalance may be under way
             for tp in consumer.assignment():
                 highwater = consumer.highwater(tp)
-                if highwater is not None:
-                    position = await consumer.position(tp)
-                    runtime.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                        highwater - position
-                    )
+                if highwater is None:
+                    continue
+                position = await consumer.position(tp)
+                runtime.consumer_lag.labels(tp.topic, str(tp.partition)).set(highwater - position)
+                key = (tp.topic, tp.partition)
+                assigned.add(key)
+                done = runtime.progress.get(key)
+                if done is None:  # nothing handled here since startup: what the group committed
+                    done = await consumer.committed(tp) or 0
+                _note_progress(runtime, key, done, highwater, now)
+    for key in set(runtime._still) - assigned:  # partitions given to another replica
+        del runtime._still[key]
+        runtime.stalled.discard(key)
+        with contextlib.suppress(KeyError):
+            runtime.stalled_seconds.remove(key[0], str(key[1]))
+
+
+def _note_progress(
+    runtime: Runtime, key: tuple[str, int], done: int, highwater: int, now: float
+) -> None:
+    """A partition stalls when records wait past `done` and `done` has not moved for a while."""
+    before = runtime._still.get(key)
+    if highwater <= done or before is None or before[0] != done:
+        runtime._still[key] = (done, now)
+    still_for = now - runtime._still[key][1] if highwater > done else 0.0
+    runtime.stalled_seconds.labels(key[0], str(key[1])).set(still_for)
+    if still_for > runtime.settings.stall_after_seconds:
+        if key not in runtime.stalled:
+            log.error("partition stalled", topic=key[0], partition=key[1], seconds=still_for)
+        runtime.stalled.add(key)
+    else:
+        runtime.stalled.discard(key)
 
 
 def create_app(runtime: Runtime) -> AsgiFastStream:
@@ -302,10 +357,18 @@ def create_app(runtime: Runtime) -> AsgiFastStream:
 
     @get(include_in_schema=False)
     async def readyz(scope: Any) -> AsgiResponse:
-        checks = await runtime.ready()
+        checks: dict[str, Any] = dict(await runtime.ready())
+        checks["consuming"] = not runtime.stalled
         ok = all(checks.values())
-        body = ("{" + ",".join(f'"{k}":{str(v).lower()}' for k, v in checks.items()) + "}").encode()
-        return AsgiResponse(body, 200 if ok else 503, headers={"content-type": "application/json"})
+        if runtime.stalled:
+            checks["stalled"] = sorted(
+                f"{topic}:{partition}" for topic, partition in runtime.stalled
+            )
+        return AsgiResponse(
+            json.dumps(checks).encode(),
+            200 if ok else 503,
+            headers={"content-type": "application/json"},
+        )
 
     @get(include_in_schema=False)
     async def metrics(scope: Any) -> AsgiResponse:
