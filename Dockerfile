@@ -28,10 +28,11 @@ WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone, so that editing the code does not
 # reinstall ortools & co: this layer is rebuilt only when the dependency list changes.
-COPY pyproject.toml ./
+# Versions come from requirements.lock, the same the tests ran with.
+COPY pyproject.toml requirements.lock ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
-    && pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt
+    && pip install --no-cache-dir --only-binary=:all: -c requirements.lock -r /tmp/requirements.txt
 
 # Then the project itself, built from its source (not editable: the runtime stage
 # gets the venv only, no source tree). The wheel holds what runs in production only: the

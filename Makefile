@@ -4,15 +4,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test up down status install lint typecheck bench-quick clean
+.PHONY: demo test up down status install lock lint typecheck bench-quick clean
 
-$(STAMP): pyproject.toml
+# Every dependency at the version in requirements.lock (CI and the image install the same).
+$(STAMP): pyproject.toml requirements.lock
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## lock: resolve pyproject.toml's dependencies again into requirements.lock (review the diff)
+lock:
+	@test -d .lock-venv || $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet pip-tools
+	CUSTOM_COMPILE_COMMAND="make lock" .lock-venv/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock pyproject.toml
 
 ## demo: start everything (Compose if Docker answers, else the local stack), feed HR events, show proposals
 demo: $(STAMP)

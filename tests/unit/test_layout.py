@@ -111,3 +111,40 @@ def test_production_modules_import_nothing_the_wheel_lacks() -> None:
                 if top in ("shared", "services"):
                     parent = target.rsplit(".", 1)[0]
                     assert target in modules or parent in modules, f"{name} imports {target}"
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name.strip().lower())] = version.strip()
+    return pins
+
+
+def test_every_dependency_is_locked_and_installed_from_the_lock() -> None:
+    """A fresh install gets the versions the tests ran with, not whatever the ranges admit."""
+    pins = _pins()
+    project = PYPROJECT["project"]
+    for spec in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        name = re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0]
+        assert re.sub(r"[-_.]+", "-", name.lower()) in pins, f"{name} is not in requirements.lock"
+    assert "-c requirements.lock" in (ROOT / "Makefile").read_text()
+    assert "-c requirements.lock" in (ROOT / "Dockerfile").read_text()
+    assert (
+        "/"
+        not in "".join(  # no machine paths (find-links, index URLs) in the lock
+            line
+            for line in (ROOT / "requirements.lock").read_text().splitlines()
+            if line[:1] == "-"
+        )
+    )
+
+
+def test_faststream_is_at_a_release_whose_nack_rewinds_every_partition() -> None:
+    """FastStream 0.7.0 to 0.7.4 rewound only the first record's partition on a NACK of a
+    batch: the records of the other partitions were skipped, so lost."""
+    (spec,) = [d for d in PYPROJECT["project"]["dependencies"] if d.startswith("faststream")]
+    assert ">=0.7.5" in spec
+    major, minor, patch = (int(part) for part in _pins()["faststream"].split(".")[:3])
+    assert (major, minor, patch) >= (0, 7, 5)
