@@ -152,6 +152,14 @@ class StackConfig(BaseSettings):
         return f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{self.pg_port}/{DB_NAME}"
 
     @property
+    def verified_database_url(self) -> str:
+        """The database over TLS, its certificate verified against this stack's CA (a secured
+        stack only: see `ssl_keystore`)."""
+        if self.ssl_cafile is None or self.ssl_keystore is None:
+            raise ValueError("this stack's PostgreSQL has no TLS (set ssl_keystore and ssl_cafile)")
+        return f"{self.database_url}?sslmode=verify-full&sslrootcert={self.ssl_cafile}"
+
+    @property
     def kafka_libs(self) -> Path:
         return self.cache / f"kafka-{KAFKA_VERSION}" / "libs"
 
@@ -737,6 +745,28 @@ async def _pg_provision(cfg: StackConfig) -> None:
         await conn.close()
 
 
+def _pg_tls_options(cfg: StackConfig) -> str:
+    """A secured stack (one with a PEM keystore) serves PostgreSQL over TLS too, with the same
+    certificate: production refuses a database connection that is not verified TLS."""
+    if cfg.ssl_keystore is None:
+        return ""
+    folder = cfg.home / "pgtls"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    pem = cfg.ssl_keystore.read_text()
+    key_end = pem.index("-----END PRIVATE KEY-----") + len("-----END PRIVATE KEY-----\n")
+    (folder / "server.key").write_text(pem[:key_end])
+    (folder / "server.pem").write_text(pem[key_end:])
+    user = _pg_user()
+    for path in (folder, folder / "server.key", folder / "server.pem"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
+        if user:  # postgres insists on owning its key
+            os.chown(path, user.pw_uid, user.pw_gid)
+    return (
+        f" -c ssl=on -c ssl_cert_file={folder / 'server.pem'}"
+        f" -c ssl_key_file={folder / 'server.key'}"
+    )
+
+
 async def _start_postgres(cfg: StackConfig, on_step: Step) -> None:
     pid = await asyncio.to_thread(_pg_running, cfg)
     command = [
@@ -745,7 +775,7 @@ async def _start_postgres(cfg: StackConfig, on_step: Step) -> None:
         "-o",
         f"-p {cfg.pg_port} -k {cfg.home / 'run'} -c listen_addresses=127.0.0.1 "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-        "-c max_connections=200",
+        "-c max_connections=200" + _pg_tls_options(cfg),
     ]
     if pid is None:
         if port_open(cfg.pg_port):
@@ -799,6 +829,8 @@ async def _start_python(cfg: StackConfig, name: str, on_step: Step) -> None:
             "HTTP_PORT": str(port),
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(cfg.smtp_port),
+            # local webhook receivers (sinks) listen on 127.0.0.1, which webhooks otherwise refuse
+            "WEBHOOK_ALLOWED_HOSTS": os.environ.get("WEBHOOK_ALLOWED_HOSTS", '["127.0.0.1"]'),
         }
         check = _healthz_check(port)
     on_step(f"{name}: starting on 127.0.0.1:{port}")

@@ -1,11 +1,13 @@
-"""Kafka over SASL_SSL with SCRAM-SHA-512, end to end on a real broker of its own.
+"""Kafka over SASL_SSL with SCRAM-SHA-512 (and PostgreSQL over TLS), end to end on a real
+broker of its own.
 
 The module starts a broker of its own (temporary home, free ports) whose SASL_SSL listener presents
 a certificate from a CA the test makes itself. A service runs against it in production mode; wrong
 credentials, an untrusted certificate and PLAINTEXT clients are refused; production refuses to
 start without SASL_SSL.
 
-The service gets a PostgreSQL of its own too, beside that broker: a consumer records the last offset
+The service gets a PostgreSQL of its own too, beside that broker, serving TLS with the same
+certificate (production verifies it): a consumer records the last offset
 applied per (topic, partition) in its schema, so a database shared with another broker would take
 this broker's offsets for replays (and the other way round).
 """
@@ -24,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -138,7 +141,8 @@ async def test_a_service_in_production_mode_works_over_sasl_ssl(secure: StackCon
         "KAFKA_SASL_USERNAME": SERVICE_USER,
         "KAFKA_SASL_PASSWORD": password,
         "KAFKA_SSL_CAFILE": str(secure.ssl_cafile),
-        "DATABASE_URL": secure.database_url,
+        "DATABASE_URL": secure.verified_database_url,  # TLS to PostgreSQL too
+        "ALLOW_UNSIGNED_INGRESS": "true",  # this test's tenant does not sign
     }
     tenant = unique("secure")
     event = cloud_event("mentor-registered", tenant, mentor("p-1"))
@@ -162,6 +166,15 @@ async def test_a_service_in_production_mode_works_over_sasl_ssl(secure: StackCon
         finally:
             await reader.stop()
         log = procs["profiles"].tail(10_000)
+        db = await asyncpg.connect(secure.database_url)
+        try:  # the service's own connections, seen by the server: all of them TLS
+            links = await db.fetch(
+                """SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                   WHERE a.application_name LIKE 'mentornet-profiles%'"""
+            )
+        finally:
+            await db.close()
+    assert links and all(link["ssl"] for link in links)
     body = json.loads(published)
     assert body["type"] == "enrolment-updated" and body["correlationid"] == event["id"]
     assert body["data"]["person_id"] == "p-1"
@@ -240,3 +253,37 @@ def test_production_refuses_to_start_without_sasl_ssl(
     assert result.returncode != 0
     assert "ENVIRONMENT=production requires KAFKA_SECURITY_PROTOCOL=SASL_SSL" in result.stderr
     assert "Traceback" not in result.stderr  # a clear message, not a crash
+
+
+def test_production_refuses_a_database_without_verified_tls_and_unsigned_ingress(
+    secure: StackConfig,
+) -> None:
+    """Kafka secured, but PostgreSQL in plain text (or TLS unverified) and no signing key."""
+    kafka = secure.kafka_settings(SERVICE_USER)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_"))}
+    for url in (secure.database_url, secure.database_url + "?sslmode=require"):
+        result = subprocess.run(
+            [sys.executable, "-m", "services.profiles"],
+            cwd=REPO_ROOT,
+            env={
+                **clean,
+                "ENVIRONMENT": "production",
+                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "KAFKA_SASL_USERNAME": SERVICE_USER,
+                "KAFKA_SASL_PASSWORD": kafka.sasl_password.get_secret_value()
+                if kafka.sasl_password
+                else "",
+                "KAFKA_SSL_CAFILE": str(secure.ssl_cafile),
+                "DATABASE_URL": url,
+                "HTTP_PORT": str(free_port()),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0
+        assert "sslmode=verify-full" in result.stderr and "INGRESS_SIGNING_KEYS" in result.stderr
+        assert "KAFKA_SECURITY_PROTOCOL" not in result.stderr  # Kafka is fine: not listed
+        assert "Traceback" not in result.stderr
