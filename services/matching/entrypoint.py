@@ -11,6 +11,7 @@ from services.matching.flows import FlowProcess
 from services.matching.handlers import Replica, apply_events, expire_proposals
 from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
+from services.matching.repository import StalePool
 from shared.runtime.service import Runtime, ServiceSpec, create_app
 from shared.runtime.settings import ServiceSettings
 
@@ -29,6 +30,7 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         functools.partial(apply_events, replica=replica),
         description="Enrolments, responses, sessions and program settings.",
         on_failure=replica.pools.forget_all,
+        transient=(StalePool,),  # a pool out of date: retried as it is, on fresh pools
     )
     runtime.every(
         "expiry",

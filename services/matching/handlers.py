@@ -3,7 +3,8 @@
 A batch first locks every program it touches, then applies events in order, noting which
 programs need (re)matching; then each such program in continuous mode proposes to its waiting
 mentees. Problems with a valid event (an unknown match, a person who is not part of it) are
-answered in the dead-letter topic, in the same transaction.
+answered in the dead-letter topic, in the same transaction, which also forgets the event in the
+inbox: once its cause is fixed, a replay from the dead-letter topic is applied.
 
 Each use case is given the `Replica` (what the process keeps across transactions) and the
 transaction's `UnitOfWork` (what it decided: records to publish, programs to rematch and why).
@@ -30,6 +31,7 @@ from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import MatchConfirmed, MatchEnded, MatchProposed
+from shared.runtime.db import inbox
 from shared.runtime.db.outbox import OutboxRecord, enqueue
 from shared.runtime.db.pool import transaction
 from shared.runtime.dead_letters import dead_letter
@@ -66,6 +68,7 @@ class UnitOfWork:
     # program -> mentees to try (None: the whole waitlist, because capacity was freed or added)
     rematch: dict[Program, set[str] | None] = field(default_factory=dict)
     cause: dict[Program, CloudEvent] = field(default_factory=dict)
+    refused: list[CloudEvent] = field(default_factory=list)  # answered with a dead letter
 
     def wants(
         self, tenant_id: str, program_id: str, cause: CloudEvent, mentee: str | None = None
@@ -81,8 +84,10 @@ class UnitOfWork:
         self.out.append(OutboxRecord.of_event(topic, key, event))
 
     def reject(self, incoming: Incoming, code: str, reason: str) -> None:
-        """Answer a valid event that cannot be applied in the dead-letter topic."""
+        """Answer a valid event that cannot be applied in the dead-letter topic (and forget it
+        in the inbox, so that a replay is not taken for a duplicate)."""
         self.out.append(dead_letter(incoming.record, SERVICE, code, reason))
+        self.refused.append(incoming.event)
         log.info("event refused", code=code)
 
 
@@ -110,6 +115,8 @@ async def apply_events(
         (incoming,) = run
         with bind_event(incoming.event):
             await _HANDLERS[incoming.event.type](conn, replica, work, incoming)
+    for event in work.refused:
+        await inbox.forget(conn, event)
     await rematch(conn, replica, work)
     return work.out
 
@@ -238,10 +245,18 @@ async def on_session_completed(
         return work.reject(
             incoming, "unknown_match", f"no match {session.match_id!r} in this tenant"
         )
+    if await repo.session_recorded(conn, match, session.session_id):
+        replica.metrics.repeated_sessions.inc()  # reported again: counted once, whatever its id
+        return None
     if match.status is not MatchStatus.CONFIRMED:
         return work.reject(incoming, "match_not_confirmed", f"the match is {match.status}")
     await repo.record_session(
-        conn, match, session.duration_minutes, session.mentor_rating, session.mentee_rating
+        conn,
+        match,
+        session.session_id,
+        session.duration_minutes,
+        session.mentor_rating,
+        session.mentee_rating,
     )
     return None
 
@@ -383,8 +398,18 @@ def _proposals(
 async def _propose(
     conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, proposals: Proposals, mode: str
 ) -> None:
-    """Store the proposals (raises repo.StalePool when a mentor has no place left after all)."""
-    await repo.insert_proposals(conn, proposals.rows)
+    """Store the proposals (raises repo.StalePool when a mentor has no place left after all).
+
+    The pool they were chosen from already took their places: it stays this replica's current
+    copy at the version the proposals moved the program to, while other replicas reload."""
+    try:
+        version = await repo.insert_proposals(conn, proposals.rows)
+    except repo.StalePool:
+        replica.metrics.stale_pools.inc()
+        raise
+    if version is not None:
+        first = proposals.rows[0]
+        replica.pools.proposed(first.tenant_id, first.program_id, version)
     work.out += proposals.events
     for seconds in proposals.waited_seconds:
         replica.metrics.time_to_match.observe(seconds)

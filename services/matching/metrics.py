@@ -13,6 +13,8 @@ class MatchingMetrics:
     confirmed: Counter
     ended: Counter
     time_to_match: Histogram
+    stale_pools: Counter
+    repeated_sessions: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MatchingMetrics:
@@ -31,6 +33,16 @@ class MatchingMetrics:
                 "mentornet_time_to_match_seconds",
                 "From joining the waitlist to a proposal",
                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 3600, 86400, 7 * 86400),
+                registry=registry,
+            ),
+            stale_pools=Counter(
+                "mentornet_stale_pools",
+                "Proposals the database refused: this replica's pool was out of date (retried)",
+                registry=registry,
+            ),
+            repeated_sessions=Counter(
+                "mentornet_sessions_repeated",
+                "Sessions reported again under another event id, counted once",
                 registry=registry,
             ),
         )

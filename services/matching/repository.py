@@ -280,53 +280,74 @@ async def bump_pool(conn: asyncpg.Connection, tenant_id: str, program_id: str) -
     )
 
 
-async def insert_proposals(conn: asyncpg.Connection, proposals: Sequence[NewProposal]) -> None:
-    """Store proposals of one program and take one place of each mentor, in the caller's
-    transaction: the proposals, the mentors' places and the mentees' status in one statement.
+CAPACITY_GUARD = "mentor_within_capacity"  # the trigger refusing a load above capacity
 
+
+async def insert_proposals(
+    conn: asyncpg.Connection, proposals: Sequence[NewProposal]
+) -> int | None:
+    """Store proposals of one program and take one place of each mentor, in the caller's
+    transaction: the proposals, the mentors' places, the mentees' status and the program's pool
+    version in one statement. Returns the new pool version (None when there was nothing to store).
+
+    The version moves so that every other replica's cached pool is reloaded before it proposes
+    again; the caller's own pool already took these places (see `pools.PoolCache.proposed`).
     The database is the last guard of capacities, whatever the caller believed: a mentor's load
     is only raised where it stays within capacity, and when one is refused this raises StalePool
-    (the caller's transaction must roll back; the batch is then retried on fresh pools)."""
+    (the caller's transaction must roll back; the batch is then retried on fresh pools). Should
+    the trigger guarding every statement (`CAPACITY_GUARD`) refuse it first, that is StalePool too.
+    """
     if not proposals:
-        return
+        return None
     first = proposals[0]
-    taken = await conn.fetchval(
-        """WITH proposed AS (
-               INSERT INTO matches (match_id, tenant_id, program_id, mentee_id, mentor_id, status,
-                    score, explanation, expires_at)
-               SELECT p.match_id, $1, $2, p.mentee_id, p.mentor_id, 'proposed', p.score,
-                      p.explanation::jsonb, p.expires_at
-               FROM unnest($3::text[], $4::text[], $5::text[], $6::float8[], $7::text[],
-                           $8::timestamptz[])
-                    AS p(match_id, mentee_id, mentor_id, score, explanation, expires_at)
-           ), slots AS (
-               UPDATE mentors m SET load = m.load + n.count
-               FROM (SELECT mentor_id, count(*)::int AS count FROM unnest($5::text[]) AS mentor_id
-                     GROUP BY mentor_id) n
-               WHERE m.tenant_id = $1 AND m.program_id = $2 AND m.person_id = n.mentor_id
-                 AND m.load + n.count <= m.capacity
-               RETURNING m.person_id
-           ), waiting AS (
-               UPDATE mentees SET status = 'proposed'
-               WHERE tenant_id = $1 AND program_id = $2 AND person_id = ANY($4::text[])
-           )
-           SELECT count(*) FROM slots""",
-        first.tenant_id,
-        first.program_id,
-        *columns(
-            (
-                (p.match_id, p.mentee_id, p.mentor_id, p.score, p.explanation, p.expires_at)
-                for p in proposals
+    try:
+        row = await conn.fetchrow(
+            """WITH proposed AS (
+                   INSERT INTO matches (match_id, tenant_id, program_id, mentee_id, mentor_id,
+                        status, score, explanation, expires_at)
+                   SELECT p.match_id, $1, $2, p.mentee_id, p.mentor_id, 'proposed', p.score,
+                          p.explanation::jsonb, p.expires_at
+                   FROM unnest($3::text[], $4::text[], $5::text[], $6::float8[], $7::text[],
+                               $8::timestamptz[])
+                        AS p(match_id, mentee_id, mentor_id, score, explanation, expires_at)
+               ), slots AS (
+                   UPDATE mentors m SET load = m.load + n.count
+                   FROM (SELECT mentor_id, count(*)::int AS count
+                         FROM unnest($5::text[]) AS mentor_id GROUP BY mentor_id) n
+                   WHERE m.tenant_id = $1 AND m.program_id = $2 AND m.person_id = n.mentor_id
+                     AND m.load + n.count <= m.capacity
+                   RETURNING m.person_id
+               ), waiting AS (
+                   UPDATE mentees SET status = 'proposed'
+                   WHERE tenant_id = $1 AND program_id = $2 AND person_id = ANY($4::text[])
+               ), version AS (
+                   INSERT INTO pool_versions AS v (tenant_id, program_id, version)
+                   VALUES ($1, $2, 1)
+                   ON CONFLICT (tenant_id, program_id) DO UPDATE SET version = v.version + 1
+                   RETURNING v.version
+               )
+               SELECT (SELECT count(*) FROM slots) AS taken, (SELECT version FROM version)""",
+            first.tenant_id,
+            first.program_id,
+            *columns(
+                (
+                    (p.match_id, p.mentee_id, p.mentor_id, p.score, p.explanation, p.expires_at)
+                    for p in proposals
+                ),
+                6,
             ),
-            6,
-        ),
-    )
-    mentors = len({p.mentor_id for p in proposals})
-    if taken < mentors:
-        raise StalePool(
-            f"{mentors - taken} of {mentors} mentors of program {first.program_id!r} have no"
-            " place left for these proposals"
         )
+    except asyncpg.CheckViolationError as refused:
+        if refused.constraint_name != CAPACITY_GUARD:
+            raise
+        raise StalePool(str(refused)) from refused
+    mentors = len({p.mentor_id for p in proposals})
+    if row["taken"] < mentors:
+        raise StalePool(
+            f"{mentors - row['taken']} of {mentors} mentors of program {first.program_id!r}"
+            " have no place left for these proposals"
+        )
+    return int(row["version"])
 
 
 _MATCH = """match_id, tenant_id, program_id, mentee_id, mentor_id, status,
@@ -448,14 +469,34 @@ async def due_proposals(
     return [_match(r) for r in rows]
 
 
+async def session_recorded(conn: asyncpg.Connection, match: Match, session_id: str) -> bool:
+    """Whether this session of the match was already counted (reported again, maybe under
+    another event id)."""
+    found = await conn.fetchval(
+        "SELECT true FROM sessions WHERE tenant_id = $1 AND match_id = $2 AND session_id = $3",
+        match.tenant_id,
+        match.match_id,
+        session_id,
+    )
+    return bool(found)
+
+
 async def record_session(
     conn: asyncpg.Connection,
     match: Match,
+    session_id: str,
     minutes: int,
     mentor_rating: int | None,
     mentee_rating: int | None,
 ) -> None:
-    """Pair history, and the mentor's reputation when the mentee rated them."""
+    """Count a session not counted before (see `session_recorded`): pair history, and the
+    mentor's reputation when the mentee rated them."""
+    await conn.execute(
+        "INSERT INTO sessions (tenant_id, match_id, session_id) VALUES ($1, $2, $3)",
+        match.tenant_id,
+        match.match_id,
+        session_id,
+    )
     both = mentor_rating is not None and mentee_rating is not None
     await conn.execute(
         """INSERT INTO pair_history AS p (match_id, sessions, minutes, mentor_rating_sum,

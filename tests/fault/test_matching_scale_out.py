@@ -1,5 +1,6 @@
-"""Two matching replicas in one consumer group, a rebalance and a crash mid-stream: every rule
-still holds on everything that was proposed."""
+"""Two matching replicas in one consumer group: a rebalance and a crash mid-stream, and a replica
+whose cached pool another replica's proposals made out of date. Every rule still holds on
+everything that was proposed, and no mentor is ever over capacity."""
 
 from __future__ import annotations
 
@@ -7,14 +8,23 @@ import asyncio
 import json
 import random
 import signal
+import time
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.partitioner import murmur2
 
+from shared.contract.topics import TOPICS
 from shared.local.infra import Endpoints
+from shared.local.kafka import RawRecord
+from shared.local.probes import wait_until
 from tests.support import (
     ServiceProcess,
+    Services,
     TopicReader,
     cloud_event,
     fresh_group,
@@ -176,3 +186,208 @@ async def test_rules_hold_across_a_rebalance_and_a_crash(
     for r in stored:
         if (r["mentee_id"], r["mentor_id"]) in declined:
             assert r["status"] == "declined", "a pair that declined is never proposed again"
+
+
+# --- a replica's cached pool against another replica's proposals ---------------------------------
+
+OVER_CAPACITY = """
+    SELECT * FROM (
+        SELECT m.person_id, m.capacity, m.load,
+               (SELECT count(*) FROM matching.matches x
+                WHERE x.tenant_id = m.tenant_id AND x.program_id = m.program_id
+                  AND x.mentor_id = m.person_id AND x.status IN ('proposed', 'confirmed')) AS held
+        FROM matching.mentors m WHERE m.tenant_id = $1) AS mentor
+    WHERE load > capacity OR held > capacity"""
+
+
+async def other_matching_consumers(bootstrap: str, mine: str) -> list[str]:
+    """Consumer groups other than `mine` with members reading matching's topics now (a matching
+    started by another test on this broker)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    others = []
+    try:
+        for group, _ in await admin.list_consumer_groups():
+            if group == mine:
+                continue
+            (response,) = await admin.describe_consumer_groups([group])  # one by one: robust
+            _, _, state, _, _, members = response.groups[0][:6]
+            # a member's metadata lists the topics it subscribed to; only matching reads this one
+            if state not in ("Empty", "Dead") and any(
+                b"program-configured" in m[-2] for m in members
+            ):
+                others.append(group)
+    finally:
+        await admin.close()
+    return others
+
+
+async def alone_on_the_broker(bootstrap: str, group: str, timeout: float = 60) -> None:
+    """Wait until no other matching consumes (fail otherwise: never skip): the shared database
+    keeps one offset per partition, so another matching would apply some records in our
+    replicas' place."""
+    deadline = time.monotonic() + timeout
+    while others := await other_matching_consumers(bootstrap, group):
+        if time.monotonic() > deadline:
+            pytest.fail(f"another matching consumes this broker's topics: {others}")
+        await asyncio.sleep(1)
+
+
+async def partition_owners(bootstrap: str, group: str) -> dict[tuple[str, int], str]:
+    """(topic, partition) -> the member of `group` it is assigned to, once the group is stable."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    _, _, state, _, _, members = response.groups[0]
+    if state != "Stable":
+        return {}
+    return {
+        (tp.topic, tp.partition): member[0]
+        for member in members
+        for tp in ConsumerProtocolMemberAssignment.decode(member[-1]).partitions()
+    }
+
+
+def partition_of(topic: str, key: str) -> tuple[str, int]:
+    """Where Kafka's default partitioner puts `key` (murmur2, as every producer here)."""
+    return topic, (murmur2(key.encode()) & 0x7FFFFFFF) % TOPICS[topic].partitions
+
+
+def enrolled(tenant: str, program: str, role: str, person: str, **extra: Any) -> RawRecord:
+    data: dict[str, Any] = {
+        "program_id": program,
+        "person_id": person,
+        "role": role,
+        "display_name": person,
+        "email": f"{person}@x.example",
+        "languages": ["en"],
+        "timezone": "Europe/Paris",
+        "registered_at": "2026-01-01T00:00:00Z",
+    }
+    if role == "mentor":
+        data |= {"expertise": [{"topic": "python", "level": 5}], "capacity": 1}
+    else:
+        data |= {"goals": [{"topic": "python", "priority": 1}]}
+    event = cloud_event("enrolment-updated", tenant, data | extra, source="mentornet/profiles")
+    return ("enrolment-updated", f"{tenant}:{program}".encode(), json.dumps(event).encode())
+
+
+def configured(tenant: str, program: str, **settings: Any) -> RawRecord:
+    event = cloud_event("program-configured", tenant, {"program_id": program, **settings})
+    return ("program-configured", program.encode(), json.dumps(event).encode())
+
+
+async def stale_pools(replica: ServiceProcess) -> float:
+    async with httpx.AsyncClient() as client:
+        page = (await client.get(f"{replica.url}/metrics")).text
+    return sum(
+        float(line.split()[1])
+        for line in page.splitlines()
+        if line.startswith("mentornet_stale_pools_total ")
+    )
+
+
+async def test_a_replica_with_a_cached_pool_never_proposes_a_place_another_replica_gave(
+    infra: Endpoints, db: asyncpg.Pool, service_env: dict[str, str]
+) -> None:
+    """Replica A caches a program's pool (it handles the program's `program-configured`); replica
+    B (which handles its enrolments) then gives the best mentors' last places; then A proposes.
+    Sampled all along, no mentor's load or open matches ever exceed their capacity, and A never
+    proposes to a full mentor: its copy saw the version moved and was reloaded (the database
+    would refuse such a proposal, but a refusal costs a retried batch)."""
+    bootstrap = infra.bootstrap_servers
+    tenant = unique("replicas")
+    group = await fresh_group(bootstrap, "matching", "matching-cached")
+    await alone_on_the_broker(bootstrap, group)
+    env = {**service_env, "CONSUMER_GROUP": group}
+    services = Services()
+    replicas = [services.add(label, "matching", env) for label in ("first", "second")]
+    async with services:
+        owners = await two_owners(bootstrap, group)
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_capacities(db, tenant, stop))
+        try:
+            await cached_pool_scenario(bootstrap, db, tenant, owners)
+        finally:
+            stop.set()
+            samples, over = await watcher
+        refused = [await stale_pools(replica) for replica in replicas]
+        rebalanced = await partition_owners(bootstrap, group) != owners
+        others = await other_matching_consumers(bootstrap, group)
+    proposed = await db.fetch(
+        "SELECT mentee_id, mentor_id FROM matching.matches WHERE tenant_id = $1", tenant
+    )
+    assert samples > 20 and over == [], f"over capacity in {len(over)} of {samples} samples"
+    pairs = sorted((r["mentee_id"], r["mentor_id"]) for r in proposed)
+    assert sorted(mentor for _, mentor in pairs) == ["best-0", "best-1", "best-2", "far", "far"]
+    assert [mentor for mentee, mentor in pairs if mentee in ("n3", "n4")] == ["far", "far"]
+    assert not rebalanced, "the partitions moved: A and B may not have been who they were"
+    assert refused == [0, 0], "a replica proposed to a full mentor (the database refused it)" + (
+        f"; another matching joined meanwhile: {others}" if others else ""
+    )
+
+
+async def two_owners(bootstrap: str, group: str) -> dict[tuple[str, int], str]:
+    """The group's partitions, once they are shared by its two members."""
+    owners: dict[tuple[str, int], str] = {}
+
+    async def both_assigned() -> bool:
+        nonlocal owners
+        owners = await partition_owners(bootstrap, group)
+        return len(set(owners.values())) == 2
+
+    await wait_until(both_assigned, 60)
+    return owners
+
+
+async def watch_capacities(
+    db: asyncpg.Pool, tenant: str, stop: asyncio.Event
+) -> tuple[int, list[Any]]:
+    """Sample the database until `stop`: how many samples, and every mentor seen over capacity."""
+    samples, over = 0, []
+    while not stop.is_set():
+        over += await db.fetch(OVER_CAPACITY, tenant)
+        samples += 1
+        await asyncio.sleep(0.01)
+    return samples, over
+
+
+async def cached_pool_scenario(
+    bootstrap: str, db: asyncpg.Pool, tenant: str, owners: dict[tuple[str, int], str]
+) -> None:
+    """B fills the best mentors while A holds the program's pool from before, then A proposes."""
+    # A program whose settings one replica reads (A) and whose enrolments the other (B).
+    program = next(
+        p
+        for p in (f"prog-{i}" for i in range(100))
+        if owners[partition_of("program-configured", p)]
+        != owners[partition_of("enrolment-updated", f"{tenant}:{p}")]
+    )
+    mentees = "SELECT count(*) = $2 FROM matching.mentees WHERE tenant_id = $1"
+    matches = "SELECT count(*) = $2 FROM matching.matches WHERE tenant_id = $1"
+    # B: three best mentors with one place, one far away with three, and a mentee nobody can
+    # mentor (no shared language): the program has a waitlist.
+    far = {"timezone": "Asia/Tokyo", "capacity": 3, "expertise": [{"topic": "python", "level": 1}]}
+    await publish_raw(
+        bootstrap,
+        [enrolled(tenant, program, "mentor", f"best-{i}") for i in range(3)]
+        + [enrolled(tenant, program, "mentor", "far", **far)]
+        + [enrolled(tenant, program, "mentee", "alone", languages=["ja"])],
+    )
+    await wait_for(db, mentees, tenant, 1)
+    # A: the program's settings (far is too far for now); A matches the waitlist, and caches
+    # the pool with every best mentor free.
+    rules = {"max_timezone_difference_hours": 2}
+    await publish_raw(bootstrap, [configured(tenant, program, rules=rules)])
+    await wait_for(db, "SELECT 1 FROM matching.programs WHERE tenant_id = $1", tenant)
+    # B: five mentees; the best mentors' last places go to three, two wait.
+    await publish_raw(bootstrap, [enrolled(tenant, program, "mentee", f"n{i}") for i in range(5)])
+    await wait_for(db, mentees, tenant, 6)
+    await wait_for(db, matches, tenant, 3)
+    # A: far is allowed now; A proposes to the two waiting.
+    await publish_raw(bootstrap, [configured(tenant, program)])
+    await wait_for(db, matches, tenant, 5)
+    await asyncio.sleep(0.5)  # nothing more comes

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.matching.domain import criteria
 from services.matching.domain.config import ProgramConfig
 from services.matching.domain.explain import explain
 from services.matching.domain.scoring import Mentee, Mentor, MentorPool, rank
@@ -135,6 +137,32 @@ def test_reasons_read_like_sentences() -> None:
     assert reasons["seniority"] == "Your mentor is 4 levels more senior"
     assert reasons["reputation"] == "Rated 4.6/5 by mentees over 10 sessions"
     assert reasons["load"] == "Has 2 of 3 mentoring places free"
+
+
+def test_the_time_zone_gap_is_the_short_way_round_the_clock() -> None:
+    """Every pair of UTC offsets (-12 to +14, by quarter hours), as the scorers broadcast them."""
+    offsets = np.arange(-12 * 4, 14 * 4 + 1) / 4
+    gap = criteria.gap_hours(offsets[:, None], offsets[None, :])
+    difference = offsets[:, None] - offsets[None, :]
+    short_way = np.min([np.abs(difference + 24 * turns) for turns in (-2, -1, 0, 1, 2)], axis=0)
+    assert np.array_equal(gap, short_way)
+    assert gap.min() == 0 and gap.max() == 12
+    assert np.array_equal(gap, gap.T)
+
+
+def test_the_farthest_offsets_are_two_hours_apart() -> None:
+    """Kiritimati (+14) and Baker Island (-12) are 26 hours apart one way, 2 the other: the
+    time zone is worth almost 1, and the explanation says so."""
+    kiritimati = criteria.utc_offset_hours("Pacific/Kiritimati", NOW)
+    baker = criteria.utc_offset_hours("Etc/GMT+12", NOW)
+    assert (kiritimati, baker) == (14, -12)
+    assert float(criteria.gap_hours(kiritimati, baker)) == 2
+    mentor = Mentor("m1", ("en",), "Pacific/Kiritimati")
+    mentee = Mentee("n1", ("en",), "Etc/GMT+12")
+    (candidate,) = rank(MentorPool([mentor], NOW), mentee, ProgramConfig())
+    assert candidate.values["timezone"] == pytest.approx(1 - 2 / 12)
+    _, items = explain(candidate, mentee, ProgramConfig(), NOW)
+    assert {i.criterion: i.reason for i in items}["timezone"] == "Your time zones are 2 hours apart"
 
 
 def test_poorly_rated_mentors_are_proposed_less() -> None:

@@ -125,9 +125,10 @@ def utc_offset_hours(timezone: str, at: datetime) -> float:
 
 
 def gap_hours(mentor_offset: Floats | float, mentee_offset: Floats | float) -> Floats:
-    """Hours between two UTC offsets, the short way round the clock."""
-    gap = np.abs(mentor_offset - mentee_offset)
-    return np.minimum(gap, 24 - gap)
+    """Hours between two UTC offsets, the short way round the clock: in 0..12. Offsets run
+    from -12 to +14, so two may be more than 24 hours apart (+14 and -12 are 2 hours apart)."""
+    gap = np.abs(np.subtract(mentor_offset, mentee_offset)) % 24
+    return np.asarray(np.minimum(gap, 24 - gap))
 
 
 def timezone(gap: Floats) -> Floats:
