@@ -68,6 +68,7 @@ def service_env(
         "WEBHOOK_CONNECTIONS": str(args.webhook_connections),
         "SMTP_RATE_PER_SECOND": str(args.rate),
         "WEBHOOK_RATE_PER_SECOND": str(args.rate),
+        "WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',  # the benchmark's own receiver, plain http
         "DELIVERY_CONCURRENCY": str(args.concurrency),
         "DELIVERY_TENANTS": json.dumps(tenants),  # leave other tenants' rows alone
     }

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import (
@@ -148,30 +148,84 @@ class MatchParties:
     program_id: str
 
 
-def for_session(data: SessionCompleted, match: MatchParties) -> list[Planned]:
-    """A feedback request to both sides of the match."""
+@dataclass(frozen=True)
+class KnownMatch:
+    """What notifications knows of a match. `confirmed` stays true once the match is confirmed,
+    whatever comes next (`state` moves on to "ended")."""
+
+    parties: MatchParties
+    state: str
+    confirmed: bool
+
+
+SessionFate = Literal["feedback", "hold", "unknown_match", "not_confirmed"]
+
+
+def session_fate(match: KnownMatch | None) -> SessionFate:
+    """What a completed session calls for. Feedback requests name the partner, so they are for
+    confirmed matches only. A session of a match still proposed is held: its confirmation is on
+    another topic and may simply not have been read yet (released then, dropped if the match
+    ends unconfirmed). A match never heard of stays ignored: it is no match of ours."""
+    if match is None:
+        return "unknown_match"
+    if match.confirmed:
+        return "feedback"
+    return "hold" if match.state == "proposed" else "not_confirmed"
+
+
+@dataclass(frozen=True)
+class Session:
+    """A completed session, as far as its feedback requests need it."""
+
+    match_id: str
+    session_id: str
+    duration_minutes: int
+
+    @classmethod
+    def of(cls, data: SessionCompleted) -> Session:
+        return cls(data.match_id, data.session_id, data.duration_minutes)
+
+
+def for_session(session: Session, match: MatchParties) -> list[Planned]:
+    """A feedback request to both sides of the (confirmed) match."""
     base = {
-        "match_id": data.match_id,
+        "match_id": session.match_id,
         "program_id": match.program_id,
-        "session_id": data.session_id,
-        "duration_minutes": data.duration_minutes,
+        "session_id": session.session_id,
+        "duration_minutes": session.duration_minutes,
     }
     return [
         Planned(
             "feedback-request",
             match.mentee_id,
             {**base, "role": "mentee"},
-            data.match_id,
+            session.match_id,
             match.mentor_id,
         ),
         Planned(
             "feedback-request",
             match.mentor_id,
             {**base, "role": "mentor"},
-            data.match_id,
+            session.match_id,
             match.mentee_id,
         ),
     ]
+
+
+@dataclass(frozen=True)
+class Cause:
+    """What a delivery keeps of the event that caused it: the event itself, or a session held
+    until its match was confirmed (then released by another event, but still its own cause,
+    so a replay of either adds nothing)."""
+
+    tenant_id: str
+    event_id: str
+    correlation_id: str
+    traceparent: str | None = None
+
+    @classmethod
+    def of(cls, event: CloudEvent) -> Cause:
+        return cls(event.tenantid, event.id, event.correlation_id, event.traceparent)
 
 
 @dataclass(frozen=True)
@@ -190,22 +244,23 @@ class NewDelivery:
 
 
 def deliveries_for(
-    event: CloudEvent,
+    event: CloudEvent | Cause,
     planned: Iterable[Planned],
     channels: Sequence[str],
     policy: Policy,
     now: datetime,
 ) -> list[NewDelivery]:
     """One row per planned notification and tenant channel."""
+    cause = event if isinstance(event, Cause) else Cause.of(event)
     return [
         NewDelivery(
-            id=notification_id(event.tenantid, event.id, p.recipient_id, channel, p.kind),
-            tenant_id=event.tenantid,
-            source_event_id=event.id,
+            id=notification_id(cause.tenant_id, cause.event_id, p.recipient_id, channel, p.kind),
+            tenant_id=cause.tenant_id,
+            source_event_id=cause.event_id,
             channel=channel,
             planned=p,
-            correlation_id=event.correlation_id,
-            traceparent=event.traceparent,
+            correlation_id=cause.correlation_id,
+            traceparent=cause.traceparent,
             next_attempt_at=p.not_before or now,
             give_up_at=p.give_up_at or now + policy.contact_wait,
         )

@@ -59,6 +59,7 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
     runtime.on_start(start_worker)
     runtime.on_stop(stop_worker)
     runtime.purge(repository.FINISHED_DELIVERIES)
+    runtime.purge(repository.FEEDBACK_SESSIONS)
     return create_app(runtime)
 
 

@@ -7,7 +7,9 @@ never blocks the Kafka partition. The delivery worker sends the rows afterwards.
 Events of different topics arrive in no particular order (a proposal may come before the
 enrolments it names, an answer before its proposal). Each step is written to give the same
 result in any order: latest-registration-wins contacts with erasure tombstones, match states
-that only move forward, and proposals or reminders planned only for matches still open.
+that only move forward, proposals or reminders planned only for matches still open, and
+feedback requests only for confirmed matches (a session read before its match's confirmation
+is held until the confirmation comes, and dropped if the match ends unconfirmed).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter
 
 from services.notifications import domain, repository
-from services.notifications.domain import NewDelivery, Planned, Policy
-from services.notifications.repository import ContactRow, MatchRow
+from services.notifications.domain import Cause, NewDelivery, Planned, Policy, Session
+from services.notifications.repository import ContactRow, MatchRow, SessionRow
 from shared.contract.envelope import CloudEvent, Rejected, decode_record
 from shared.runtime.db.outbox import OutboxRecord
 from shared.runtime.logging import get_logger
@@ -57,6 +59,13 @@ class Handlers:
             cancelled = await repository.erase_contacts(conn, erasures)
             log.info("contacts erased", people=len(erasures), cancelled=cancelled)
 
+        await repository.lock_matches(  # serialise sessions with their match's confirmation
+            conn,
+            [
+                (e.tenantid, e.data.match_id)
+                for e in of["session-completed"] + of["match-confirmed"] + of["match-ended"]
+            ],
+        )
         await repository.upsert_matches(conn, _match_rows(events))
         await repository.record_responses(
             conn,
@@ -84,10 +93,10 @@ class Handlers:
         answered = await repository.responded(
             conn, [(e.tenantid, e.data.match_id) for e in of["match-proposed"]]
         )
-        planned: list[tuple[CloudEvent, list[Planned]]] = []
+        planned: list[tuple[Cause, list[Planned]]] = []
         for e in of["match-proposed"]:
-            state = known.get((e.tenantid, e.data.match_id), (None, "proposed"))[1]
-            if state != "proposed":
+            match = known.get((e.tenantid, e.data.match_id))
+            if match is not None and match.state != "proposed":
                 self.ignored.labels("match_moved_on").inc()
                 continue
             plan = domain.for_proposal(e.data, self.policy, now)
@@ -97,27 +106,68 @@ class Handlers:
                 if p.kind != "match-reminder"
                 or (e.tenantid, e.data.match_id, p.recipient_id) not in answered
             ]
-            planned.append((e, plan))
-        planned += [(e, domain.for_confirmation(e.data)) for e in of["match-confirmed"]]
-        planned += [(e, domain.for_ending(e.data)) for e in of["match-ended"]]
-        for e in of["session-completed"]:
-            match = known.get((e.tenantid, e.data.match_id))
-            if match is None:  # sessions follow a confirmation, so this is a foreign match id
-                self.ignored.labels("unknown_match").inc()
-                log.warning("session of an unknown match", event_id=e.id)
-                continue
-            planned.append((e, domain.for_session(e.data, match[0])))
+            planned.append((Cause.of(e), plan))
+        planned += [(Cause.of(e), domain.for_confirmation(e.data)) for e in of["match-confirmed"]]
+        planned += [(Cause.of(e), domain.for_ending(e.data)) for e in of["match-ended"]]
+        planned += await self._sessions(conn, of, known)
 
         if not planned:
             return []
-        channels = await repository.channels(conn, [e.tenantid for e, _ in planned])
+        channels = await repository.channels(conn, [cause.tenant_id for cause, _ in planned])
         return [
             row
-            for event, plan in planned
+            for cause, plan in planned
             for row in domain.deliveries_for(
-                event, plan, channels[event.tenantid], self.policy, now
+                cause, plan, channels[cause.tenant_id], self.policy, now
             )
         ]
+
+    async def _sessions(
+        self,
+        conn: asyncpg.Connection,
+        of: dict[str, list[CloudEvent]],
+        known: Mapping[tuple[str, str], domain.KnownMatch],
+    ) -> list[tuple[Cause, list[Planned]]]:
+        """Feedback requests for sessions of confirmed matches, once per session: new sessions
+        of confirmed matches, and the held ones this batch's confirmations release. The
+        sessions of this batch's matches that ended unconfirmed are dropped."""
+        fresh: list[SessionRow] = []
+        for e in of["session-completed"]:
+            match = known.get((e.tenantid, e.data.match_id))
+            fate = domain.session_fate(match)
+            if fate == "unknown_match":  # sessions follow a proposal: a foreign match id
+                self.ignored.labels(fate).inc()
+                log.warning("session of an unknown match", event_id=e.id)
+                continue
+            if fate == "not_confirmed":  # the match ended without a confirmation
+                self.ignored.labels(fate).inc()
+                log.warning("session of a match never confirmed", event_id=e.id)
+                continue
+            state = "planned" if fate == "feedback" else "pending"
+            fresh.append(SessionRow(Cause.of(e), Session.of(e.data), state))
+        stored = await repository.record_sessions(conn, fresh)
+        if len(stored) < len(fresh):
+            self.ignored.labels("duplicate_session").inc(len(fresh) - len(stored))
+        held = sum(r.state == "pending" for r in stored)
+        if held:
+            log.info("sessions held until their match is confirmed", sessions=held)
+
+        planned = [
+            (row.cause, domain.for_session(row.session, known[row.match_key].parties))
+            for row in stored
+            if row.state == "planned"
+        ]
+        released = await repository.release_sessions(
+            conn, [(e.tenantid, e.data.match_id) for e in of["match-confirmed"]]
+        )
+        planned += [(row.cause, domain.for_session(row.session, p)) for row, p in released]
+        dropped = await repository.drop_sessions(
+            conn, [(e.tenantid, e.data.match_id) for e in of["match-ended"]]
+        )
+        if dropped:
+            self.ignored.labels("not_confirmed").inc(dropped)
+            log.info("held sessions dropped: match ended unconfirmed", sessions=dropped)
+        return planned
 
 
 MATCHING_OWNS = frozenset({"match-responded", "session-completed"})

@@ -1,4 +1,5 @@
-"""SQL of notifications (schema `notifications`): contacts, matches, deliveries and preferences.
+"""SQL of notifications (schema `notifications`): contacts, matches, sessions, deliveries and
+preferences.
 
 Writes take whole batches (unnest arrays) because one consumer batch can hold thousands of
 events; rows with the same key are merged in Python first, since one INSERT ... ON CONFLICT
@@ -14,7 +15,15 @@ from datetime import datetime
 
 import asyncpg
 
-from services.notifications.domain import Finished, MatchParties, NewDelivery, Outcome
+from services.notifications.domain import (
+    Cause,
+    Finished,
+    KnownMatch,
+    MatchParties,
+    NewDelivery,
+    Outcome,
+    Session,
+)
 from services.notifications.settings import TenantChannel
 from shared.runtime.db.columns import columns
 from shared.runtime.db.retention import Purge
@@ -22,6 +31,9 @@ from shared.runtime.db.retention import Purge
 NOTIFY_CHANNEL = "notifications_deliveries"
 # Finished deliveries are kept as long as the inbox: a replayed event must find its delivery.
 FINISHED_DELIVERIES = Purge("deliveries", "created_at", "state <> 'pending'")
+# Sessions are kept as long too: a second event for the same session must find the first. (One
+# still pending that long belongs to a proposal that never ended: nothing will release it.)
+FEEDBACK_SESSIONS = Purge("feedback_sessions", "received_at")
 MATCH_STATES = ("proposed", "confirmed", "ended")  # a later state never goes back
 
 
@@ -151,13 +163,33 @@ class MatchRow:
     expires_at: datetime | None
     state: str
 
+    @property
+    def is_confirmation(self) -> bool:
+        return self.state == "confirmed"
+
+
+async def lock_matches(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> None:
+    """Take the matches' locks (sorted: no deadlock) until the transaction ends. A session and
+    its match's confirmation or end may be applied side by side by two replicas: serialised
+    per match, a session held as pending is always seen by the confirmation that releases it.
+    Callers take these after any contact locks (upsert_contacts), never before."""
+    if keys:
+        await conn.execute(
+            """SELECT pg_advisory_xact_lock(hashtext(k))
+               FROM (SELECT DISTINCT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted""",
+            [f"match:{t}:{m}" for t, m in keys],
+        )
+
 
 async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> None:
     """Remember who is who in each match; the state only moves forward, whatever the order in
-    which the proposal, confirmation and end arrive."""
+    which the proposal, confirmation and end arrive, and `confirmed` stays true once set."""
     merged: dict[tuple[str, str], MatchRow] = {}
+    confirmed: set[tuple[str, str]] = set()  # a confirmation in the batch, even if it also ended
     for row in rows:
         key = (row.tenant_id, row.match_id)
+        if row.is_confirmation:
+            confirmed.add(key)
         known = merged.get(key)
         if known is None:
             merged[key] = row
@@ -176,15 +208,16 @@ async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> 
     values = list(merged.values())
     await conn.execute(
         """INSERT INTO matches AS m (tenant_id, match_id, program_id, mentee_id, mentor_id,
-                                     expires_at, state)
+                                     expires_at, state, confirmed)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                $6::timestamptz[], $7::text[])
+                                $6::timestamptz[], $7::text[], $8::bool[])
            ON CONFLICT (tenant_id, match_id) DO UPDATE SET
                expires_at = COALESCE(EXCLUDED.expires_at, m.expires_at),
                state = CASE
-                   WHEN array_position($8::text[], EXCLUDED.state)
-                        > array_position($8::text[], m.state) THEN EXCLUDED.state
-                   ELSE m.state END""",
+                   WHEN array_position($9::text[], EXCLUDED.state)
+                        > array_position($9::text[], m.state) THEN EXCLUDED.state
+                   ELSE m.state END,
+               confirmed = m.confirmed OR EXCLUDED.confirmed""",
         *columns(
             (
                 (
@@ -195,10 +228,11 @@ async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> 
                     r.mentor_id,
                     r.expires_at,
                     r.state,
+                    (r.tenant_id, r.match_id) in confirmed,
                 )
                 for r in values
             ),
-            7,
+            8,
         ),
         list(MATCH_STATES),
     )
@@ -206,23 +240,124 @@ async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> 
 
 async def matches(
     conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[MatchParties, str]]:
-    """(tenant, match) -> (who is who, state), for the keys that are known."""
+) -> dict[tuple[str, str], KnownMatch]:
+    """(tenant, match) -> who is who, state, whether confirmed; for the keys that are known."""
     if not keys:
         return {}
     rows = await conn.fetch(
-        """SELECT m.tenant_id, m.match_id, m.mentee_id, m.mentor_id, m.program_id, m.state
+        """SELECT m.tenant_id, m.match_id, m.mentee_id, m.mentor_id, m.program_id, m.state,
+                  m.confirmed
            FROM matches m JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, match_id)
              ON m.tenant_id = k.tenant_id AND m.match_id = k.match_id""",
         *columns(keys, 2),
     )
     return {
-        (r["tenant_id"], r["match_id"]): (
+        (r["tenant_id"], r["match_id"]): KnownMatch(
             MatchParties(r["mentee_id"], r["mentor_id"], r["program_id"]),
             r["state"],
+            r["confirmed"],
         )
         for r in rows
     }
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A completed session, what caused it, and whether its feedback is planned or held."""
+
+    cause: Cause
+    session: Session
+    state: str  # 'planned' or 'pending'
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.cause.tenant_id, self.session.match_id, self.session.session_id)
+
+    @property
+    def match_key(self) -> tuple[str, str]:
+        return (self.cause.tenant_id, self.session.match_id)
+
+
+async def record_sessions(conn: asyncpg.Connection, rows: Sequence[SessionRow]) -> list[SessionRow]:
+    """Store sessions not seen before; returns those, the first event of each session (in
+    batch order). Another event for a session already stored is left out: its feedback
+    requests exist (or are held) already."""
+    first: dict[tuple[str, str, str], SessionRow] = {}
+    for row in rows:
+        first.setdefault(row.key, row)
+    if not first:
+        return []
+    stored = await conn.fetch(
+        """INSERT INTO feedback_sessions (tenant_id, match_id, session_id, event_id, state,
+                                          duration_minutes, correlation_id, traceparent)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::int[], $7::text[], $8::text[])
+           ON CONFLICT DO NOTHING
+           RETURNING tenant_id, match_id, session_id""",
+        *columns(
+            (
+                (
+                    *r.key,
+                    r.cause.event_id,
+                    r.state,
+                    r.session.duration_minutes,
+                    r.cause.correlation_id,
+                    r.cause.traceparent,
+                )
+                for r in first.values()
+            ),
+            8,
+        ),
+    )
+    new = {(r["tenant_id"], r["match_id"], r["session_id"]) for r in stored}
+    return [row for key, row in first.items() if key in new]
+
+
+async def release_sessions(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+) -> list[tuple[SessionRow, MatchParties]]:
+    """The held sessions of these matches, now confirmed: marked planned and returned with
+    who is who, so their feedback requests are planned in this same transaction."""
+    if not keys:
+        return []
+    rows = await conn.fetch(
+        """UPDATE feedback_sessions s SET state = 'planned'
+           FROM unnest($1::text[], $2::text[]) AS k(tenant_id, match_id), matches m
+           WHERE s.state = 'pending' AND s.tenant_id = k.tenant_id AND s.match_id = k.match_id
+             AND m.tenant_id = s.tenant_id AND m.match_id = s.match_id AND m.confirmed
+           RETURNING s.tenant_id, s.match_id, s.session_id, s.event_id, s.duration_minutes,
+                     s.correlation_id, s.traceparent, m.mentee_id, m.mentor_id, m.program_id""",
+        *columns(keys, 2),
+    )
+    return [
+        (
+            SessionRow(
+                Cause(r["tenant_id"], r["event_id"], r["correlation_id"], r["traceparent"]),
+                Session(r["match_id"], r["session_id"], r["duration_minutes"]),
+                "planned",
+            ),
+            MatchParties(r["mentee_id"], r["mentor_id"], r["program_id"]),
+        )
+        for r in rows
+    ]
+
+
+async def drop_sessions(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> int:
+    """The held sessions of these matches, ended without a confirmation, will never ask for
+    feedback. Returns how many were dropped."""
+    if not keys:
+        return 0
+    status = await conn.execute(
+        """UPDATE feedback_sessions s SET state = 'dropped'
+           FROM unnest($1::text[], $2::text[]) AS k(tenant_id, match_id), matches m
+           WHERE s.state = 'pending' AND s.tenant_id = k.tenant_id AND s.match_id = k.match_id
+             AND m.tenant_id = s.tenant_id AND m.match_id = s.match_id AND NOT m.confirmed""",
+        *columns(keys, 2),
+    )
+    return int(status.split()[-1])
 
 
 async def record_responses(

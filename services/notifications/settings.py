@@ -7,10 +7,14 @@ shared ServiceSettings; durations are in seconds so tests can shrink them.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from services.notifications.webhook_urls import WebhookRules
 from shared.runtime.settings import ServiceSettings
+
+TRUE = frozenset({"1", "true", "yes"})  # how `?starttls=` says yes (as smtp.tenant_server reads it)
 
 
 class TenantChannel(BaseModel):
@@ -25,6 +29,19 @@ class TenantChannel(BaseModel):
     channel: Literal["email", "webhook"]
     endpoint: str | None = None
     secret: SecretStr | None = None
+
+    def relay_without_tls(self) -> bool:
+        """An email relay of its own reached over plain SMTP (smtp:// without starttls=true)."""
+        if self.channel != "email" or not self.endpoint:
+            return False
+        url = urlsplit(self.endpoint)
+        starttls = parse_qs(url.query).get("starttls", [""])[0].lower()
+        return url.scheme == "smtp" and starttls not in TRUE
+
+    def webhook_without_tls(self) -> bool:
+        """A webhook over plain http (possible only to a host in WEBHOOK_ALLOWED_HOSTS)."""
+        endpoint = self.endpoint or ""
+        return self.channel == "webhook" and urlsplit(endpoint).scheme.lower() == "http"
 
 
 class NotificationSettings(ServiceSettings):
@@ -49,6 +66,9 @@ class NotificationSettings(ServiceSettings):
     webhook_connections: int = 16  # kept open per endpoint origin
     webhook_rate_per_second: float = 100.0  # per endpoint (scheme, host, port); 0 = unlimited
     webhook_burst: int = 50
+    # Host names or addresses webhooks may reach although they are (or resolve to) loopback,
+    # private, link-local... addresses; these may also use plain http (local receivers).
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
 
     # tenants: rows upserted into tenant_channels at startup; tenants without rows get email
     notifications_tenants: list[TenantChannel] = Field(default_factory=list)
@@ -68,6 +88,46 @@ class NotificationSettings(ServiceSettings):
 
     # reminders: sent this long before a proposal expires, to whoever has not answered
     reminder_before_seconds: float = 24 * 3600.0
+
+    @property
+    def webhook_rules(self) -> WebhookRules:
+        return WebhookRules.allowing(self.webhook_allowed_hosts)
+
+    @model_validator(mode="after")
+    def _webhooks_go_where_they_may(self) -> NotificationSettings:
+        """A webhook URL that could only be refused at send time is refused now, naming the
+        tenant (not the URL: it may carry a token)."""
+        rules = self.webhook_rules
+        for tenant in self.notifications_tenants:
+            if tenant.channel != "webhook" or tenant.endpoint is None:
+                continue
+            problem = rules.url_problem(tenant.endpoint)
+            if problem:
+                raise ValueError(
+                    f"NOTIFICATIONS_TENANTS: the webhook URL of tenant {tenant.tenant_id!r}: "
+                    f"{problem}"
+                )
+        return self
+
+    def production_problems(self) -> list[str]:
+        """Besides the shared rules: mail (names, addresses, introductions) only over TLS."""
+        problems = super().production_problems()
+        if not self.smtp_use_tls and self.smtp_starttls is not True:
+            problems.append("SMTP_USE_TLS=true or SMTP_STARTTLS=true: TLS to the SMTP server")
+        tenants = self.notifications_tenants
+        plain = sorted(t.tenant_id for t in tenants if t.relay_without_tls())
+        if plain:
+            problems.append(
+                "NOTIFICATIONS_TENANTS: TLS to the email relays of tenants "
+                f"{', '.join(plain)} (smtp://...?starttls=true, or smtps://)"
+            )
+        plain = sorted(t.tenant_id for t in tenants if t.webhook_without_tls())
+        if plain:
+            problems.append(
+                f"NOTIFICATIONS_TENANTS: https webhooks for tenants {', '.join(plain)} "
+                "(plain http to an allowed host is for local receivers)"
+            )
+        return problems
 
     @model_validator(mode="after")
     def _lease_outlasts_a_send(self) -> NotificationSettings:

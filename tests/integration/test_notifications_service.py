@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -35,12 +36,26 @@ from shared.contract.topics import TOPICS, dead_letter_topic
 from shared.local.infra import Endpoints
 from shared.local.sinks import SmtpSink, WebhookSink
 from shared.runtime.settings import KafkaSettings
-from tests.support import pool_fixture
+from tests.support import fresh_group, pool_fixture
 
 pytestmark = pytest.mark.integration
 
 RUN = uuid.uuid4().hex[:10]
-NAMES = ("proposal", "webhook", "flaky", "flaky-hook", "erase", "remind", "refused")
+NAMES = (
+    "proposal",
+    "webhook",
+    "flaky",
+    "flaky-hook",
+    "erase",
+    "remind",
+    "refused",
+    "unconfirmed",
+    "held",
+    "same-session",
+    "hook-plain",
+    "hook-loopback",
+)
+WEBHOOK_ONLY = ("webhook", "flaky-hook", "refused", "hook-plain", "hook-loopback")
 TENANT = {name: f"t-{RUN}-{name}" for name in NAMES}
 SECRET = "test-secret-" + RUN
 REMINDER_BEFORE = 6.0  # seconds; proposals expiring later than that get a reminder
@@ -66,7 +81,8 @@ def db(infra: Endpoints) -> str:
 async def clean_up(db: asyncpg.Pool) -> AsyncIterator[None]:
     """This module's tenants leave no rows behind."""
     yield
-    for table in ("deliveries", "contacts", "matches", "responses", "tenant_channels"):
+    tables = ("deliveries", "contacts", "matches", "responses", "tenant_channels")
+    for table in (*tables, "feedback_sessions"):
         await db.execute(
             f"DELETE FROM {table} WHERE tenant_id = ANY($1::text[])", list(TENANT.values())
         )
@@ -80,7 +96,7 @@ async def service(
     channels = [
         TenantChannel(tenant_id=t, channel="email", endpoint=email_endpoint)
         for name, t in TENANT.items()
-        if name not in ("webhook", "flaky-hook", "refused")
+        if name not in WEBHOOK_ONLY
     ] + [
         # configured through the settings (NOTIFICATIONS_TENANTS) ...
         TenantChannel(
@@ -97,10 +113,12 @@ async def service(
     settings = NotificationSettings(
         kafka=KafkaSettings(bootstrap_servers=infra.bootstrap_servers),
         database_url=infra.database_url,
-        consumer_group=f"notifications-test-{RUN}",
+        # at the topics' ends: no backlog of other runs to replay before this module's events
+        consumer_group=await fresh_group(infra.bootstrap_servers, "notifications", "notif-test"),
         smtp_host="127.0.0.1",
         smtp_port=1,  # nothing listens there: every test tenant names its own relay
         notifications_tenants=channels,
+        webhook_allowed_hosts=["127.0.0.1"],  # this module's receivers (but 127.0.0.2)
         delivery_tenants=list(TENANT.values()),
         delivery_poll_seconds=0.2,
         retry_base_seconds=RETRY_BASE,
@@ -647,3 +665,220 @@ async def test_permanent_refusal_fails_once_and_is_reported(
         assert header(dead[0], "dlq-reason-code") == "delivery_failed"
     finally:
         await refusing.stop()
+
+
+# --- feedback requests: confirmed matches only, once per session ---------------------------------
+
+
+def session_completed(
+    tenant: str, match_id: str, session_id: str = "s-1", event_id: str | None = None
+) -> dict[str, Any]:
+    return event(
+        tenant,
+        "session-completed",
+        {"match_id": match_id, "session_id": session_id, "duration_minutes": 45},
+        event_id,
+    )
+
+
+def confirmed_event(tenant: str, match_id: str, mentee: str, mentor: str) -> dict[str, Any]:
+    return match_event(
+        tenant,
+        "match-confirmed",
+        match_id,
+        mentee,
+        mentor,
+        confirmed_at=datetime.now(UTC).isoformat(),
+    )
+
+
+async def enrol_pair(producer: AIOKafkaProducer, tenant: str) -> tuple[str, str]:
+    mentee, mentor = person(), person()
+    for p, role in ((mentee, "mentee"), (mentor, "mentor")):
+        await publish(
+            producer, enrolment(tenant, p, role=role, languages=["en"]), f"{tenant}:prog-1"
+        )
+    return mentee, mentor
+
+
+async def feedback_rows(db: asyncpg.Pool, tenant: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT recipient_id, source_event_id, context->>'session_id' AS session_id, state
+           FROM deliveries WHERE tenant_id = $1 AND kind = 'feedback-request'
+           ORDER BY recipient_id, session_id""",
+        tenant,
+    )
+
+
+def feedback_mails(smtp: SmtpSink, person_id: str) -> list[Any]:
+    return [
+        m
+        for m in smtp.to(address(person_id))
+        if "X-Mentornet-Kind: feedback-request" in m.content.decode(errors="replace")
+    ]
+
+
+async def test_no_feedback_request_for_a_match_never_confirmed(
+    service: AsgiFastStream, smtp: SmtpSink, db: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """A session of a match only proposed names a partner who never said yes: no feedback
+    request, and none later either once the proposal has expired."""
+    tenant = TENANT["unconfirmed"]
+    mentee, mentor = await enrol_pair(producer, tenant)
+    match = f"m-{uuid.uuid4().hex[:8]}"
+    await publish(producer, proposed(tenant, match, mentee, mentor, timedelta(days=3)), match)
+    await eventually(lambda: smtp.to(address(mentee)) and smtp.to(address(mentor)))
+
+    session = await publish(producer, session_completed(tenant, match), match)
+    await eventually(lambda: consumed(db, session))
+    ended = await publish(
+        producer,
+        match_event(tenant, "match-ended", match, mentee, mentor, outcome="expired"),
+        match,
+    )
+    await eventually(lambda: consumed(db, ended))
+    await eventually(  # the mentee hears the next proposal is coming: the end was applied
+        lambda: any(
+            "next mentoring" in parsed(m.content)["Subject"] for m in smtp.to(address(mentee))
+        )
+    )
+    await asyncio.sleep(1.0)
+
+    assert await feedback_rows(db, tenant) == []
+    assert feedback_mails(smtp, mentee) == feedback_mails(smtp, mentor) == []
+    assert (
+        await db.fetchval(
+            "SELECT state FROM feedback_sessions WHERE tenant_id = $1 AND match_id = $2",
+            tenant,
+            match,
+        )
+        == "dropped"
+    )
+
+
+async def test_a_session_read_before_its_confirmation_is_held_until_it_arrives(
+    service: AsgiFastStream, smtp: SmtpSink, db: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """`session-completed` and `match-confirmed` are different topics: a session of a match
+    confirmed a moment ago can be read first. It waits for the confirmation, then asks both
+    sides for feedback once, however often either event is replayed."""
+    tenant = TENANT["held"]
+    mentee, mentor = await enrol_pair(producer, tenant)
+    match = f"m-{uuid.uuid4().hex[:8]}"
+    await publish(producer, proposed(tenant, match, mentee, mentor, timedelta(days=3)), match)
+    session = session_completed(tenant, match)
+    read = await publish(producer, session, match)
+    await eventually(lambda: consumed(db, read))
+    await asyncio.sleep(0.5)
+    assert await feedback_rows(db, tenant) == []  # held, not sent
+
+    confirmation = confirmed_event(tenant, match, mentee, mentor)
+    await publish(producer, confirmation, match)
+    await eventually(lambda: feedback_mails(smtp, mentee) and feedback_mails(smtp, mentor))
+    rows = await feedback_rows(db, tenant)
+    assert [(r["recipient_id"], r["source_event_id"]) for r in rows] == sorted(
+        [(mentee, session["id"]), (mentor, session["id"])]
+    )
+
+    # replays of both events add nothing
+    await publish(producer, session, match)
+    again = await publish(producer, confirmation, match)
+    await eventually(lambda: consumed(db, again))
+    await asyncio.sleep(1.0)
+    assert len(await feedback_rows(db, tenant)) == 2
+    assert len(feedback_mails(smtp, mentee)) == len(feedback_mails(smtp, mentor)) == 1
+
+
+async def test_one_feedback_request_per_person_and_session_whatever_the_event_ids(
+    service: AsgiFastStream, smtp: SmtpSink, db: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """An app that publishes a session twice (two event ids, one session id) asks for
+    feedback once; another session of the same match asks again."""
+    tenant = TENANT["same-session"]
+    mentee, mentor = await enrol_pair(producer, tenant)
+    match = f"m-{uuid.uuid4().hex[:8]}"
+    await publish(producer, confirmed_event(tenant, match, mentee, mentor), match)
+    first = session_completed(tenant, match, "s-1")
+    await publish(producer, first, match)
+    twice = await publish(producer, session_completed(tenant, match, "s-1"), match)
+    await eventually(lambda: consumed(db, twice))
+    await eventually(lambda: feedback_mails(smtp, mentee) and feedback_mails(smtp, mentor))
+    await asyncio.sleep(1.0)
+    rows = await feedback_rows(db, tenant)
+    assert [(r["recipient_id"], r["source_event_id"]) for r in rows] == sorted(
+        [(mentee, first["id"]), (mentor, first["id"])]
+    )
+    assert len(feedback_mails(smtp, mentee)) == len(feedback_mails(smtp, mentor)) == 1
+
+    await publish(producer, session_completed(tenant, match, "s-2"), match)
+    await eventually(lambda: len(feedback_mails(smtp, mentee)) == 2)
+    rows = await feedback_rows(db, tenant)
+    assert sorted((r["recipient_id"], r["session_id"]) for r in rows) == sorted(
+        [(mentee, "s-1"), (mentor, "s-1"), (mentee, "s-2"), (mentor, "s-2")]
+    )
+
+
+# --- webhook destinations ------------------------------------------------------------------------
+
+
+async def test_a_webhook_to_a_refused_address_fails_with_its_reason_and_sends_nothing(
+    service: AsgiFastStream, db: asyncpg.Pool, producer: AIOKafkaProducer, topics: Topics
+) -> None:
+    """Two tenants whose webhook points at a loopback address not in WEBHOOK_ALLOWED_HOSTS
+    (127.0.0.2; only 127.0.0.1 is allowed here), written straight into tenant_channels so no
+    startup check saw them: one over plain http, one over https. Each delivery fails at its
+    first attempt with the reason, is reported, and the receiver there gets nothing."""
+    receiver = await WebhookSink(host="127.0.0.2").start()
+    plain, loopback = TENANT["hook-plain"], TENANT["hook-loopback"]
+    try:
+        for tenant, url in (
+            (plain, receiver.url),
+            (loopback, receiver.url.replace("http://", "https://")),
+        ):
+            await db.execute(
+                "INSERT INTO tenant_channels VALUES ($1, 'webhook', $2, $3)", tenant, url, SECRET
+            )
+        failed_from = await topics.end("notification-failed")
+        for tenant in (plain, loopback):
+            mentee, mentor = await enrol_pair(producer, tenant)
+            match = f"m-{uuid.uuid4().hex[:8]}"
+            await publish(
+                producer,
+                match_event(tenant, "match-ended", match, mentee, mentor, outcome="expired"),
+                match,
+            )
+
+        refused = {}
+        for tenant in (plain, loopback):
+            refused[tenant] = await eventually(
+                partial(
+                    db.fetchrow,
+                    "SELECT * FROM deliveries WHERE tenant_id = $1 AND state = 'failed'",
+                    tenant,
+                )
+            )
+        hint = " (refused unless listed in WEBHOOK_ALLOWED_HOSTS)"
+        assert (refused[plain]["attempts"], refused[plain]["last_error"]) == (
+            1,
+            "webhook refused: https is required (plain http is only for hosts in "
+            "WEBHOOK_ALLOWED_HOSTS, which 127.0.0.2 is not)",
+        )
+        assert (refused[loopback]["attempts"], refused[loopback]["last_error"]) == (
+            1,
+            "webhook refused: host 127.0.0.2 is a loopback address" + hint,
+        )
+        assert sum(receiver.counts.values()) == 0
+
+        async def reported() -> dict[str, str]:
+            records = await topics.since(failed_from, 1.0)
+            found = {}
+            for r in records:
+                value = json.loads(r.value)
+                if value["tenantid"] in (plain, loopback):
+                    found[value["tenantid"]] = value["data"]["error"]
+            return found if len(found) == 2 else {}
+
+        errors = await eventually(reported, timeout=15)
+        assert errors == {t: refused[t]["last_error"] for t in (plain, loopback)}
+    finally:
+        await receiver.stop()

@@ -9,12 +9,18 @@ import aiosmtplib
 import pytest
 
 from services.notifications.domain import (
+    Cause,
+    KnownMatch,
+    MatchParties,
     Policy,
+    Session,
     backoff_seconds,
     deliveries_for,
     for_ending,
     for_proposal,
+    for_session,
     notification_id,
+    session_fate,
 )
 from services.notifications.rate_limit import TokenBucket
 from services.notifications.smtp import classify, tenant_server
@@ -156,3 +162,26 @@ def test_delivery_ids_are_deterministic_per_event_recipient_channel_and_kind() -
     assert [r.id for r in rows] == [r.id for r in again]
     assert rows[0].id == notification_id("acme", "e-1", "alice", "email", "match-proposal")
     assert notification_id("other", "e-1", "alice", "email", "match-proposal") != rows[0].id
+
+
+def test_feedback_only_for_confirmed_matches_held_while_only_proposed() -> None:
+    parties = MatchParties("a", "b", "p")
+    assert session_fate(None) == "unknown_match"
+    assert session_fate(KnownMatch(parties, "proposed", confirmed=False)) == "hold"
+    assert session_fate(KnownMatch(parties, "confirmed", confirmed=True)) == "feedback"
+    # confirmed, then ended (cancelled): the session did take place
+    assert session_fate(KnownMatch(parties, "ended", confirmed=True)) == "feedback"
+    # declined or expired: it never was a relationship
+    assert session_fate(KnownMatch(parties, "ended", confirmed=False)) == "not_confirmed"
+
+
+def test_a_released_session_keeps_its_own_event_as_cause() -> None:
+    """Held, then released by the confirmation: the delivery ids are those the session event
+    would have had, so replaying either event adds nothing."""
+    planned = for_session(Session("m", "s-1", 30), MatchParties("a", "b", "p"))
+    assert [(p.recipient_id, p.partner_id) for p in planned] == [("a", "b"), ("b", "a")]
+    rows = deliveries_for(Cause("acme", "e-9", "corr-1"), planned, ["email"], Policy(), NOW)
+    assert [r.id for r in rows] == [
+        notification_id("acme", "e-9", person, "email", "feedback-request") for person in "ab"
+    ]
+    assert {(r.source_event_id, r.correlation_id) for r in rows} == {("e-9", "corr-1")}
