@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from services.notifications.domain import Policy
 from services.notifications.handlers import Handlers, drop_invalid_responses
 from services.notifications.settings import NotificationSettings
 from services.notifications.worker import DeliveryWorker
+from shared.contract.envelope import CloudEvent
 from shared.runtime.service import Runtime, ServiceSpec, create_app
 from shared.runtime.settings import ServiceSettings
 
@@ -32,12 +33,9 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         contact_wait=timedelta(seconds=config.contact_wait_seconds),
     )
     handlers = Handlers(policy, runtime.registry)
-    signing_keys = {
-        t: k.get_secret_value().encode() for t, k in config.ingress_signing_keys.items()
-    }
 
-    def select(records: Sequence[Any]) -> Sequence[Any]:
-        kept, dropped = drop_invalid_responses(records, config.max_event_bytes, signing_keys)
+    def select(records: Sequence[Any], decode: Callable[[Any], CloudEvent]) -> Sequence[Any]:
+        kept, dropped = drop_invalid_responses(records, decode)
         if dropped:
             handlers.ignored.labels("invalid_match_responded").inc(dropped)
         return kept

@@ -14,7 +14,7 @@ is held until the confirmation comes, and dropped if the match ends unconfirmed)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter
 from services.notifications import domain, repository
 from services.notifications.domain import Cause, NewDelivery, Planned, Policy, Session
 from services.notifications.repository import ContactRow, MatchRow, SessionRow
-from shared.contract.envelope import CloudEvent, Rejected, decode_record
+from shared.contract.envelope import CloudEvent, Rejected
 from shared.runtime.db.outbox import OutboxRecord
 from shared.runtime.logging import get_logger
 from shared.runtime.pipeline import Incoming
@@ -174,24 +174,17 @@ MATCHING_OWNS = frozenset({"match-responded", "session-completed"})
 
 
 def drop_invalid_responses(
-    records: Sequence[Any], max_bytes: int, signing_keys: Mapping[str, bytes] | None = None
+    records: Sequence[Any], decode: Callable[[Any], CloudEvent]
 ) -> tuple[list[Any], int]:
     """`match-responded` and `session-completed` belong to matching, which dead-letters the
-    invalid ones; we only read them for reminders and feedback requests. An invalid one is dropped
-    here, silently, before the pipeline would dead-letter it a second time. Returns the records to
-    process and how many were dropped."""
+    invalid ones; we only read them for reminders and feedback requests. An invalid one (by the
+    pipeline's own `decode`) is dropped here, silently, before the pipeline would dead-letter it a
+    second time. Returns the records to process and how many were dropped."""
     kept = []
     for record in records:
         if record.topic in MATCHING_OWNS:
             try:
-                decode_record(
-                    record.value,
-                    record.headers,
-                    topic=record.topic,
-                    key=record.key,
-                    max_bytes=max_bytes,
-                    signing_keys=signing_keys,
-                )
+                decode(record)
             except Rejected:
                 continue
         kept.append(record)

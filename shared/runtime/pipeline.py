@@ -178,15 +178,7 @@ class EventPipeline:
         decoded: list[Incoming] = []
         for record in records:
             try:
-                event = decode_record(
-                    record.value,
-                    record.headers,
-                    topic=record.topic,
-                    key=record.key,
-                    max_bytes=self.max_event_bytes,
-                    signing_keys=self.signing_keys,
-                    signature_max_age=self.signature_max_age,
-                )
+                event = self.decode(record)
             except Rejected as rejected:
                 outgoing.append(dead_letter(record, self.service, rejected.code, rejected.reason))
                 self.events.labels(record.topic, f"rejected:{rejected.code}").inc()
@@ -217,6 +209,19 @@ class EventPipeline:
             self.events.labels(incoming.record.topic, "accepted").inc()
         await enqueue(conn, self.schema, outgoing)
         await _store_offsets(conn, self.cluster, records)
+
+    def decode(self, record: Any) -> CloudEvent:
+        """The record's event under this service's contract settings (size limit, signing keys,
+        freshness window); raises Rejected."""
+        return decode_record(
+            record.value,
+            record.headers,
+            topic=record.topic,
+            key=record.key,
+            max_bytes=self.max_event_bytes,
+            signing_keys=self.signing_keys,
+            signature_max_age=self.signature_max_age,
+        )
 
     def _traced(self, incoming: Incoming, spans: OpenSpans) -> Incoming:
         """Continue the event's trace; what it causes will carry this service's span."""

@@ -27,6 +27,7 @@ from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from shared.contract.envelope import CloudEvent
 from shared.contract.events import EVENT_MODELS
 from shared.contract.topics import TOPICS, published_by, read_by
 from shared.runtime.db.outbox import OutboxRelay
@@ -46,6 +47,7 @@ from shared.runtime.tracing import configure_tracing
 log = get_logger(__name__)
 
 Hook = Callable[["Runtime"], Awaitable[None]]
+Select = Callable[[Sequence[Any], Callable[[Any], CloudEvent]], Sequence[Any]]
 Job = Callable[["Runtime"], Awaitable[None]]
 
 
@@ -129,13 +131,14 @@ class Runtime:
         *,
         description: str,
         on_failure: Callable[[], None] | None = None,
-        select: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
+        select: Select | None = None,
         transient: tuple[type[BaseException], ...] = (),
     ) -> EventPipeline:
         """Subscribe to every topic the registry says this service reads, the way every service
         does: batches in one consumer group, acknowledged only after their transaction committed
         (NACK rewinds on a transient failure), through the one pipeline (contract, dead letters,
-        inbox, outbox). `select` may drop records first; `transient` names the service's own
+        inbox, outbox). `select` may drop records first (it is given the records and the
+        pipeline's own `decode`); `transient` names the service's own
         errors worth a retry of the batch as it is (see pipeline.py)."""
         settings = self.settings
         pipeline = EventPipeline(
@@ -170,7 +173,7 @@ class Runtime:
             records: Sequence[Any] = raw if isinstance(raw, tuple) else (raw,)
             handled = records
             if select is not None:
-                records = select(records)
+                records = select(records, pipeline.decode)
             if records:
                 await pipeline.handle(records)
             for record in handled:  # for the stall check: this partition moved
