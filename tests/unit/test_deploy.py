@@ -29,7 +29,7 @@ CONSUMERS = ("matching", "notifications")
 DATABASE_SECRETS = {name: f"mentornet-db-{name}" for name in SERVICES} | {
     "provision": "mentornet-db-migrator"
 }
-SECRETS = {*DATABASE_SECRETS.values(), "mentornet-kafka", "mentornet-smtp"}
+SECRETS = {*DATABASE_SECRETS.values(), "mentornet-kafka", "mentornet-smtp", "mentornet-ingress"}
 PARTITIONS = 6  # per topic: more consumers in one group than this would sit idle
 
 
@@ -171,6 +171,7 @@ def test_secrets_are_referenced_by_name(rendered: dict[str, Any], overlay: str) 
             "one role each"
         )
         assert ("mentornet-smtp" in refs) == (name == "notifications"), name
+        assert ("mentornet-ingress" in refs) == (name != "provision"), name  # signing keys
 
 
 def test_the_secrets_example_is_complete_and_not_deployed() -> None:
