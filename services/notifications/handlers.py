@@ -187,6 +187,8 @@ def drop_invalid_responses(
                 decode(record)
             except Rejected:
                 continue
+            except Exception:  # a defect, not a refusal: the pipeline isolates and answers it
+                log.exception("decoding a record of matching's failed", topic=record.topic)
         kept.append(record)
     return kept, len(records) - len(kept)
 

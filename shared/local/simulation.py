@@ -228,7 +228,10 @@ class Population:
         return self.event("program-configured", data, source=source)
 
     def invalid(self) -> Record:
-        """A record that breaks the contract in one of nine ways (drawn), about a ghost person."""
+        """A record that breaks the contract in one of twelve ways (drawn), about a ghost person.
+
+        Three of them look fine to JSON and would fail only in the database (U+0000 in a name,
+        a time PostgreSQL cannot store or compare): the contract must refuse them first."""
         self._ghosts += 1
         ghost = f"ghost-{self._ghosts:06d}"
         person: dict[str, Any] = {
@@ -242,7 +245,7 @@ class Population:
         }
         topic, key, codes = "mentee-registered", ghost, {"invalid_field"}
         value: bytes | None
-        match self.random.randrange(9):
+        match self.random.randrange(12):
             case 0:
                 value, codes = b'{"specversion": "1.0", "id": ' + ghost.encode(), {"not_json"}
             case 1:
@@ -267,9 +270,23 @@ class Population:
                 topic = "session-completed"
                 session = {"match_id": ghost, "session_id": ghost, "duration_minutes": 0}
                 value = self.event(topic, session).value
+            case 8:
+                person["display_name"] = "Ghost\u0000"
+                value = self.event(topic, person).value
+            case 9:
+                value = _with_time(self.event(topic, person).value, "2026-01-01T00:00:00")
+            case 10:
+                value = _with_time(self.event(topic, person).value, "0001-01-01T00:00:00+14:00")
             case _:
                 value, codes = None, {"empty"}
         return Record(topic, key.encode(), value, self.tenant, rejected_as=frozenset(codes))
+
+
+def _with_time(value: bytes | None, time: str) -> bytes:
+    """An event's JSON with another `time` (one without a UTC offset, or out of range)."""
+    body = json.loads(value or b"{}")
+    body["time"] = time
+    return json.dumps(body).encode()
 
 
 class Traffic:

@@ -8,11 +8,15 @@ are in tests/support/fault.py and tests/support/world.py.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from shared.contract.topics import TOPICS
+from shared.local.kafka import topic_partitions
 from shared.local.probes import free_ports
 from shared.local.stack import REPO_ROOT, StackConfig, down, quiet, start_infra, status
 from tests.support import pool_fixture
@@ -40,9 +44,24 @@ async def fault_stack() -> AsyncIterator[FaultStack]:
             path.unlink(missing_ok=True)
     try:
         await start_infra(cfg, provision=True, on_step=quiet)
+        await topics_described(cfg.bootstrap_servers)
         yield FaultStack(cfg)
     finally:
         down(cfg, on_step=quiet)
+
+
+async def topics_described(bootstrap: str, timeout: float = 30.0) -> None:
+    """Wait until the broker describes every topic just created: right after the creation its
+    metadata may still miss the last ones, and a suite reading them would fail at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await topic_partitions(bootstrap, TOPICS)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 # min_size=0: no reconnect attempts (and warnings) of its own while PostgreSQL restarts

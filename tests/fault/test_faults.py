@@ -10,22 +10,29 @@ appear, sessions, invalid records), the test injects in turn:
   session timeout (a rebalance), SIGKILL of the Kafka broker, a PostgreSQL restart, and through
   the proxy: latency, connection resets and a blackhole.
 
-Then it checks the end state against what the stream must have produced, writes the figures to
-`.stack/test-results/reliability.json` and prints them.
+Meanwhile it samples every mentor's places (load, open proposals and matches, capacity) twice a
+second, since a place taken twice and freed later leaves a correct-looking end state. Then it
+checks the end state against what the stream must have produced, and that the run went through
+what it checks (proposals, declines, offboardings, mentors without a place...), writes the figures
+to `.stack/test-results/reliability.json` and prints them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import pytest
 
+from shared.contract.topics import dead_letter_topic
 from shared.local.sinks import SmtpSink
 from shared.local.stack import quiet, start_component, stop_component
 from tests.fault.proxy import TcpProxy
@@ -38,8 +45,11 @@ from tests.support.fault import (
     dead_letter_summary,
     fault_services,
     group_topics,
+    metric_total,
     read_dead_letters,
     record_results,
+    refused_events,
+    valid_refused,
     wait_lag_zero,
 )
 from tests.support.world import APP_SOURCE, HR_SOURCE, Responder, World, publish_paced
@@ -182,6 +192,84 @@ class Faults:
             await proc.wait_ready(timeout)
 
 
+MENTOR_PLACES = """
+    SELECT m.tenant_id, m.program_id, m.person_id, m.load, m.capacity,
+           count(x.match_id) AS open
+    FROM matching.mentors m
+    LEFT JOIN matching.matches x
+      ON x.tenant_id = m.tenant_id AND x.program_id = m.program_id
+     AND x.mentor_id = m.person_id AND x.status IN ('proposed', 'confirmed')
+    WHERE m.tenant_id = ANY($1)
+    GROUP BY m.tenant_id, m.program_id, m.person_id, m.load, m.capacity"""
+
+
+@dataclass
+class CapacityWatch:
+    """Samples every mentor's places while the run goes on: a place taken twice and freed later
+    (a decline, an offboarding) leaves an end state that looks right, so the end check alone
+    cannot see it. Each sample is one statement, one snapshot of committed transactions."""
+
+    db: asyncpg.Pool
+    tenants: list[str]
+    every: float = 0.5
+    samples: int = 0
+    failed: int = 0  # the database was restarting
+    full_mentors_seen: int = 0  # samples x mentors with no place left: the limit was reached
+    over_capacity: int = 0  # load above capacity
+    open_over_capacity: int = 0  # more open proposals and matches than places
+    load_drift: int = 0  # the load counter is not the number of open matches
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    def _check(self, mentor: asyncpg.Record) -> None:
+        load, capacity, open_ = mentor["load"], mentor["capacity"], mentor["open"]
+        broken = {
+            "over_capacity": load > capacity,
+            "open_over_capacity": open_ > capacity,
+            "load_drift": load != open_,
+        }
+        self.full_mentors_seen += load >= capacity
+        for name, seen in broken.items():
+            setattr(self, name, getattr(self, name) + seen)
+        if any(broken.values()) and len(self.examples) < 10:
+            self.examples.append({"at_sample": self.samples, **dict(mentor)})
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                mentors = await self.db.fetch(MENTOR_PLACES, self.tenants, timeout=5)
+            except Exception:  # PostgreSQL restarting: the next sample will tell
+                self.failed += 1
+            else:
+                self.samples += 1
+                for mentor in mentors:
+                    self._check(mentor)
+            await asyncio.sleep(self.every)
+
+    def start(self) -> CapacityWatch:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "samples",
+                "failed",
+                "full_mentors_seen",
+                "over_capacity",
+                "open_over_capacity",
+                "load_drift",
+            )
+        }
+
+
 def readiness_report(
     probe: ReadinessProbe, faults: Faults, recover_within: float = 30.0
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -217,8 +305,11 @@ def readiness_report(
     return report, problems
 
 
+APP_DONE = "every app event applied or refused"
+
+
 async def settled(
-    db: asyncpg.Pool, world: World, tenants: list[str], responder: Responder
+    db: asyncpg.Pool, world: World, tenants: list[str], refused_app: set[tuple[str, str]]
 ) -> dict[str, bool]:
     """What must be true once the system has caught up."""
     hr = await db.fetchval(
@@ -242,7 +333,7 @@ async def settled(
     )
     return {
         "profiles inbox complete": hr == len(world.valid_hr),
-        "matching inbox complete": app == len(world.valid_app),
+        APP_DONE: app + len(refused_app) == len(world.valid_app),
         "outboxes empty": outboxes == 0,
         "no delivery due": due == 0,
         "no new proposal for 5 s": time.monotonic() - world.last_proposal_at > 5,
@@ -319,7 +410,9 @@ async def check_profiles(db: asyncpg.Pool, world: World, tenants: list[str]) -> 
     }
 
 
-async def check_matching(db: asyncpg.Pool, world: World, tenants: list[str]) -> dict[str, int]:
+async def check_matching(
+    db: asyncpg.Pool, world: World, tenants: list[str], refused_app: set[tuple[str, str]]
+) -> dict[str, int]:
     inbox = {
         (r["tenant_id"], r["event_id"])
         for r in await db.fetch(
@@ -370,8 +463,22 @@ async def check_matching(db: asyncpg.Pool, world: World, tenants: list[str]) -> 
            HAVING count(*) > 1) x""",
         tenants,
     )
-    rules = wrong_state = wrong_sessions = 0
+    rules = wrong_state = wrong_sessions = outcome_unpublished = strangers = 0
     for m in matches:
+        if {
+            (m["tenant_id"], m["mentee_id"]),
+            (m["tenant_id"], m["mentor_id"]),
+        } - world.people.keys():
+            strangers += 1  # somebody no valid registration named: an invalid record let in
+            continue
+        # what the apps read on match-confirmed and match-ended agrees with the stored state
+        ended = world.ended.get(m["match_id"])
+        if m["status"] in ("declined", "expired", "cancelled"):
+            outcome_unpublished += ended != m["status"]
+        else:
+            outcome_unpublished += ended is not None
+        if m["status"] == "confirmed":
+            outcome_unpublished += m["match_id"] not in world.confirmed
         mentee = world.people[(m["tenant_id"], m["mentee_id"])][1]
         mentor = world.people[(m["tenant_id"], m["mentor_id"])][1]
         if (
@@ -395,20 +502,43 @@ async def check_matching(db: asyncpg.Pool, world: World, tenants: list[str]) -> 
             wrong_sessions += 1
     stored_ids = {m["match_id"] for m in matches}
     return {
-        "app_events_missing": len(world.valid_app - inbox),
+        "app_events_missing": len(world.valid_app - inbox - refused_app),
+        "app_events_refused_yet_in_inbox": len(inbox & refused_app),
         "over_capacity": int(over_capacity),
         "load_counter_drift": int(load_drift),
         "two_open_proposals": int(two_open),
         "rules_broken": rules,
+        "matches_of_people_never_registered": strangers,
         "declined_pair_proposed_again": len(proposed_again),
         "wrong_match_state": wrong_state,
         "wrong_session_count": wrong_sessions,
+        "published_outcome_differs": outcome_unpublished,
         "proposals_not_published": len(stored_ids - world.proposals.keys()),
         "proposals_published_not_stored": len(world.proposals.keys() - stored_ids),
         "proposals_published_under_two_ids": sum(
             1 for ids in world.proposal_event_ids.values() if len(ids) > 1
         ),
     }
+
+
+REFUSED_AFTER_OFFBOARDING = frozenset({"match_closed", "match_not_confirmed"})
+
+
+def unexplained_refusals(world: World, refused: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Valid events answered by a dead letter for another reason than the one the world allows:
+    an app's answer or session reaching matching after an offboarding closed the match."""
+    dlq_matching = dead_letter_topic("matching")
+    return [
+        {k: a.get(k, "") for k in ("_dlq", "_key", "dlq-topic", "dlq-reason-code", "dlq-reason")}
+        for a in refused
+        if not (
+            a["_dlq"] == dlq_matching
+            and a["dlq-topic"] in ("match-responded", "session-completed")
+            and a["dlq-reason-code"] in REFUSED_AFTER_OFFBOARDING
+            and a["_key"] in world.proposals
+            and world.touches_offboarded(world.proposals[a["_key"]])
+        )
+    ]
 
 
 async def check_notifications(
@@ -460,7 +590,8 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
         "faults", tenants=TENANTS, programs=PROGRAMS, mentors=MENTORS, mentees=MENTEES, seed=2026
     )
     tenants = world.tenants
-    planned = world.program_configs() + world.hr_stream(UPDATES, OFFBOARDINGS, INVALID)
+    configs = world.program_configs()
+    planned = configs + world.hr_stream(UPDATES, OFFBOARDINGS, INVALID)
     rate = len(planned) / STREAM_SECONDS
 
     proxy = await TcpProxy(fault_stack.cfg.pg_port).start()
@@ -487,12 +618,14 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
     )
     publisher = Publisher(fault_stack.bootstrap)
     probe = ReadinessProbe(services)
+    watch = CapacityWatch(fault_db, tenants)
     faults = Faults(fault_stack, services, proxy)
     figures: dict[str, Any] = {}
     violations: dict[str, int] = {}
     try:
         await services.start()
         probe.start()
+        watch.start()
         responder.start()
         stream_started = time.monotonic()
         faults.t0 = stream_started
@@ -503,23 +636,52 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
 
         settle_started = time.monotonic()
         state: dict[str, bool] = {}
+        refused_app: set[tuple[str, str]] = set()
         while time.monotonic() - settle_started < SETTLE_TIMEOUT:
-            state = await settled(fault_db, world, tenants, responder)
+            state = await settled(fault_db, world, tenants, refused_app)
+            if list(state.values()).count(False) == 1 and not state[APP_DONE]:
+                # the rest has caught up: count the app events refused meanwhile (slower)
+                letters = await read_dead_letters(fault_stack.bootstrap, dlq_start)
+                refused_app = refused_events(letters, world.valid_app)
+                state = await settled(fault_db, world, tenants, refused_app)
             if all(state.values()):
                 break
             await asyncio.sleep(1)
         lag, lag_wait = await wait_lag_zero(fault_stack.bootstrap, group_topics(), timeout=60)
         settle_seconds = time.monotonic() - settle_started
+        await watch.stop()
         await responder.stop()
         dead_letters = await read_dead_letters(fault_stack.bootstrap, dlq_start)
+        stale_pools = {  # the database refused a replica's out-of-date pool (since its start)
+            label: await metric_total(services[label].url, "mentornet_stale_pools_total")
+            for label in ("matching-1", "matching-2")
+        }
 
         readiness, readiness_problems = readiness_report(probe, faults)
         profiles = await check_profiles(fault_db, world, tenants)
-        matching = await check_matching(fault_db, world, tenants)
+        refused_app = refused_events(dead_letters, world.valid_app)
+        matching = await check_matching(fault_db, world, tenants, refused_app)
         notifications = check = await check_notifications(fault_db, world, tenants, smtp)
         dlq, dlq_examples = dead_letter_summary(world.invalid, dead_letters)
+        refused = valid_refused(world.invalid, dead_letters)
+        unexplained = unexplained_refusals(world, refused)
         EXAMPLES.update(dlq_examples)
+        EXAMPLES["capacity_during_run"] = watch.examples
+        EXAMPLES["valid_refused_unexplained"] = unexplained[:5]
         alive = services.alive()
+        outcomes = Counter(world.ended.values())
+        # what the run must have gone through for its checks to mean something
+        exercised = {
+            "proposals": len(world.proposals),
+            "confirmed": len(world.confirmed),
+            "sessions": sum(world.sessions.values()),
+            "declined": outcomes["declined"],
+            "cancelled_by_an_offboarding": outcomes["cancelled"],
+            "answers_refused_after_an_offboarding": len(refused) - len(unexplained),
+            "capacity_samples": watch.samples,
+            "mentor_samples_without_a_place": watch.full_mentors_seen,
+            "connections_reset": sum(f.get("connections_reset", 0) for f in faults.log),
+        }
 
         lost = {
             "hr_events": profiles["hr_events_missing"],
@@ -541,12 +703,26 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
             "load_counter_drift": matching["load_counter_drift"],
             "two_open_proposals": matching["two_open_proposals"],
             "rules_broken": matching["rules_broken"],
+            "matches_of_people_never_registered": matching["matches_of_people_never_registered"],
             "declined_pair_proposed_again": matching["declined_pair_proposed_again"],
             "wrong_match_state": matching["wrong_match_state"],
             "enrolments_wrong": profiles["enrolments_wrong"],
             "matching_pool_wrong": profiles["matching_pool_wrong"],
             "invalid_let_in": profiles["hr_events_unexpected"],
-            "dead_letter_wrong_or_without_reason": dlq["wrong_reason_code"] + dlq["without_reason"],
+            "over_capacity_during_run": watch.over_capacity,
+            "open_proposals_over_capacity_during_run": watch.open_over_capacity,
+            "load_counter_drift_during_run": watch.load_drift,
+            "proposals_published_not_stored": matching["proposals_published_not_stored"],
+            "app_events_refused_yet_in_inbox": matching["app_events_refused_yet_in_inbox"],
+            "published_outcome_differs": matching["published_outcome_differs"],
+            "dead_letter_wrong_or_without_reason": dlq["wrong_reason_code"]
+            + dlq["without_reason"]
+            + dlq["reason_lacks_its_words"],
+            # an invalid record handled by two transactions; `relayed_twice_same_answer` (one
+            # answer relayed twice after a broker failure) is the documented window, allowed
+            "dead_lettered_twice": dlq["written_twice"],
+            "also_answered_by_notifications": dlq["also_answered_by_notifications"],
+            "valid_events_refused_unexplained": len(unexplained),
             "emails_without_delivery_row": check["received_without_delivery_row"],
             "readiness": len(readiness_problems),
             "consumer_lag_left": sum(lag.values()),
@@ -557,6 +733,7 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
                 "hr_valid": len(world.valid_hr),
                 "hr_invalid": len(world.invalid),
                 "app": len(world.valid_app),
+                "app_published": responder.published,
                 "total": len(world.valid_hr) + len(world.invalid) + len(world.valid_app),
                 "records_published_including_retries": publisher.sent + responder.publisher.sent,
                 "publisher_retries": publisher.retried_chunks + responder.publisher.retried_chunks,
@@ -580,7 +757,10 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
                 "confirmed": len(world.confirmed),
                 "sessions": sum(world.sessions.values()),
                 "offboarded_people": len(world.offboarded),
+                "stale_pool_retries": stale_pools,
             },
+            "exercised": exercised,
+            "capacity_during_run": watch.figures(),
             "notifications": notifications,
             "dead_letters": dlq,
             "readiness": readiness,
@@ -590,6 +770,7 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
         }
     finally:
         await probe.stop()
+        await watch.stop()
         await responder.stop()
         await publisher.close()
         await services.stop_all()
@@ -597,8 +778,12 @@ async def test_every_promise_holds_through_crashes_outages_and_a_bad_network(
         if figures:
             record_results("faults", figures)
 
+    assert responder.published + len(configs) == len(world.valid_app), "the apps stopped early"
     assert state and all(state.values()), f"the system did not settle: {state}"
     assert not any(lost.values()), f"lost: {lost}"
     assert duplicated["effects"] == 0, f"duplicated effects: {duplicated}"
     assert not any(violations.values()), f"violations: {violations}; {readiness_problems}"
     assert len(world.valid_hr) + len(world.invalid) + len(world.valid_app) >= 20_000
+    assert all(exercised.values()), f"the run did not go through everything it checks: {exercised}"
+    assert exercised["proposals"] >= TENANTS * MENTEES // 2, exercised
+    assert exercised["capacity_samples"] >= 60, exercised

@@ -273,6 +273,20 @@ class ReadinessProbe:
         return [s for s in self.samples if start <= s.at <= end]
 
 
+async def metric_total(url: str, name: str) -> float | None:
+    """The sum of a Prometheus metric's samples on a service's /metrics (None: no answer)."""
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            text = (await client.get(f"{url}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    )
+
+
 def rss_bytes(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -315,13 +329,15 @@ class Invalid:
     codes: frozenset[str]
     headers: list[tuple[str, bytes]] | None = None
     where: tuple[str, int, int] | None = None  # (topic, partition, offset) once published
+    reason_says: tuple[str, ...] = ()  # words the dead letter's reason must contain
 
 
 async def read_dead_letters(
     bootstrap: str, start: dict[TopicPartition, int], timeout: float = 60.0
 ) -> dict[tuple[str, int, int], list[dict[str, str]]]:
     """Every dead letter between `start` and the topics' current ends, by the (topic, partition,
-    offset) of the record it answers."""
+    offset) of the record it answers: its headers, `_dlq` (where it was written), `_key` (the
+    answered record's key) and, when that record was a readable event, `_tenant` and `_id`."""
     ends = await end_offsets(bootstrap, {tp.topic for tp in start})
     follower = Follower(bootstrap, {tp.topic for tp in start})
     follower.positions = dict(start)
@@ -337,10 +353,23 @@ async def read_dead_letters(
                     int(headers["dlq-partition"]),
                     int(headers["dlq-offset"]),
                 )
-                found.setdefault(where, []).append({**headers, "_dlq": r.topic})
+                key = (r.key or b"").decode("utf-8", "replace")
+                letter = {**headers, "_dlq": r.topic, "_key": key, **_event_of(r.value)}
+                found.setdefault(where, []).append(letter)
     finally:
         await follower.close()
     return found
+
+
+def _event_of(value: bytes | None) -> dict[str, str]:
+    """The tenant and id of a dead-lettered record, if it is a JSON event that says them."""
+    try:
+        event = json.loads(value or b"")
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(event, dict):
+        return {}
+    return {"_tenant": str(event.get("tenantid", "")), "_id": str(event.get("id", ""))}
 
 
 def dead_letter_summary(
@@ -350,9 +379,11 @@ def dead_letter_summary(
 
     Two copies with the same `dlq-time` are one answer relayed twice (the outbox relay is at
     least once after a broker failure); copies with different times mean the record was
-    processed twice, by two transactions."""
-    unanswered = wrong_code = no_reason = relayed_twice = written_twice = 0
+    processed twice, by two transactions. `valid_refused <dlq>:<code>` counts dead letters of
+    records that were not invalid (a valid event refused by a service's domain)."""
+    unanswered = wrong_code = no_reason = reason_unclear = relayed_twice = written_twice = 0
     twice: list[Any] = []
+    unclear: list[Any] = []
     for record in invalid:
         assert record.where is not None, "an invalid record was never published"
         letters = [
@@ -363,39 +394,27 @@ def dead_letter_summary(
             continue
         wrong_code += any(a["dlq-reason-code"] not in record.codes for a in letters)
         no_reason += any(not a.get("dlq-reason") for a in letters)
+        vague = [
+            a for a in letters if not all(w in a.get("dlq-reason", "") for w in record.reason_says)
+        ]
+        reason_unclear += bool(vague)
+        if vague and len(unclear) < 5:
+            unclear.append({"expected_words": record.reason_says, "reason": vague[0]["dlq-reason"]})
         times = {a["dlq-time"] for a in letters}
         relayed_twice += len(letters) > len(times)
         written_twice += len(times) > 1
         if len(times) > 1:
-            twice.append(
-                [
-                    {
-                        k: a[k]
-                        for k in (
-                            "dlq-service",
-                            "dlq-topic",
-                            "dlq-partition",
-                            "dlq-offset",
-                            "dlq-reason-code",
-                            "dlq-time",
-                        )
-                    }
-                    for a in letters
-                ]
-            )
-    invalid_at = {r.where for r in invalid}
+            twice.append([{k: a[k] for k in _LETTER_FIELDS} for a in letters])
     notifications = dead_letter_topic("notifications")
     refused = Counter(
-        f"{a['_dlq']}:{a['dlq-reason-code']}"
-        for where, letters in answers.items()
-        if where not in invalid_at
-        for a in letters
+        f"{a['_dlq']}:{a['dlq-reason-code']}" for a in valid_refused(invalid, answers)
     )
     summary = {
         "invalid_records": len(invalid),
         "unanswered": unanswered,
         "wrong_reason_code": wrong_code,
         "without_reason": no_reason,
+        "reason_lacks_its_words": reason_unclear,
         "relayed_twice_same_answer": relayed_twice,
         "written_twice": written_twice,
         "also_answered_by_notifications": sum(
@@ -404,4 +423,31 @@ def dead_letter_summary(
         ),
         **{f"valid_refused {k}": n for k, n in sorted(refused.items())},
     }
-    return summary, {"dead_letter_written_twice": twice[:5]}
+    return summary, {"dead_letter_written_twice": twice[:5], "dead_letter_reason_unclear": unclear}
+
+
+_LETTER_FIELDS = (
+    "dlq-service",
+    "dlq-topic",
+    "dlq-partition",
+    "dlq-offset",
+    "dlq-reason-code",
+    "dlq-time",
+)
+
+
+def valid_refused(
+    invalid: Sequence[Invalid], answers: dict[tuple[str, int, int], list[dict[str, str]]]
+) -> list[dict[str, str]]:
+    """The dead letters that answer no invalid record: valid events a service refused."""
+    invalid_at = {r.where for r in invalid}
+    return [a for where, letters in answers.items() if where not in invalid_at for a in letters]
+
+
+def refused_events(
+    letters: dict[tuple[str, int, int], list[dict[str, str]]], valid: set[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The valid events (tenant, id) answered by a dead letter: refused by a service's domain,
+    they leave no inbox row (a replay of the dead letter, once the cause is fixed, is applied)."""
+    answered = {(a.get("_tenant", ""), a.get("_id", "")) for ls in letters.values() for a in ls}
+    return valid & answered
