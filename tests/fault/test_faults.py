@@ -20,7 +20,6 @@ to `.stack/test-results/reliability.json` and prints them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -39,6 +38,7 @@ from tests.fault.proxy import TcpProxy
 from tests.support import Services, end_offsets
 from tests.support.fault import (
     DEAD_LETTER_TOPICS,
+    Background,
     FaultStack,
     Publisher,
     ReadinessProbe,
@@ -204,7 +204,7 @@ MENTOR_PLACES = """
 
 
 @dataclass
-class CapacityWatch:
+class CapacityWatch(Background):
     """Samples every mentor's places while the run goes on: a place taken twice and freed later
     (a decline, an offboarding) leaves an end state that looks right, so the end check alone
     cannot see it. Each sample is one statement, one snapshot of committed transactions."""
@@ -219,7 +219,6 @@ class CapacityWatch:
     open_over_capacity: int = 0  # more open proposals and matches than places
     load_drift: int = 0  # the load counter is not the number of open matches
     examples: list[dict[str, Any]] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
 
     def _check(self, mentor: asyncpg.Record) -> None:
         load, capacity, open_ = mentor["load"], mentor["capacity"], mentor["open"]
@@ -245,16 +244,6 @@ class CapacityWatch:
                 for mentor in mentors:
                     self._check(mentor)
             await asyncio.sleep(self.every)
-
-    def start(self) -> CapacityWatch:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def figures(self) -> dict[str, Any]:
         return {

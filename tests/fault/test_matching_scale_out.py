@@ -27,6 +27,7 @@ from tests.support import (
     Services,
     TopicReader,
     cloud_event,
+    enrolment_updated,
     fresh_group,
     of_tenant,
     publish_raw,
@@ -256,25 +257,6 @@ def partition_of(topic: str, key: str) -> tuple[str, int]:
     return topic, (murmur2(key.encode()) & 0x7FFFFFFF) % TOPICS[topic].partitions
 
 
-def enrolled(tenant: str, program: str, role: str, person: str, **extra: Any) -> RawRecord:
-    data: dict[str, Any] = {
-        "program_id": program,
-        "person_id": person,
-        "role": role,
-        "display_name": person,
-        "email": f"{person}@x.example",
-        "languages": ["en"],
-        "timezone": "Europe/Paris",
-        "registered_at": "2026-01-01T00:00:00Z",
-    }
-    if role == "mentor":
-        data |= {"expertise": [{"topic": "python", "level": 5}], "capacity": 1}
-    else:
-        data |= {"goals": [{"topic": "python", "priority": 1}]}
-    event = cloud_event("enrolment-updated", tenant, data | extra, source="mentornet/profiles")
-    return ("enrolment-updated", f"{tenant}:{program}".encode(), json.dumps(event).encode())
-
-
 def configured(tenant: str, program: str, **settings: Any) -> RawRecord:
     event = cloud_event("program-configured", tenant, {"program_id": program, **settings})
     return ("program-configured", program.encode(), json.dumps(event).encode())
@@ -373,9 +355,9 @@ async def cached_pool_scenario(
     far = {"timezone": "Asia/Tokyo", "capacity": 3, "expertise": [{"topic": "python", "level": 1}]}
     await publish_raw(
         bootstrap,
-        [enrolled(tenant, program, "mentor", f"best-{i}") for i in range(3)]
-        + [enrolled(tenant, program, "mentor", "far", **far)]
-        + [enrolled(tenant, program, "mentee", "alone", languages=["ja"])],
+        [enrolment_updated(tenant, "mentor", f"best-{i}", program) for i in range(3)]
+        + [enrolment_updated(tenant, "mentor", "far", program, **far)]
+        + [enrolment_updated(tenant, "mentee", "alone", program, languages=["ja"])],
     )
     await wait_for(db, mentees, tenant, 1)
     # A: the program's settings (far is too far for now); A matches the waitlist, and caches
@@ -384,7 +366,9 @@ async def cached_pool_scenario(
     await publish_raw(bootstrap, [configured(tenant, program, rules=rules)])
     await wait_for(db, "SELECT 1 FROM matching.programs WHERE tenant_id = $1", tenant)
     # B: five mentees; the best mentors' last places go to three, two wait.
-    await publish_raw(bootstrap, [enrolled(tenant, program, "mentee", f"n{i}") for i in range(5)])
+    await publish_raw(
+        bootstrap, [enrolment_updated(tenant, "mentee", f"n{i}", program) for i in range(5)]
+    )
     await wait_for(db, mentees, tenant, 6)
     await wait_for(db, matches, tenant, 3)
     # A: far is allowed now; A proposes to the two waiting.

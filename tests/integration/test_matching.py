@@ -16,6 +16,7 @@ from tests.support import (
     ServiceProcess,
     TopicReader,
     cloud_event,
+    enrolment_updated,
     of_tenant,
     publish_raw,
     running,
@@ -30,29 +31,6 @@ pytestmark = pytest.mark.integration
 async def matching(service_env: dict[str, str]) -> AsyncIterator[ServiceProcess]:
     async with running(["matching"], {**service_env, "EXPIRY_INTERVAL_SECONDS": "0.2"}) as procs:
         yield procs["matching"]
-
-
-def enrolment(
-    tenant: str, role: str, person: str, program: str = "prog", **extra: Any
-) -> tuple[str, bytes, bytes]:
-    """A canonical `enrolment-updated`, as profiles publishes it."""
-    data: dict[str, Any] = {
-        "program_id": program,
-        "person_id": person,
-        "role": role,
-        "display_name": person,
-        "email": f"{person}@example.org",
-        "languages": ["en"],
-        "timezone": "Europe/Paris",
-        "registered_at": "2026-01-01T00:00:00Z",
-    }
-    if role == "mentor":
-        data |= {"expertise": [{"topic": "python", "level": 4}], "capacity": 1}
-    else:
-        data |= {"goals": [{"topic": "python", "priority": 1}]}
-    data |= extra
-    event = cloud_event("enrolment-updated", tenant, data, source="mentornet/profiles")
-    return ("enrolment-updated", f"{tenant}:{program}".encode(), json.dumps(event).encode())
 
 
 def ingress(topic: str, tenant: str, key: str, data: dict[str, Any]) -> tuple[str, bytes, bytes]:
@@ -72,20 +50,22 @@ async def test_proposals_respect_capacity_and_rules_and_move_on_after_a_decline(
         await publish_raw(
             bootstrap,
             [
-                enrolment(tenant, "mentor", "alice"),
-                enrolment(
+                enrolment_updated(tenant, "mentor", "alice"),
+                enrolment_updated(
                     tenant,
                     "mentor",
                     "bob",
                     languages=["en", "fr"],
                     expertise=[{"topic": "Python", "level": 2}],
                 ),
-                enrolment(
+                enrolment_updated(
                     tenant, "mentor", "carol", languages=["de"]
                 ),  # shares no language with anyone
-                enrolment(tenant, "mentee", "xavier"),
-                enrolment(tenant, "mentee", "yann", manager_id="alice"),  # never alice's mentee
-                enrolment(tenant, "mentee", "zoe"),
+                enrolment_updated(tenant, "mentee", "xavier"),
+                enrolment_updated(
+                    tenant, "mentee", "yann", manager_id="alice"
+                ),  # never alice's mentee
+                enrolment_updated(tenant, "mentee", "zoe"),
             ],
         )
         first = bodies(await reader.collect(lambda rs: len(rs) >= 2, keep=of_tenant(tenant)))
@@ -170,9 +150,13 @@ async def test_unanswered_proposals_expire_and_the_mentee_gets_the_next_best(
         await publish_raw(
             bootstrap,
             [
-                enrolment(tenant, "mentor", "best", expertise=[{"topic": "python", "level": 5}]),
-                enrolment(tenant, "mentor", "second", expertise=[{"topic": "python", "level": 2}]),
-                enrolment(tenant, "mentee", "nina"),
+                enrolment_updated(
+                    tenant, "mentor", "best", expertise=[{"topic": "python", "level": 5}]
+                ),
+                enrolment_updated(
+                    tenant, "mentor", "second", expertise=[{"topic": "python", "level": 2}]
+                ),
+                enrolment_updated(tenant, "mentee", "nina"),
             ],
         )
         events = bodies(
@@ -196,7 +180,8 @@ async def test_wrong_answers_are_dead_lettered_and_ratings_build_reputation(
         bootstrap, "match-proposed", "match-confirmed", "dlq.matching"
     ) as reader:
         await publish_raw(
-            bootstrap, [enrolment(tenant, "mentor", "m1"), enrolment(tenant, "mentee", "n1")]
+            bootstrap,
+            [enrolment_updated(tenant, "mentor", "m1"), enrolment_updated(tenant, "mentee", "n1")],
         )
         (proposed,) = bodies(await reader.collect(lambda rs: len(rs) >= 1, keep=of_tenant(tenant)))
         match_id = proposed["data"]["match_id"]
@@ -267,8 +252,8 @@ async def test_cohort_mode_waits_then_assigns_everyone_at_once(
         await wait_for(db, "SELECT 1 FROM matching.programs WHERE tenant_id = $1", tenant)
         await publish_raw(
             bootstrap,
-            [enrolment(tenant, "mentor", f"m{i}", capacity=2) for i in range(3)]
-            + [enrolment(tenant, "mentee", f"n{i}") for i in range(8)],
+            [enrolment_updated(tenant, "mentor", f"m{i}", capacity=2) for i in range(3)]
+            + [enrolment_updated(tenant, "mentee", f"n{i}") for i in range(8)],
         )
         await wait_for(db, "SELECT count(*) = 8 FROM matching.mentees WHERE tenant_id = $1", tenant)
         assert await reader.drain(1.5, keep=of_tenant(tenant)) == [], (
@@ -300,7 +285,11 @@ async def test_enrolment_updates_newest_wins_role_changes_and_departures(
     bootstrap = infra.bootstrap_servers
     async with TopicReader(bootstrap, "match-proposed", "match-ended") as reader:
         await publish_raw(
-            bootstrap, [enrolment(tenant, "mentor", "dana"), enrolment(tenant, "mentee", "eve")]
+            bootstrap,
+            [
+                enrolment_updated(tenant, "mentor", "dana"),
+                enrolment_updated(tenant, "mentee", "eve"),
+            ],
         )
         (proposed,) = bodies(await reader.collect(lambda rs: len(rs) >= 1, keep=of_tenant(tenant)))
         assert (proposed["data"]["mentee_id"], proposed["data"]["mentor_id"]) == ("eve", "dana")
@@ -315,16 +304,16 @@ async def test_enrolment_updates_newest_wins_role_changes_and_departures(
             bootstrap,
             [
                 # dana becomes a mentee: her open proposal as a mentor is cancelled
-                enrolment(tenant, "mentee", "dana", registered_at="2026-02-01T00:00:00Z"),
+                enrolment_updated(tenant, "mentee", "dana", registered_at="2026-02-01T00:00:00Z"),
                 # two updates of eve in one stream, the newer one first
-                enrolment(
+                enrolment_updated(
                     tenant,
                     "mentee",
                     "eve",
                     timezone="Asia/Tokyo",
                     registered_at="2026-03-01T00:00:00Z",
                 ),
-                enrolment(
+                enrolment_updated(
                     tenant,
                     "mentee",
                     "eve",
@@ -340,8 +329,8 @@ async def test_enrolment_updates_newest_wins_role_changes_and_departures(
         await publish_raw(  # finn's registration from before his departure, read after it
             bootstrap,
             [
-                enrolment(tenant, "mentee", "finn", registered_at="2026-05-01T00:00:00Z"),
-                enrolment(tenant, "mentee", "gus"),
+                enrolment_updated(tenant, "mentee", "finn", registered_at="2026-05-01T00:00:00Z"),
+                enrolment_updated(tenant, "mentee", "gus"),
             ],
         )
         ended = bodies(

@@ -36,6 +36,7 @@ from tests.support import (
     ServiceProcess,
     TopicReader,
     cloud_event,
+    enrolment_updated,
     of_tenant,
     publish_raw,
     running,
@@ -245,25 +246,6 @@ def proposal(tenant: str, mentee: str, mentor: str) -> NewProposal:
 # --- sessions and replays, through a running matching service ---------------------------------
 
 
-def enrolment(tenant: str, role: str, person: str) -> Record:
-    data: dict[str, Any] = {
-        "program_id": PROGRAM,
-        "person_id": person,
-        "role": role,
-        "display_name": person,
-        "email": f"{person}@example.org",
-        "languages": ["en"],
-        "timezone": "Europe/Paris",
-        "registered_at": "2026-01-01T00:00:00Z",
-    }
-    if role == "mentor":
-        data |= {"expertise": [{"topic": "python", "level": 4}], "capacity": 1}
-    else:
-        data |= {"goals": [{"topic": "python", "priority": 1}]}
-    event = cloud_event("enrolment-updated", tenant, data, source="mentornet/profiles")
-    return ("enrolment-updated", f"{tenant}:{PROGRAM}".encode(), json.dumps(event).encode())
-
-
 def ingress(topic: str, tenant: str, key: str, data: dict[str, Any]) -> Record:
     return (topic, key.encode(), json.dumps(cloud_event(topic, tenant, data)).encode())
 
@@ -281,7 +263,8 @@ def session(tenant: str, match_id: str, session_id: str, **ratings: int) -> Reco
 async def proposed_match(bootstrap: str, reader: TopicReader, tenant: str) -> str:
     """mentor m1 and mentee n1 enrol; the id of the match proposed to them."""
     await publish_raw(
-        bootstrap, [enrolment(tenant, "mentor", "m1"), enrolment(tenant, "mentee", "n1")]
+        bootstrap,
+        [enrolment_updated(tenant, "mentor", "m1"), enrolment_updated(tenant, "mentee", "n1")],
     )
     (record,) = await reader.collect(
         lambda rs: len(rs) >= 1, keep=lambda r: r.topic == "match-proposed" and of_tenant(tenant)(r)

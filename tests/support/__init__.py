@@ -22,7 +22,7 @@ from shared.local.probes import free_port, free_ports, http_status, port_open, w
 from shared.local.processes import ServiceProcess, Services, running
 from shared.local.sinks import SmtpSink
 from tests.support.database import outbox_drained, pool_fixture
-from tests.support.events import cloud_event, of_tenant
+from tests.support.events import cloud_event, enrolment_updated, of_tenant
 
 __all__ = [
     "ServiceProcess",
@@ -32,6 +32,7 @@ __all__ = [
     "cloud_event",
     "commit_end_offsets",
     "end_offsets",
+    "enrolment_updated",
     "free_port",
     "free_ports",
     "fresh_group",

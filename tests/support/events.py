@@ -35,3 +35,26 @@ def of_tenant(tenant: str) -> Callable[[Any], bool]:
             return False
 
     return keep
+
+
+def enrolment_updated(
+    tenant: str, role: str, person: str, program: str = "prog", **extra: Any
+) -> tuple[str, bytes, bytes]:
+    """A canonical `enrolment-updated`, as profiles publishes it (topic, key, value), for tests
+    that feed matching directly."""
+    data: dict[str, Any] = {
+        "program_id": program,
+        "person_id": person,
+        "role": role,
+        "display_name": person,
+        "email": f"{person}@example.org",
+        "languages": ["en"],
+        "timezone": "Europe/Paris",
+        "registered_at": "2026-01-01T00:00:00Z",
+    }
+    if role == "mentor":
+        data |= {"expertise": [{"topic": "python", "level": 4}], "capacity": 1}
+    else:
+        data |= {"goals": [{"topic": "python", "priority": 1}]}
+    event = cloud_event("enrolment-updated", tenant, data | extra, source="mentornet/profiles")
+    return ("enrolment-updated", f"{tenant}:{program}".encode(), json.dumps(event).encode())

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -231,14 +231,32 @@ class ReadinessSample:
     status: int  # 0: no answer
 
 
+class Background:
+    """A sampler running as a task from `start()` to `stop()`; subclasses say what `_run` does."""
+
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
 @dataclass
-class ReadinessProbe:
+class ReadinessProbe(Background):
     """Polls /readyz of every service in the background and keeps every answer."""
 
     services: Services
     every: float = 0.25
     samples: list[ReadinessSample] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
 
     async def _probe(self, client: httpx.AsyncClient, label: str, proc: ServiceProcess) -> None:
         if proc.process is None or proc.process.poll() is not None:
@@ -258,16 +276,6 @@ class ReadinessProbe:
                     *(self._probe(client, k, p) for k, p in list(self.services.procs.items()))
                 )
                 await asyncio.sleep(self.every)
-
-    def start(self) -> ReadinessProbe:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def between(self, start: float, end: float) -> list[ReadinessSample]:
         return [s for s in self.samples if start <= s.at <= end]
