@@ -151,19 +151,27 @@ async def fresh_group(bootstrap: str, service: str, prefix: str) -> str:
     return group
 
 
+async def group_members(bootstrap: str, group: str) -> tuple[str, list[Any]]:
+    """Consumer group `group`'s state ("Stable", "PreparingRebalance", ...) and its members, as
+    the broker describes them (each member: id, ..., metadata, assignment)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    _, _, state, _, _, members = response.groups[0][:6]
+    return state, list(members)
+
+
 async def wait_group_stable(bootstrap: str, group: str, timeout: float = 60.0) -> None:
     """Wait until consumer group `group` is stable with members (every partition assigned)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
 
     async def stable() -> bool:
-        (response,) = await admin.describe_consumer_groups([group])
-        _, _, state, _, _, members = response.groups[0]
+        state, members = await group_members(bootstrap, group)
         return state == "Stable" and bool(members)
 
-    await admin.start()
     try:
         await wait_until(stable, timeout)
     except NotReady:
         raise NotReady(f"consumer group {group} not stable in {timeout}s") from None
-    finally:
-        await admin.close()

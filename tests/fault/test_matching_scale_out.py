@@ -20,7 +20,7 @@ from aiokafka.partitioner import murmur2
 
 from shared.contract.topics import TOPICS
 from shared.local.infra import Endpoints
-from shared.local.kafka import RawRecord
+from shared.local.kafka import RawRecord, group_members
 from shared.local.probes import wait_until
 from tests.support import (
     ServiceProcess,
@@ -236,13 +236,7 @@ async def alone_on_the_broker(bootstrap: str, group: str, timeout: float = 60) -
 
 async def partition_owners(bootstrap: str, group: str) -> dict[tuple[str, int], str]:
     """(topic, partition) -> the member of `group` it is assigned to, once the group is stable."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    _, _, state, _, _, members = response.groups[0]
+    state, members = await group_members(bootstrap, group)
     if state != "Stable":
         return {}
     return {

@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.local.infra import Endpoints
+from shared.local.kafka import group_members
 from tests.support import ServiceProcess, cloud_event, fresh_group, publish_raw, running, unique
 
 pytestmark = pytest.mark.integration
@@ -110,14 +110,7 @@ async def forget(db: asyncpg.Pool, tenant: str) -> None:
 
 async def membership(bootstrap: str, group: str) -> tuple[str, list[tuple[str, bytes]]]:
     """The consumer group's state and each member's id and partition assignment."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    described = response.groups[0]
-    state, members = described[2], described[5]
+    state, members = await group_members(bootstrap, group)
     return state, sorted((member[0], bytes(member[-1])) for member in members)
 
 

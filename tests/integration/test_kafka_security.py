@@ -234,22 +234,7 @@ async def test_a_plaintext_client_cannot_use_the_sasl_ssl_port(secure: StackConf
 def test_production_refuses_to_start_without_sasl_ssl(
     secure: StackConfig, security: dict[str, str]
 ) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "services.profiles"],
-        cwd=REPO_ROOT,
-        env={
-            **clean,
-            "ENVIRONMENT": "production",
-            "KAFKA_BOOTSTRAP_SERVERS": secure.bootstrap_servers,
-            "HTTP_PORT": str(free_port()),
-            **security,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _start_in_production({"KAFKA_BOOTSTRAP_SERVERS": secure.bootstrap_servers, **security})
     assert result.returncode != 0
     assert "ENVIRONMENT=production requires KAFKA_SECURITY_PROTOCOL=SASL_SSL" in result.stderr
     assert "Traceback" not in result.stderr  # a clear message, not a crash
@@ -260,30 +245,33 @@ def test_production_refuses_a_database_without_verified_tls_and_unsigned_ingress
 ) -> None:
     """Kafka secured, but PostgreSQL in plain text (or TLS unverified) and no signing key."""
     kafka = secure.kafka_settings(SERVICE_USER)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_"))}
+    secured = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_USERNAME": SERVICE_USER,
+        "KAFKA_SASL_PASSWORD": kafka.sasl_password.get_secret_value()
+        if kafka.sasl_password
+        else "",
+        "KAFKA_SSL_CAFILE": str(secure.ssl_cafile),
+    }
     for url in (secure.database_url, secure.database_url + "?sslmode=require"):
-        result = subprocess.run(
-            [sys.executable, "-m", "services.profiles"],
-            cwd=REPO_ROOT,
-            env={
-                **clean,
-                "ENVIRONMENT": "production",
-                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-                "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-                "KAFKA_SASL_USERNAME": SERVICE_USER,
-                "KAFKA_SASL_PASSWORD": kafka.sasl_password.get_secret_value()
-                if kafka.sasl_password
-                else "",
-                "KAFKA_SSL_CAFILE": str(secure.ssl_cafile),
-                "DATABASE_URL": url,
-                "HTTP_PORT": str(free_port()),
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _start_in_production({**secured, "DATABASE_URL": url})
         assert result.returncode != 0
         assert "sslmode=verify-full" in result.stderr and "INGRESS_SIGNING_KEYS" in result.stderr
         assert "KAFKA_SECURITY_PROTOCOL" not in result.stderr  # Kafka is fine: not listed
         assert "Traceback" not in result.stderr
+
+
+def _start_in_production(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Start profiles with ENVIRONMENT=production and only `env` for Kafka and the database
+    (nothing inherited); it is expected to refuse, so it does not run for long."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "services.profiles"],
+        cwd=REPO_ROOT,
+        env={**clean, "ENVIRONMENT": "production", "HTTP_PORT": str(free_port()), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

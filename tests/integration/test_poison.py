@@ -22,7 +22,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.contract.topics import dead_letter_topic, read_by
 from shared.local.infra import Endpoints
@@ -31,12 +30,12 @@ from tests.support import (
     ServiceProcess,
     TopicReader,
     cloud_event,
-    end_offsets,
     fresh_group,
     publish_raw,
     running,
     unique,
 )
+from tests.support.fault import wait_lag_zero
 
 pytestmark = pytest.mark.integration
 
@@ -229,7 +228,8 @@ async def test_poison_of_every_kind_is_answered_and_every_partition_keeps_moving
     assert names == {**dict.fromkeys(people, "Version 2"), people[8]: "Flaky"}
 
     # The group reaches the end of every partition it reads; both services stay ready.
-    await wait_until(lambda: caught_up(bootstrap, group, read_by("profiles")), 30)
+    lag, _ = await wait_lag_zero(bootstrap, {group: read_by("profiles")}, timeout=30)
+    assert not any(lag.values()), f"consumer lag left: {lag}"
     for proc in procs.values():
         async with httpx.AsyncClient() as client:
             assert (await client.get(f"{proc.url}/readyz")).status_code == 200
@@ -238,19 +238,6 @@ async def test_poison_of_every_kind_is_answered_and_every_partition_keeps_moving
 def causes(records: list[Any]) -> set[str]:
     """The registrations behind the canonical events among `records`."""
     return {json.loads(r.value)["correlationid"] for r in records if r.topic == "enrolment-updated"}
-
-
-async def caught_up(bootstrap: str, group: str, topics: tuple[str, ...]) -> bool:
-    ends = await end_offsets(bootstrap, topics)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return all(
-        end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items()
-    )
 
 
 async def test_a_partition_that_cannot_move_makes_the_service_not_ready_and_says_which(
