@@ -80,6 +80,38 @@ class Periodic:
     first_wait: bool = False  # wait one interval before the first round
 
 
+READY_TIMEOUT = 2.0  # seconds each dependency has to answer /readyz
+
+
+class Check:
+    """A dependency check that answers within `timeout` whatever the dependency does.
+
+    `asyncio.wait_for` would not: it waits until the cancelled call has finished, and a query on
+    a connection whose packets are dropped finishes only when the network comes back (asyncpg
+    sends its cancel request over a new connection), so /readyz said nothing for the whole
+    outage. Here a call still running after `timeout` is left to end on its own (its own
+    timeout bounds it) and counts as a failure; until it ends, later checks wait on it rather
+    than pile new calls on a dependency that does not answer."""
+
+    def __init__(self, call: Callable[[], Awaitable[bool]], timeout: float = READY_TIMEOUT):
+        self._call = call
+        self._timeout = timeout
+        self._running: asyncio.Task[bool] | None = None
+
+    async def __call__(self) -> bool:
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._answers())
+        running = self._running
+        done, _ = await asyncio.wait({running}, timeout=self._timeout)
+        return bool(done) and not running.cancelled() and running.result()
+
+    async def _answers(self) -> bool:
+        try:
+            return await self._call()
+        except Exception:  # refused, reset, timed out: not ready
+            return False
+
+
 class Runtime:
     """The live resources of one service process; declared before start, opened on startup."""
 
@@ -91,6 +123,8 @@ class Runtime:
         self.broker: KafkaBroker = make_broker(settings, name, self.registry)
         self._producer: AIOKafkaProducer | None = None
         self._pool: asyncpg.Pool | None = None
+        self._broker_check = Check(self._ping_broker)
+        self._database_check = Check(self._ping_database)
         self.relay: OutboxRelay | None = None
         self._pipelines: list[EventPipeline] = []
         self._on_start: list[Hook] = []
@@ -288,15 +322,17 @@ class Runtime:
         log.info("service stopped")
 
     async def ready(self) -> dict[str, bool]:
-        """Whether the broker and the database answer now (each within two seconds)."""
-        broker_ok = False
-        with contextlib.suppress(Exception):
-            broker_ok = bool(await self.broker.ping(timeout=2.0))
-        database_ok = False
-        if self._pool is not None:
-            with contextlib.suppress(Exception):
-                database_ok = await asyncio.wait_for(self._pool.fetchval("SELECT true"), 2.0)
-        return {"broker": broker_ok, "database": bool(database_ok)}
+        """Whether the broker and the database answer now, each within two seconds."""
+        broker, database = await asyncio.gather(self._broker_check(), self._database_check())
+        return {"broker": broker, "database": database}
+
+    async def _ping_broker(self) -> bool:
+        return bool(await self.broker.ping(timeout=READY_TIMEOUT))
+
+    async def _ping_database(self) -> bool:
+        if self._pool is None:
+            return False
+        return bool(await self._pool.fetchval("SELECT true", timeout=30))
 
 
 async def _housekeeping(runtime: Runtime) -> None:

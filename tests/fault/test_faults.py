@@ -262,7 +262,8 @@ class CapacityWatch(Background):
 def readiness_report(
     probe: ReadinessProbe, faults: Faults, recover_within: float = 30.0
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """For each outage: did each service say 503 during it, and 200 again after it, same pid?"""
+    """For each outage: did each service answer 503 during it (a probe that times out proves
+    nothing: /readyz must answer within its own budget), and 200 again after it, same pid?"""
     report, problems = [], []
     for name, start, end, pids in faults.outages:
         for label, pid in pids.items():
@@ -272,7 +273,7 @@ def readiness_report(
                 for s in probe.between(end, end + recover_within)
                 if s.label == label and s.status == 200
             ]
-            unready = sum(1 for s in during if s.status != 200)
+            unready = sum(1 for s in during if s.status == 503)
             back = after[0] if after else None
             report.append(
                 {
@@ -280,13 +281,14 @@ def readiness_report(
                     "service": label,
                     "samples": len(during),
                     "not_ready_samples": unready,
+                    "unanswered_samples": sum(1 for s in during if s.status == 0),
                     "answers": sorted({s.status for s in during}),  # 0: no answer within 6 s
                     "ready_again_after_s": round(back.at - end, 1) if back else None,
                     "same_process": bool(back and back.pid == pid),
                 }
             )
             if not unready:
-                problems.append(f"{label} stayed ready during {name}")
+                problems.append(f"{label} never answered 503 during {name}")
             if back is None:
                 problems.append(f"{label} not ready within {recover_within}s after {name}")
             elif back.pid != pid:
