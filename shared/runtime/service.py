@@ -332,7 +332,7 @@ class Runtime:
     async def _ping_database(self) -> bool:
         if self._pool is None:
             return False
-        return bool(await self._pool.fetchval("SELECT true", timeout=30))
+        return bool(await self._pool.fetchval("SELECT true"))  # bounded by command_timeout
 
 
 async def _housekeeping(runtime: Runtime) -> None:
