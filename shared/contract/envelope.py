@@ -26,7 +26,9 @@ MAX_HEADER_BYTES = 16 * 1024
 SPECVERSION = "1.0"
 
 # Keys of events published per person may carry the tenant ("acme:p-1") or not ("p-1").
-PERSON_KEYED = frozenset({"mentor-registered", "mentee-registered", "person-offboarded"})
+PERSON_KEYED = frozenset(
+    {"mentor-registered", "mentee-registered", "person-offboarded", "mentor-availability"}
+)
 
 Headers = Sequence[tuple[str, bytes]]
 

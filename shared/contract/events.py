@@ -9,7 +9,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from shared.contract.codes import ISO_639_1, iana_timezones
 
@@ -137,6 +146,66 @@ class SessionCompleted(Payload):
     topics: list[Topic] | None = Field(default=None, max_length=20)
 
 
+EndReason = Literal["goals_reached", "no_time", "not_a_fit", "other"]
+Party = Literal["mentor", "mentee"]
+
+
+class RelationshipEnded(Payload):
+    """Someone ends a confirmed relationship before its planned length (or says its goals are
+    reached). `note` is kept for the program's coordinators, erased with its author, never logged."""
+
+    match_id: Identifier
+    ended_by: Literal["mentor", "mentee", "program"]
+    person_id: Identifier | None = Field(default=None, validate_default=True)
+    reason: EndReason
+    note: FreeText | None = None
+
+    @field_validator("person_id")
+    @classmethod
+    def _who(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("ended_by") in ("mentor", "mentee"):
+            raise PydanticCustomError("missing", "required unless ended_by is 'program'")
+        return value
+
+
+class GoalReached(Payload):
+    topic: Topic
+    reached: Literal["yes", "partly", "no"]
+
+
+class FeedbackGiven(Payload):
+    """One side says how the relationship goes (`checkin`) or how it went (`closing`).
+    `comment` is erased with its author and never logged."""
+
+    match_id: Identifier
+    person_id: Identifier
+    kind: Literal["checkin", "closing"]
+    rating: int = Field(ge=1, le=5)
+    goals: list[GoalReached] | None = Field(
+        default=None, max_length=20, description="from the mentee only: each goal and how far"
+    )
+    learned: bool = Field(description="I learned something from the other person")
+    learned_topics: list[Topic] | None = Field(default=None, max_length=20)
+    comment: FreeText | None = None
+
+
+class MentorAvailability(Payload):
+    """A mentor pauses (no new proposal until `until`, or until `available: true`) or comes back.
+    Relationships in progress go on."""
+
+    person_id: Identifier
+    program_id: Identifier
+    available: bool
+    until: Timestamp | None = Field(default=None, validate_default=True)
+
+    @field_validator("until")
+    @classmethod
+    def _only_for_a_pause(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is not None and info.data.get("available") is True:
+            raise ValueError("only a pause (available: false) has an end")
+        return value
+
+
 Criterion = Literal[
     "topic_fit", "languages", "timezone", "seniority", "department", "reputation", "load"
 ]
@@ -157,6 +226,23 @@ class ProgramConfigured(Payload):
     response_deadline_hours: float = Field(default=72, gt=0, le=24 * 60)
     mode: Literal["continuous", "cohort"] = "continuous"
     candidates: int = Field(default=20, ge=1, le=200)
+    relationship_length_days: float = Field(default=180, gt=0, le=3650)
+    checkin_days: list[Annotated[float, Field(gt=0, le=3650)]] | None = Field(
+        default=None,
+        max_length=20,
+        description="days after the confirmation; absent: 30 and 90, those before the length",
+    )
+    stall_after_days: float = Field(default=21, gt=0, le=3650)
+
+    @field_validator("checkin_days")
+    @classmethod
+    def _within_the_relationship(
+        cls, days: list[float] | None, info: ValidationInfo
+    ) -> list[float] | None:
+        length = info.data.get("relationship_length_days")
+        if days is not None and length is not None and any(day >= length for day in days):
+            raise ValueError(f"every check-in must come before relationship_length_days ({length})")
+        return None if days is None else sorted(set(days))
 
 
 class CohortMatchRequested(Payload):
@@ -185,6 +271,10 @@ class EnrolmentUpdated(Payload):
     goals: list[Goal] = Field(default_factory=list)
     capacity: int = 0
     registered_at: Timestamp
+    received_at: Timestamp | None = Field(
+        default=None,
+        description="when mentornet accepted the registration (absent from older events)",
+    )
 
 
 class EnrolmentEnded(Payload):
@@ -227,14 +317,57 @@ class MatchConfirmed(Payload):
 
 
 class MatchEnded(Payload):
-    """A proposal or relationship ended without (or after) confirmation; the slot is free again."""
+    """A proposal or relationship ended; the mentor's place is free again.
+
+    Proposals end `declined`, `expired` or `cancelled`; relationships end `completed` (their
+    length was reached, or `goals_reached`), `ended_early` (with `reason`) or `cancelled` (a person
+    left). `ended_by` is the person who declined, left or ended it, when known."""
 
     match_id: Identifier
     program_id: Identifier
     mentee_id: Identifier
     mentor_id: Identifier
-    outcome: Literal["declined", "expired", "cancelled"]
+    outcome: Literal["declined", "expired", "cancelled", "completed", "ended_early"]
     ended_by: str | None = None
+    ended_by_role: Literal["mentor", "mentee", "program"] | None = None
+    reason: EndReason | None = None
+    relationship_days: float | None = Field(
+        default=None, description="from confirmation to the end, for relationships"
+    )
+    mentee_rematched: bool | None = Field(
+        default=None,
+        description="for relationships completed or ended early: whether the mentee is matched "
+        "again (true) or done with the program (false)",
+    )
+
+
+class RelationshipStalled(Payload):
+    """No session for `stall_after_days`: once per quiet spell, both are nudged."""
+
+    match_id: Identifier
+    program_id: Identifier
+    mentee_id: Identifier
+    mentor_id: Identifier
+    days_since_last_session: float = Field(
+        description="since the last session, or since the confirmation when none was held"
+    )
+
+
+class FeedbackRequested(Payload):
+    """Matching asks one person how the relationship goes (`checkin`, the `checkin`-th) or went
+    (`closing`); the answer is a `feedback-given`."""
+
+    match_id: Identifier
+    program_id: Identifier
+    mentee_id: Identifier
+    mentor_id: Identifier
+    person_id: Identifier = Field(description="who is asked: the mentee or the mentor")
+    role: Party
+    kind: Literal["checkin", "closing"]
+    checkin: int | None = Field(default=None, ge=1, description="which check-in, from 1")
+    outcome: Literal["completed", "ended_early"] | None = Field(
+        default=None, description="for a closing request: how the relationship ended"
+    )
 
 
 # --- events published by notifications ---------------------------------------------------------
@@ -256,6 +389,9 @@ EVENT_MODELS: dict[str, type[Payload]] = {
     "person-offboarded": PersonOffboarded,
     "match-responded": MatchResponded,
     "session-completed": SessionCompleted,
+    "relationship-ended": RelationshipEnded,
+    "feedback-given": FeedbackGiven,
+    "mentor-availability": MentorAvailability,
     "program-configured": ProgramConfigured,
     "cohort-match-requested": CohortMatchRequested,
     "enrolment-updated": EnrolmentUpdated,
@@ -263,6 +399,8 @@ EVENT_MODELS: dict[str, type[Payload]] = {
     "match-proposed": MatchProposed,
     "match-confirmed": MatchConfirmed,
     "match-ended": MatchEnded,
+    "relationship-stalled": RelationshipStalled,
+    "feedback-requested": FeedbackRequested,
     "notification-delivered": NotificationOutcome,
     "notification-failed": NotificationOutcome,
 }

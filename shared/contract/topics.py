@@ -82,6 +82,30 @@ _ALL = [
         ingress=True,
     ),
     Topic(
+        "relationship-ended",
+        "match_id",
+        APPS,
+        ("matching",),
+        "End a relationship early, or with its goals reached.",
+        ingress=True,
+    ),
+    Topic(
+        "feedback-given",
+        "match_id",
+        APPS,
+        ("matching",),
+        "Check-in or closing feedback from one side.",
+        ingress=True,
+    ),
+    Topic(
+        "mentor-availability",
+        PERSON_KEY,
+        APPS,
+        ("matching",),
+        "A mentor pauses or comes back.",
+        ingress=True,
+    ),
+    Topic(
         "program-configured",
         "program_id",
         "program managers",
@@ -120,7 +144,25 @@ _ALL = [
     ),
     Topic("match-confirmed", "match_id", "matching", ("notifications",), "Both sides accepted."),
     Topic(
-        "match-ended", "match_id", "matching", ("notifications",), "Declined, expired or cancelled."
+        "match-ended",
+        "match_id",
+        "matching",
+        ("notifications",),
+        "Declined, expired, cancelled, completed or ended early.",
+    ),
+    Topic(
+        "relationship-stalled",
+        "match_id",
+        "matching",
+        ("notifications",),
+        "No session for stall_after_days.",
+    ),
+    Topic(
+        "feedback-requested",
+        "match_id",
+        "matching",
+        ("notifications",),
+        "Check-in or closing feedback asked of one person.",
     ),
     Topic(
         "notification-delivered",
