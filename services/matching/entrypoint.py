@@ -8,7 +8,12 @@ from pathlib import Path
 from faststream.asgi import AsgiFastStream
 
 from services.matching.flows import FlowProcess
-from services.matching.handlers import Replica, apply_events, expire_proposals
+from services.matching.handlers import (
+    Replica,
+    apply_events,
+    expire_proposals,
+    follow_relationships,
+)
 from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
 from services.matching.repository import StalePool
@@ -21,6 +26,7 @@ NAME = "matching"
 class MatchingSettings(ServiceSettings):
     http_port: int = 8002
     expiry_interval_seconds: float = 1.0  # how often unanswered proposals are checked
+    relationship_interval_seconds: float = 1.0  # how often check-ins, stalls and ends are checked
 
 
 def build(settings: ServiceSettings) -> AsgiFastStream:
@@ -36,6 +42,11 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         "expiry",
         getattr(settings, "expiry_interval_seconds", 1.0),
         functools.partial(expire_proposals, replica=replica),
+    )
+    runtime.every(
+        "relationships",
+        getattr(settings, "relationship_interval_seconds", 1.0),
+        functools.partial(follow_relationships, replica=replica),
     )
 
     async def stop_flows(_: Runtime) -> None:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import asyncpg
 
@@ -24,13 +25,27 @@ from services.matching import repository as repo
 from services.matching.cpus import usable_cpus
 from services.matching.domain.config import ProgramConfig
 from services.matching.domain.explain import explain
-from services.matching.domain.match import Match, MatchStatus
+from services.matching.domain.match import Match, MatchStatus, Side
+from services.matching.domain.relationship import (
+    DAY,
+    EndedBy,
+    EndReason,
+    Relationship,
+    due,
+    ending,
+)
 from services.matching.domain.scoring import Candidate, Mentee, MentorPool, rank
 from services.matching.flows import FlowProcess
 from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
 from shared.contract.envelope import CloudEvent
-from shared.contract.events import MatchConfirmed, MatchEnded, MatchProposed
+from shared.contract.events import (
+    FeedbackRequested,
+    MatchConfirmed,
+    MatchEnded,
+    MatchProposed,
+    RelationshipStalled,
+)
 from shared.runtime.db import inbox
 from shared.runtime.db.outbox import OutboxRecord, enqueue
 from shared.runtime.db.pool import transaction
@@ -42,8 +57,13 @@ from shared.runtime.service import Runtime
 log = get_logger(__name__)
 SERVICE = "matching"
 SOURCE = "mentornet/matching"
-MATCH_EVENTS = frozenset({"match-responded", "session-completed"})
+MATCH_EVENTS = frozenset(
+    {"match-responded", "session-completed", "relationship-ended", "feedback-given"}
+)
+_IDS = uuid.UUID("3f1c9a7e-2b8d-4c61-a0f5-6d61746368ed")  # namespace of derived event ids
 COHORT_MAX = 1_000_000  # waiting mentees one cohort request assigns, at most
+
+PAUSED_UNTIL_AVAILABLE = datetime.max.replace(tzinfo=UTC)  # 'infinity' in the database
 
 Program = tuple[str, str]  # (tenant_id, program_id)
 Pairs = list[tuple[Mentee, Candidate]]
@@ -67,11 +87,15 @@ class UnitOfWork:
     out: list[OutboxRecord] = field(default_factory=list)
     # program -> mentees to try (None: the whole waitlist, because capacity was freed or added)
     rematch: dict[Program, set[str] | None] = field(default_factory=dict)
-    cause: dict[Program, CloudEvent] = field(default_factory=dict)
+    cause: dict[Program, CloudEvent | None] = field(default_factory=dict)  # None: a timer
     refused: list[CloudEvent] = field(default_factory=list)  # answered with a dead letter
 
     def wants(
-        self, tenant_id: str, program_id: str, cause: CloudEvent, mentee: str | None = None
+        self,
+        tenant_id: str,
+        program_id: str,
+        cause: CloudEvent | None,
+        mentee: str | None = None,
     ) -> None:
         key = (tenant_id, program_id)
         self.cause.setdefault(key, cause)
@@ -180,6 +204,8 @@ async def on_enrolment_ended(
     await _end_relations(conn, replica, work, incoming.event, person)
     for role in ("mentor", "mentee"):
         await repo.delete_enrolment(conn, role, person)
+    if incoming.event.data.erase:
+        await repo.erase_free_text(conn, person)
 
 
 async def _end_relations(
@@ -200,11 +226,9 @@ async def on_match_responded(
     conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
 ) -> None:
     event, answer = incoming.event, incoming.event.data
-    match = await repo.get_match(conn, answer.match_id)
-    if match is None or match.tenant_id != event.tenantid:
-        return work.reject(
-            incoming, "unknown_match", f"no match {answer.match_id!r} in this tenant"
-        )
+    match = await _match_of(conn, work, incoming)
+    if match is None:
+        return None
     side = match.side_of(answer.person_id)
     if side is None:
         return work.reject(
@@ -213,6 +237,12 @@ async def on_match_responded(
     if match.status is not MatchStatus.PROPOSED:
         if match.status is MatchStatus.CONFIRMED and answer.decision == "accepted":
             return None  # a repeated acceptance changes nothing
+        if match.status is MatchStatus.CONFIRMED:
+            return work.reject(
+                incoming,
+                "match_closed",
+                "the proposal is already confirmed: end the relationship with relationship-ended",
+            )
         return work.reject(incoming, "match_closed", f"the proposal is already {match.status}")
     if answer.decision == "declined":
         await repo.close(conn, match, MatchStatus.DECLINED, work.now)
@@ -221,7 +251,7 @@ async def on_match_responded(
         return None
     match = await repo.record_acceptance(conn, match, side, event.time)
     if match.accepted_by_both:
-        await repo.confirm(conn, match)
+        await repo.confirm(conn, match, work.now)
         replica.metrics.confirmed.inc()
         confirmed = MatchConfirmed(
             match_id=match.match_id,
@@ -240,15 +270,13 @@ async def on_session_completed(
     conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
 ) -> None:
     event, session = incoming.event, incoming.event.data
-    match = await repo.get_match(conn, session.match_id)
-    if match is None or match.tenant_id != event.tenantid:
-        return work.reject(
-            incoming, "unknown_match", f"no match {session.match_id!r} in this tenant"
-        )
+    match = await _match_of(conn, work, incoming)
+    if match is None:
+        return None
     if await repo.session_recorded(conn, match, session.session_id):
         replica.metrics.repeated_sessions.inc()  # reported again: counted once, whatever its id
         return None
-    if match.status is not MatchStatus.CONFIRMED:
+    if not match.was_confirmed:  # a session reported late, after the end, still counts
         return work.reject(incoming, "match_not_confirmed", f"the match is {match.status}")
     await repo.record_session(
         conn,
@@ -257,8 +285,98 @@ async def on_session_completed(
         session.duration_minutes,
         session.mentor_rating,
         session.mentee_rating,
+        held_at=min(event.time, work.now),  # a clock ahead must not postpone a stall
     )
     return None
+
+
+async def on_relationship_ended(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
+) -> None:
+    """A mentor, a mentee or the program ends a relationship: the mentor's place is free at once,
+    both are asked for closing feedback, and the mentee is matched again or is done."""
+    event, end = incoming.event, incoming.event.data
+    match = await _match_of(conn, work, incoming)
+    if match is None:
+        return None
+    if end.ended_by != "program" and match.side_of(end.person_id) != end.ended_by:
+        return work.reject(
+            incoming, "not_a_party", f"{end.person_id!r} is not the {end.ended_by} of this match"
+        )
+    if match.status is not MatchStatus.CONFIRMED:
+        if match.status is MatchStatus.PROPOSED:
+            return work.reject(
+                incoming, "match_not_confirmed", "a proposal is declined with match-responded"
+            )
+        return work.reject(incoming, "match_closed", f"the relationship is already {match.status}")
+    effect = ending(end.ended_by, end.reason)
+    if effect.mentor_paused:
+        mentor = (match.tenant_id, match.program_id, match.mentor_id)
+        await repo.record_availability(conn, mentor, PAUSED_UNTIL_AVAILABLE, event.time)
+    ended_by = end.person_id if end.ended_by != "program" else None
+    await repo.record_ending(conn, match, ended_by, end.ended_by, end.reason, end.note)
+    await _close_relationship(
+        conn,
+        replica,
+        work,
+        match,
+        MatchStatus(effect.outcome),
+        event,
+        "first_in_line" if effect.mentee_waits_again else "done",
+        ended_by=ended_by,
+        role=end.ended_by,
+        reason=end.reason,
+    )
+    return None
+
+
+async def on_feedback_given(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
+) -> None:
+    """Check-in or closing feedback from one side: stored for the program, and the mentee's
+    rating counts in the mentor's reputation (as a session's rating does)."""
+    event, feedback = incoming.event, incoming.event.data
+    match = await _match_of(conn, work, incoming)
+    if match is None:
+        return None
+    side = match.side_of(feedback.person_id)
+    if side is None:
+        return work.reject(
+            incoming, "not_a_party", f"{feedback.person_id!r} is not part of this match"
+        )
+    if not match.was_confirmed:
+        return work.reject(incoming, "match_not_confirmed", f"the match is {match.status}")
+    if feedback.goals is not None and side != "mentee":
+        return work.reject(incoming, "not_the_mentee", "only the mentee reports on goals")
+    await repo.record_feedback(conn, match, side, feedback, min(event.time, work.now))
+    if side == "mentee":
+        await repo.rate_mentor(conn, match, feedback.rating)
+    return None
+
+
+async def on_mentor_availability(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
+) -> None:
+    """A mentor pauses (no new proposal until `until`, or until they are available again) or
+    comes back (the waitlist is served). Said before their registration arrives, it still holds."""
+    event, said = incoming.event, incoming.event.data
+    paused_until = None if said.available else (said.until or PAUSED_UNTIL_AVAILABLE)
+    if paused_until is not None and paused_until <= work.now:
+        paused_until = None  # a pause already over
+    stored = await repo.record_availability(conn, _person(incoming), paused_until, event.time)
+    if stored and paused_until is None:
+        work.wants(event.tenantid, said.program_id, event)
+    return None
+
+
+async def _match_of(conn: asyncpg.Connection, work: UnitOfWork, incoming: Incoming) -> Match | None:
+    """The match an app event names, or None once it is refused as unknown."""
+    event = incoming.event
+    match = await repo.get_match(conn, event.data.match_id)
+    if match is None or match.tenant_id != event.tenantid:
+        work.reject(incoming, "unknown_match", f"no match {event.data.match_id!r} in this tenant")
+        return None
+    return match
 
 
 async def on_program_configured(
@@ -268,6 +386,7 @@ async def on_program_configured(
     await repo.save_config(
         conn, event.tenantid, configured.program_id, configured.model_dump(mode="json"), event.time
     )
+    await repo.reconsider_relationships(conn, event.tenantid, configured.program_id, work.now)
     work.wants(event.tenantid, configured.program_id, event)
 
 
@@ -321,7 +440,7 @@ def _solve_cohort(
         workers=usable_cpus(),
         flow=flows,
     )
-    return _proposals(cause, program_id, cohort.config, pairs, now)
+    return _proposals(cause.tenantid, cause, program_id, cohort.config, pairs, now)
 
 
 async def rematch(conn: asyncpg.Connection, replica: Replica, work: UnitOfWork) -> None:
@@ -347,7 +466,11 @@ async def rematch(conn: asyncpg.Connection, replica: Replica, work: UnitOfWork) 
                 pairs.append((mentee, best[0]))
         cause = work.cause[(tenant_id, program_id)]
         await _propose(
-            conn, replica, work, _proposals(cause, program_id, config, pairs, work.now), config.mode
+            conn,
+            replica,
+            work,
+            _proposals(tenant_id, cause, program_id, config, pairs, work.now),
+            config.mode,
         )
 
 
@@ -361,7 +484,12 @@ class Proposals:
 
 
 def _proposals(
-    cause: CloudEvent, program_id: str, config: ProgramConfig, pairs: Pairs, now: datetime
+    tenant_id: str,
+    cause: CloudEvent | None,
+    program_id: str,
+    config: ProgramConfig,
+    pairs: Pairs,
+    now: datetime,
 ) -> Proposals:
     """Each pair's proposal, explained, and its `match-proposed` event (computation only)."""
     expires_at = now + timedelta(hours=config.response_deadline_hours)
@@ -372,7 +500,7 @@ def _proposals(
             made.waited_seconds.append((now - mentee.waiting_since).total_seconds())
         proposal = repo.NewProposal(
             match_id=str(uuid.uuid4()),
-            tenant_id=cause.tenantid,
+            tenant_id=tenant_id,
             program_id=program_id,
             mentee_id=mentee.person_id,
             mentor_id=candidate.mentor.person_id,
@@ -390,7 +518,7 @@ def _proposals(
             explanation=items,
             expires_at=expires_at,
         )
-        event = CloudEvent.new("match-proposed", SOURCE, cause.tenantid, proposed, cause=cause)
+        event = CloudEvent.new("match-proposed", SOURCE, tenant_id, proposed, cause=cause)
         made.events.append(OutboxRecord.of_event("match-proposed", proposal.match_id, event))
     return made
 
@@ -446,7 +574,150 @@ async def expire_due(
     return work.out
 
 
-def _ended(match: Match, outcome: MatchStatus, ended_by: str | None = None) -> MatchEnded:
+async def follow_relationships(runtime: Runtime, replica: Replica) -> None:
+    """The relationship job: every replica runs it; program locks make each step happen once."""
+    try:
+        async with transaction(runtime.pool) as conn:
+            await enqueue(conn, SERVICE, await follow_due(conn, replica))
+    except BaseException:
+        replica.pools.forget_all()
+        raise
+
+
+async def follow_due(
+    conn: asyncpg.Connection, replica: Replica, now: datetime | None = None
+) -> list[OutboxRecord]:
+    """Ask the check-ins that fell due, report stalls, complete relationships that reached their
+    length, and end the pauses that are over; then serve the waitlists of the places freed.
+
+    Each step is written in the same transaction as the events announcing it, under the
+    program's lock, and read again under that lock: with several replicas, and across restarts,
+    each happens once and none is missed (a step not committed is due again at the next run)."""
+    work = UnitOfWork(now=now or datetime.now(UTC))
+    programs = await repo.due_relationship_programs(conn, work.now)
+    await repo.lock_programs(conn, programs)
+    for tenant_id, program_id in programs:
+        config = await repo.load_config(conn, tenant_id, program_id)
+        if await repo.resume_mentors(conn, tenant_id, program_id, work.now):
+            work.wants(tenant_id, program_id, None)  # their pause is over: serve the waitlist
+        for match, relationship in await repo.due_relationships(
+            conn, tenant_id, program_id, work.now
+        ):
+            await _follow(conn, replica, work, match, relationship, config)
+    await rematch(conn, replica, work)
+    return work.out
+
+
+async def _follow(
+    conn: asyncpg.Connection,
+    replica: Replica,
+    work: UnitOfWork,
+    match: Match,
+    relationship: Relationship,
+    config: ProgramConfig,
+) -> None:
+    step = due(relationship, config, work.now)
+    if step.complete:
+        await _close_relationship(conn, replica, work, match, MatchStatus.COMPLETED, None, "done")
+        return
+    for number in step.checkins:
+        _ask_feedback(work, match, "checkin", None, number)
+    stalled_at = relationship.stalled_at
+    if step.stalled_days is not None:
+        stalled_at = work.now
+        stalled = RelationshipStalled(
+            match_id=match.match_id,
+            program_id=match.program_id,
+            mentee_id=match.mentee_id,
+            mentor_id=match.mentor_id,
+            days_since_last_session=round(step.stalled_days, 6),
+        )
+        event = _derived(
+            "relationship-stalled", match, stalled, f"stalled:{relationship.last_activity}"
+        )
+        work.publish("relationship-stalled", match.match_id, event)
+        replica.metrics.stalled.inc()
+    await repo.record_follow_up(
+        conn, match, relationship.checkins_done + len(step.checkins), stalled_at, step.next_at
+    )
+
+
+async def _close_relationship(
+    conn: asyncpg.Connection,
+    replica: Replica,
+    work: UnitOfWork,
+    match: Match,
+    outcome: MatchStatus,
+    cause: CloudEvent | None,
+    mentee: repo.MenteeAfter,
+    *,
+    ended_by: str | None = None,
+    role: EndedBy | None = None,
+    reason: EndReason | None = None,
+) -> None:
+    """End a running relationship: free the mentor's place (the waitlist is served), tell
+    everyone (`match-ended`), and ask both people for closing feedback. A relationship ends
+    once, so the events' ids derive from the match."""
+    await repo.close(conn, match, outcome, work.now, mentee=mentee)
+    days = None if match.confirmed_at is None else (work.now - match.confirmed_at) / DAY
+    ended = _ended(match, outcome, ended_by, role=role, reason=reason, days=days)
+    ended = ended.model_copy(update={"mentee_rematched": mentee != "done"})
+    event = _derived("match-ended", match, ended, "ended", cause=cause)
+    work.publish("match-ended", match.match_id, event)
+    replica.metrics.ended.labels(outcome.value).inc()
+    _ask_feedback(work, match, "closing", event, outcome=ended.outcome)
+    work.wants(match.tenant_id, match.program_id, event)
+
+
+def _ask_feedback(
+    work: UnitOfWork,
+    match: Match,
+    kind: Literal["checkin", "closing"],
+    cause: CloudEvent | None,
+    checkin: int | None = None,
+    outcome: str | None = None,
+) -> None:
+    """`feedback-requested` to both sides; ids derived from the match and the request."""
+    sides: tuple[tuple[Side, str], ...] = (("mentee", match.mentee_id), ("mentor", match.mentor_id))
+    for role, person in sides:
+        asked = FeedbackRequested(
+            match_id=match.match_id,
+            program_id=match.program_id,
+            mentee_id=match.mentee_id,
+            mentor_id=match.mentor_id,
+            person_id=person,
+            role=role,
+            kind=kind,
+            checkin=checkin,
+            outcome=outcome,
+        )
+        what = f"{kind}:{checkin or 0}:{role}"
+        event = _derived("feedback-requested", match, asked, what, cause=cause)
+        work.publish("feedback-requested", match.match_id, event)
+
+
+def _derived(
+    type_: str,
+    match: Match,
+    data: MatchEnded | RelationshipStalled | FeedbackRequested,
+    what: str,
+    cause: CloudEvent | None = None,
+) -> CloudEvent:
+    """An event the relationship's own course causes: its id derives from the match and the
+    step, so the same step can never be announced under two ids."""
+    event_id = str(uuid.uuid5(_IDS, f"{match.tenant_id}|{match.match_id}|{type_}|{what}"))
+    return CloudEvent.new(type_, SOURCE, match.tenant_id, data, cause=cause, id=event_id)
+
+
+def _ended(
+    match: Match,
+    outcome: MatchStatus,
+    ended_by: str | None = None,
+    *,
+    role: EndedBy | None = None,
+    reason: EndReason | None = None,
+    days: float | None = None,
+) -> MatchEnded:
     return MatchEnded(
         match_id=match.match_id,
         program_id=match.program_id,
@@ -454,6 +725,9 @@ def _ended(match: Match, outcome: MatchStatus, ended_by: str | None = None) -> M
         mentor_id=match.mentor_id,
         outcome=outcome.value,
         ended_by=ended_by,
+        ended_by_role=role,
+        reason=reason,
+        relationship_days=None if days is None else round(days, 6),
     )
 
 
@@ -480,6 +754,9 @@ _HANDLERS: dict[str, Handler] = {  # enrolment-updated runs through on_enrolment
     "enrolment-ended": on_enrolment_ended,
     "match-responded": on_match_responded,
     "session-completed": on_session_completed,
+    "relationship-ended": on_relationship_ended,
+    "feedback-given": on_feedback_given,
+    "mentor-availability": on_mentor_availability,
     "program-configured": on_program_configured,
     "cohort-match-requested": on_cohort_requested,
 }

@@ -15,6 +15,7 @@ class MatchingMetrics:
     time_to_match: Histogram
     stale_pools: Counter
     repeated_sessions: Counter
+    stalled: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MatchingMetrics:
@@ -43,6 +44,11 @@ class MatchingMetrics:
             repeated_sessions=Counter(
                 "mentornet_sessions_repeated",
                 "Sessions reported again under another event id, counted once",
+                registry=registry,
+            ),
+            stalled=Counter(
+                "mentornet_relationships_stalled",
+                "Relationships reported stalled (no session for stall_after_days)",
                 registry=registry,
             ),
         )

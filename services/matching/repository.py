@@ -6,14 +6,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 from services.matching.domain.config import ProgramConfig
 from services.matching.domain.match import Match, MatchStatus, Side
+from services.matching.domain.relationship import Relationship
 from services.matching.domain.scoring import Mentee, Mentor
-from shared.contract.events import EnrolmentUpdated, ExplanationItem
+from shared.contract.events import EnrolmentUpdated, ExplanationItem, FeedbackGiven
 from shared.runtime.db.columns import columns
 
 
@@ -166,6 +167,9 @@ async def load_mentors(conn: asyncpg.Connection, tenant_id: str, program_id: str
            FROM mentors m
            LEFT JOIN mentor_ratings r ON r.tenant_id = m.tenant_id AND r.mentor_id = m.person_id
            WHERE m.tenant_id = $1 AND m.program_id = $2
+             AND NOT EXISTS (SELECT 1 FROM availability a  -- a paused mentor gets no proposal
+                             WHERE a.tenant_id = m.tenant_id AND a.program_id = m.program_id
+                               AND a.person_id = m.person_id AND a.paused_until IS NOT NULL)
            ORDER BY m.person_id""",
         tenant_id,
         program_id,
@@ -226,11 +230,12 @@ async def waiting_mentees(
 async def past_pairs(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, mentee_ids: Sequence[str]
 ) -> dict[str, set[str]]:
-    """Mentors each mentee was already proposed to: never proposed again after a no or a silence."""
+    """Mentors each mentee was already proposed to and never will be again: after a no, a
+    silence, or a relationship that ran (to its end or not)."""
     rows = await conn.fetch(
         """SELECT mentee_id, mentor_id FROM matches
            WHERE tenant_id = $1 AND program_id = $2 AND mentee_id = ANY($3::text[])
-             AND status IN ('declined', 'expired')""",
+             AND status IN ('declined', 'expired', 'completed', 'ended_early')""",
         tenant_id,
         program_id,
         list(mentee_ids),
@@ -351,7 +356,7 @@ async def insert_proposals(
 
 
 _MATCH = """match_id, tenant_id, program_id, mentee_id, mentor_id, status,
-            mentee_accepted_at, mentor_accepted_at"""
+            mentee_accepted_at, mentor_accepted_at, confirmed_at"""
 
 
 def _match(r: asyncpg.Record) -> Match:
@@ -364,6 +369,7 @@ def _match(r: asyncpg.Record) -> Match:
         status=MatchStatus(r["status"]),
         mentee_accepted_at=r["mentee_accepted_at"],
         mentor_accepted_at=r["mentor_accepted_at"],
+        confirmed_at=r["confirmed_at"],
     )
 
 
@@ -395,10 +401,13 @@ async def record_acceptance(
     return _match(row)
 
 
-async def confirm(conn: asyncpg.Connection, match: Match) -> None:
+async def confirm(conn: asyncpg.Connection, match: Match, at: datetime) -> None:
+    """The relationship starts: the relationship job looks at it at once (see `due_relationships`)."""
     await conn.execute(
-        "UPDATE matches SET status = 'confirmed', closed_at = NULL WHERE match_id = $1",
+        """UPDATE matches SET status = 'confirmed', closed_at = NULL, confirmed_at = $2, due_at = $2
+           WHERE match_id = $1""",
         match.match_id,
+        at,
     )
     await conn.execute(
         "UPDATE mentees SET status = 'matched' WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3",
@@ -408,10 +417,21 @@ async def confirm(conn: asyncpg.Connection, match: Match) -> None:
     )
 
 
-async def close(conn: asyncpg.Connection, match: Match, status: MatchStatus, at: datetime) -> None:
-    """End a proposal or relationship: free the mentor's slot, put the mentee back on the waitlist."""
+MenteeAfter = Literal["waiting", "first_in_line", "done"]
+
+
+async def close(
+    conn: asyncpg.Connection,
+    match: Match,
+    status: MatchStatus,
+    at: datetime,
+    mentee: MenteeAfter = "waiting",
+) -> None:
+    """End a proposal or relationship and free the mentor's place. The mentee waits again (at
+    the back of the line, or `first_in_line`: still waiting since they first waited, so they are
+    proposed to before later arrivals), or is `done` with the program."""
     await conn.execute(
-        "UPDATE matches SET status = $2, closed_at = $3 WHERE match_id = $1",
+        "UPDATE matches SET status = $2, closed_at = $3, due_at = NULL WHERE match_id = $1",
         match.match_id,
         status.value,
         at,
@@ -425,12 +445,14 @@ async def close(conn: asyncpg.Connection, match: Match, status: MatchStatus, at:
     )
     await bump_pool(conn, match.tenant_id, match.program_id)
     await conn.execute(
-        """UPDATE mentees SET status = 'waiting', waiting_since = $4
+        """UPDATE mentees SET status = CASE WHEN $5 = 'done' THEN 'done' ELSE 'waiting' END,
+                              waiting_since = CASE WHEN $5 = 'waiting' THEN $4 ELSE waiting_since END
            WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3""",
         match.tenant_id,
         match.program_id,
         match.mentee_id,
         at,
+        mentee,
     )
 
 
@@ -488,14 +510,22 @@ async def record_session(
     minutes: int,
     mentor_rating: int | None,
     mentee_rating: int | None,
+    held_at: datetime,
 ) -> None:
-    """Count a session not counted before (see `session_recorded`): pair history, and the
-    mentor's reputation when the mentee rated them."""
+    """Count a session not counted before (see `session_recorded`): pair history, the
+    relationship's last session, and the mentor's reputation when the mentee rated them."""
     await conn.execute(
         "INSERT INTO sessions (tenant_id, match_id, session_id) VALUES ($1, $2, $3)",
         match.tenant_id,
         match.match_id,
         session_id,
+    )
+    await conn.execute(  # a new spell begins: the relationship job looks at it again
+        """UPDATE matches SET last_session_at = greatest(last_session_at, $2), stalled_at = NULL,
+                              due_at = $2
+           WHERE match_id = $1""",
+        match.match_id,
+        held_at,
     )
     both = mentor_rating is not None and mentee_rating is not None
     await conn.execute(
@@ -514,18 +544,210 @@ async def record_session(
         int(both),
     )
     if mentor_rating is not None:
-        await conn.execute(
-            """INSERT INTO mentor_ratings AS r (tenant_id, mentor_id, rating_sum, rating_count)
-               VALUES ($1, $2, $3, 1)
-               ON CONFLICT (tenant_id, mentor_id) DO UPDATE
-               SET rating_sum = r.rating_sum + EXCLUDED.rating_sum, rating_count = r.rating_count + 1""",
-            match.tenant_id,
-            match.mentor_id,
-            mentor_rating,
+        await rate_mentor(conn, match, mentor_rating)
+
+
+async def rate_mentor(conn: asyncpg.Connection, match: Match, rating: int) -> None:
+    """The mentee's rating of the mentor counts in the mentor's reputation across the tenant."""
+    await conn.execute(
+        """INSERT INTO mentor_ratings AS r (tenant_id, mentor_id, rating_sum, rating_count)
+           VALUES ($1, $2, $3, 1)
+           ON CONFLICT (tenant_id, mentor_id) DO UPDATE
+           SET rating_sum = r.rating_sum + EXCLUDED.rating_sum, rating_count = r.rating_count + 1""",
+        match.tenant_id,
+        match.mentor_id,
+        rating,
+    )
+    for row in await conn.fetch(
+        "SELECT program_id FROM mentors WHERE tenant_id = $1 AND person_id = $2",
+        match.tenant_id,
+        match.mentor_id,
+    ):
+        await bump_pool(conn, match.tenant_id, row["program_id"])
+
+
+# --- relationships ---------------------------------------------------------------------------
+
+
+async def record_ending(
+    conn: asyncpg.Connection,
+    match: Match,
+    ended_by: str | None,
+    role: str | None,
+    reason: str | None,
+    note: str | None,
+) -> None:
+    """Who ended a relationship, why, and their note (kept for coordinators, never logged)."""
+    await conn.execute(
+        """UPDATE matches SET ended_by = $2, ended_by_role = $3, end_reason = $4, end_note = $5
+           WHERE match_id = $1""",
+        match.match_id,
+        ended_by,
+        role,
+        reason,
+        note,
+    )
+
+
+async def reconsider_relationships(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, now: datetime
+) -> None:
+    """The program's timings changed: the relationship job looks at each relationship again."""
+    await conn.execute(
+        """UPDATE matches SET due_at = $3
+           WHERE tenant_id = $1 AND program_id = $2 AND status = 'confirmed'""",
+        tenant_id,
+        program_id,
+        now,
+    )
+
+
+async def due_relationship_programs(
+    conn: asyncpg.Connection, now: datetime, limit: int = 50
+) -> list[tuple[str, str]]:
+    """Programs with a relationship or a mentor's pause that has something due."""
+    rows = await conn.fetch(
+        """(SELECT DISTINCT tenant_id, program_id FROM matches
+            WHERE status = 'confirmed' AND due_at <= $1 LIMIT $2)
+           UNION
+           (SELECT DISTINCT tenant_id, program_id FROM availability
+            WHERE paused_until <= $1 LIMIT $2)""",
+        now,
+        limit,
+    )
+    return [(r["tenant_id"], r["program_id"]) for r in rows]
+
+
+async def due_relationships(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, now: datetime
+) -> list[tuple[Match, Relationship]]:
+    rows = await conn.fetch(
+        f"""SELECT {_MATCH}, last_session_at, checkins_done, stalled_at FROM matches
+            WHERE tenant_id = $1 AND program_id = $2 AND status = 'confirmed' AND due_at <= $3
+            ORDER BY due_at, match_id""",
+        tenant_id,
+        program_id,
+        now,
+    )
+    return [
+        (
+            _match(r),
+            Relationship(
+                confirmed_at=r["confirmed_at"],
+                last_session_at=r["last_session_at"],
+                checkins_done=r["checkins_done"],
+                stalled_at=r["stalled_at"],
+            ),
         )
-        for row in await conn.fetch(
-            "SELECT program_id FROM mentors WHERE tenant_id = $1 AND person_id = $2",
-            match.tenant_id,
-            match.mentor_id,
-        ):
-            await bump_pool(conn, match.tenant_id, row["program_id"])
+        for r in rows
+    ]
+
+
+async def record_follow_up(
+    conn: asyncpg.Connection,
+    match: Match,
+    checkins_done: int,
+    stalled_at: datetime | None,
+    due_at: datetime | None,
+) -> None:
+    await conn.execute(
+        "UPDATE matches SET checkins_done = $2, stalled_at = $3, due_at = $4 WHERE match_id = $1",
+        match.match_id,
+        checkins_done,
+        stalled_at,
+        due_at,
+    )
+
+
+async def record_availability(
+    conn: asyncpg.Connection, person: Person, paused_until: datetime | None, at: datetime
+) -> bool:
+    """Store a mentor's pause (None: available again) said at `at`, unless a later word is
+    stored already; returns whether it was stored. Their program's pool moves either way."""
+    stored = await conn.fetchval(
+        """INSERT INTO availability AS a (tenant_id, program_id, person_id, paused_until, updated_at)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (tenant_id, program_id, person_id) DO UPDATE
+           SET paused_until = EXCLUDED.paused_until, updated_at = EXCLUDED.updated_at
+           WHERE a.updated_at <= EXCLUDED.updated_at
+           RETURNING true""",
+        *person,
+        paused_until,
+        at,
+    )
+    if stored:
+        await bump_pool(conn, person[0], person[1])
+    return bool(stored)
+
+
+async def resume_mentors(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, now: datetime
+) -> int:
+    """End the program's pauses whose `until` has passed; returns how many mentors are back."""
+    status = await conn.execute(
+        """UPDATE availability SET paused_until = NULL
+           WHERE tenant_id = $1 AND program_id = $2 AND paused_until <= $3""",
+        tenant_id,
+        program_id,
+        now,
+    )
+    resumed = int(status.split()[-1])
+    if resumed:
+        await bump_pool(conn, tenant_id, program_id)
+    return resumed
+
+
+async def record_feedback(
+    conn: asyncpg.Connection, match: Match, role: Side, feedback: FeedbackGiven, at: datetime
+) -> None:
+    """Store one person's feedback: a check-in answers the latest check-in asked (0 before any),
+    a closing feedback is one per person. A later word on the same one replaces an earlier."""
+    await conn.execute(
+        """INSERT INTO feedback AS f (tenant_id, match_id, person_id, role, kind, checkin, rating,
+                                      goals, learned, learned_topics, comment, given_at)
+           SELECT $1, $2, $3, $4, $5,
+                  CASE WHEN $5 = 'closing' THEN 0 ELSE m.checkins_done END,
+                  $6, $7::jsonb, $8, $9::jsonb, $10, $11
+           FROM matches m WHERE m.match_id = $2
+           ON CONFLICT (tenant_id, match_id, person_id, kind, checkin) DO UPDATE SET
+               rating = EXCLUDED.rating, goals = EXCLUDED.goals, learned = EXCLUDED.learned,
+               learned_topics = EXCLUDED.learned_topics, comment = EXCLUDED.comment,
+               given_at = EXCLUDED.given_at
+           WHERE f.given_at <= EXCLUDED.given_at""",
+        match.tenant_id,
+        match.match_id,
+        feedback.person_id,
+        role,
+        feedback.kind,
+        feedback.rating,
+        None if feedback.goals is None else json.dumps([g.model_dump() for g in feedback.goals]),
+        feedback.learned,
+        None if feedback.learned_topics is None else json.dumps(feedback.learned_topics),
+        feedback.comment,
+        at,
+    )
+
+
+async def erase_free_text(conn: asyncpg.Connection, person: Person) -> None:
+    """What people wrote in the program's relationships the person was part of (ending notes,
+    feedback comments and topics) is erased with them: it may speak of them. Ratings stay."""
+    tenant_id, program_id, person_id = person
+    await conn.execute(
+        """UPDATE matches SET end_note = NULL
+           WHERE tenant_id = $1 AND program_id = $2 AND (mentee_id = $3 OR mentor_id = $3)
+             AND end_note IS NOT NULL""",
+        *person,
+    )
+    await conn.execute(
+        """UPDATE feedback f SET comment = NULL, learned_topics = NULL
+           FROM matches m
+           WHERE m.tenant_id = $1 AND m.program_id = $2 AND (m.mentee_id = $3 OR m.mentor_id = $3)
+             AND f.tenant_id = m.tenant_id AND f.match_id = m.match_id""",
+        *person,
+    )
+    await conn.execute(
+        "DELETE FROM availability WHERE tenant_id = $1 AND program_id = $2 AND person_id = $3",
+        tenant_id,
+        program_id,
+        person_id,
+    )

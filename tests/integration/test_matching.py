@@ -17,6 +17,7 @@ from tests.support import (
     TopicReader,
     cloud_event,
     enrolment_updated,
+    ingress,
     of_tenant,
     publish_raw,
     running,
@@ -31,10 +32,6 @@ pytestmark = pytest.mark.integration
 async def matching(service_env: dict[str, str]) -> AsyncIterator[ServiceProcess]:
     async with running(["matching"], {**service_env, "EXPIRY_INTERVAL_SECONDS": "0.2"}) as procs:
         yield procs["matching"]
-
-
-def ingress(topic: str, tenant: str, key: str, data: dict[str, Any]) -> tuple[str, bytes, bytes]:
-    return (topic, key.encode(), json.dumps(cloud_event(topic, tenant, data)).encode())
 
 
 def bodies(records: list[Any]) -> list[dict[str, Any]]:

@@ -35,8 +35,8 @@ from shared.runtime.pipeline import Incoming
 from tests.support import (
     ServiceProcess,
     TopicReader,
-    cloud_event,
     enrolment_updated,
+    ingress,
     of_tenant,
     publish_raw,
     running,
@@ -246,10 +246,6 @@ def proposal(tenant: str, mentee: str, mentor: str) -> NewProposal:
 # --- sessions and replays, through a running matching service ---------------------------------
 
 
-def ingress(topic: str, tenant: str, key: str, data: dict[str, Any]) -> Record:
-    return (topic, key.encode(), json.dumps(cloud_event(topic, tenant, data)).encode())
-
-
 def answer(tenant: str, match_id: str, person: str) -> Record:
     data = {"match_id": match_id, "person_id": person, "decision": "accepted"}
     return ingress("match-responded", tenant, match_id, data)
@@ -330,8 +326,8 @@ async def test_a_repeated_session_is_counted_in_a_metric(
     match_id = unique("match")
     await db.execute(
         """INSERT INTO matching.matches (match_id, tenant_id, program_id, mentee_id, mentor_id,
-                status, score, explanation, expires_at)
-           VALUES ($1, $2, $3, 'n1', 'm1', 'confirmed', 0.5, '[]', now())""",
+                status, score, explanation, expires_at, confirmed_at)
+           VALUES ($1, $2, $3, 'n1', 'm1', 'confirmed', 0.5, '[]', now(), now())""",
         match_id,
         tenant,
         PROGRAM,

@@ -25,6 +25,13 @@ def cloud_event(type_: str, tenant: str, data: dict[str, Any], **overrides: Any)
     return event
 
 
+def ingress(
+    topic: str, tenant: str, key: str, data: dict[str, Any], **envelope: Any
+) -> tuple[str, bytes, bytes]:
+    """A hand-written event as a record to publish (topic, key, value)."""
+    return (topic, key.encode(), json.dumps(cloud_event(topic, tenant, data, **envelope)).encode())
+
+
 def of_tenant(tenant: str) -> Callable[[Any], bool]:
     """A `keep` filter for TopicReader: the records of `tenant` (anything unreadable is not)."""
 

@@ -21,6 +21,9 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 
 
+DEFAULT_CHECKIN_DAYS = (30.0, 90.0)  # after 30 days, then 60 days later (Mentorloop's rhythm)
+
+
 @dataclass(frozen=True)
 class ProgramConfig:
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
@@ -28,6 +31,9 @@ class ProgramConfig:
     response_deadline_hours: float = 72.0
     mode: str = "continuous"
     candidates: int = 20
+    relationship_length_days: float = 180.0
+    checkin_days: tuple[float, ...] = DEFAULT_CHECKIN_DAYS
+    stall_after_days: float = 21.0
 
     @classmethod
     def of(cls, configured: ProgramConfigured) -> ProgramConfig:
@@ -41,6 +47,13 @@ class ProgramConfig:
             response_deadline_hours=configured.response_deadline_hours,
             mode=configured.mode,
             candidates=configured.candidates,
+            relationship_length_days=configured.relationship_length_days,
+            checkin_days=tuple(
+                configured.checkin_days
+                if configured.checkin_days is not None
+                else (d for d in DEFAULT_CHECKIN_DAYS if d < configured.relationship_length_days)
+            ),
+            stall_after_days=configured.stall_after_days,
         )
 
     @classmethod

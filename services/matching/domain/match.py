@@ -18,6 +18,8 @@ class MatchStatus(StrEnum):
     DECLINED = "declined"  # one of them said no
     EXPIRED = "expired"  # not answered in time
     CANCELLED = "cancelled"  # one of them left the program or changed role
+    COMPLETED = "completed"  # the relationship reached its length, or its goals
+    ENDED_EARLY = "ended_early"  # someone ended the relationship before its length
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Match:
     status: MatchStatus
     mentee_accepted_at: datetime | None = None
     mentor_accepted_at: datetime | None = None
+    confirmed_at: datetime | None = None  # set once: the relationship started then
 
     def side_of(self, person_id: str) -> Side | None:
         """Which side of the match a person is on (None: not part of it)."""
@@ -40,3 +43,8 @@ class Match:
     @property
     def accepted_by_both(self) -> bool:
         return self.mentee_accepted_at is not None and self.mentor_accepted_at is not None
+
+    @property
+    def was_confirmed(self) -> bool:
+        """A relationship started, whether it still runs or has ended."""
+        return self.confirmed_at is not None
