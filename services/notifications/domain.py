@@ -14,10 +14,12 @@ from typing import Any, Literal
 
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import (
+    FeedbackRequested,
     MatchConfirmed,
     MatchEnded,
     MatchProposed,
     NotificationOutcome,
+    RelationshipStalled,
     SessionCompleted,
 )
 
@@ -31,9 +33,17 @@ CATEGORIES: dict[str, str] = {
     "match-introduction": "introductions",
     "next-proposal": "proposals",
     "feedback-request": "feedback",
+    "checkin-request": "feedback",
+    "closing-feedback-request": "feedback",
+    "stall-nudge": "nudges",
+    "ending-notice": "relationship",
 }
 # kinds that make no sense without the other person's contact (their name and address)
 NEEDS_PARTNER = frozenset({"match-introduction"})
+# kinds about a relationship in progress: pointless once it ended (closing requests are not)
+DURING_RELATIONSHIP = frozenset({"checkin-request", "stall-nudge"})
+# outcomes of match-ended that only a confirmed match can have
+RELATIONSHIP_ENDS = frozenset({"completed", "ended_early"})
 
 
 def notification_id(
@@ -134,11 +144,96 @@ def for_confirmation(data: MatchConfirmed) -> list[Planned]:
 
 
 def for_ending(data: MatchEnded) -> list[Planned]:
-    """A declined or expired proposal: the mentee hears the next one is on its way."""
-    if data.outcome not in ("declined", "expired"):
-        return []
+    """A declined or expired proposal: the mentee hears the next one is on its way. A
+    relationship ended early: the other person is told (see `_told_of_the_end`). A completed
+    one calls for nothing here: its closing feedback request congratulates both."""
     context = {"match_id": data.match_id, "program_id": data.program_id, "outcome": data.outcome}
-    return [Planned("next-proposal", data.mentee_id, context, data.match_id)]
+    if data.outcome in ("declined", "expired"):
+        return [Planned("next-proposal", data.mentee_id, context, data.match_id)]
+    if data.outcome == "ended_early":
+        return _told_of_the_end(data, context)
+    return []
+
+
+def _told_of_the_end(data: MatchEnded, base: dict[str, Any]) -> list[Planned]:
+    """Tell whoever did not end it that the relationship has ended (both when the program did,
+    or when nobody is named). Who ended it already knows; everyone gets matching's closing
+    feedback request anyway. The mentee hears a new mentor will be proposed when the mentor
+    ended it or it was not a fit (matching puts them back on the waiting list then)."""
+    ender: str | None = data.ended_by_role
+    if ender is None and data.ended_by is not None:
+        ender = {data.mentee_id: "mentee", data.mentor_id: "mentor"}.get(data.ended_by)
+    planned = []
+    for role, person, partner in (
+        ("mentee", data.mentee_id, data.mentor_id),
+        ("mentor", data.mentor_id, data.mentee_id),
+    ):
+        if role == ender or person == data.ended_by:
+            continue
+        context = {
+            **base,
+            "role": role,
+            "reason": data.reason,
+            "ended_by_role": ender or "program",
+            "new_mentor": role == "mentee" and _rematched(data, ender),
+        }
+        planned.append(Planned("ending-notice", person, context, data.match_id, partner))
+    return planned
+
+
+def _rematched(data: MatchEnded, ender: str | None) -> bool:
+    """Whether matching proposes the mentee a new mentor: as the event says, or, from a
+    publisher that does not say it, when the mentor ended it or it was not a fit."""
+    if data.mentee_rematched is not None:
+        return data.mentee_rematched
+    return data.reason == "not_a_fit" or ender == "mentor"
+
+
+def _partner(mentee_id: str, mentor_id: str, role: str) -> str:
+    return mentor_id if role == "mentee" else mentee_id
+
+
+def for_feedback_request(data: FeedbackRequested, ended: str | None = None) -> list[Planned]:
+    """One request to the person asked, naming the other. A closing request congratulates a
+    completed relationship and stays neutral otherwise: how it ended is in the request, or
+    (`ended`) on match-ended when that was read already. A person who is not the match's `role` gets nothing: the
+    request would name a stranger's partner."""
+    if data.person_id != (data.mentee_id if data.role == "mentee" else data.mentor_id):
+        return []
+    context: dict[str, Any] = {
+        "match_id": data.match_id,
+        "program_id": data.program_id,
+        "role": data.role,
+    }
+    if data.kind == "checkin":
+        kind = "checkin-request"
+        context["checkin"] = data.checkin
+    else:
+        kind = "closing-feedback-request"
+        outcome = data.outcome or ended  # said by the request, or read on match-ended
+        context["outcome"] = outcome if outcome in RELATIONSHIP_ENDS else None
+    partner = _partner(data.mentee_id, data.mentor_id, data.role)
+    return [Planned(kind, data.person_id, context, data.match_id, partner)]
+
+
+def for_stall(data: RelationshipStalled) -> list[Planned]:
+    """A kind nudge to both, each naming the other. Days are whole (at least one): the reader
+    wants an order of magnitude, not a fraction."""
+    base = {
+        "match_id": data.match_id,
+        "program_id": data.program_id,
+        "quiet_days": max(1, round(data.days_since_last_session)),
+    }
+    return [
+        Planned(
+            "stall-nudge",
+            person,
+            {**base, "role": role},
+            data.match_id,
+            _partner(data.mentee_id, data.mentor_id, role),
+        )
+        for role, person in (("mentee", data.mentee_id), ("mentor", data.mentor_id))
+    ]
 
 
 @dataclass(frozen=True)
@@ -151,11 +246,24 @@ class MatchParties:
 @dataclass(frozen=True)
 class KnownMatch:
     """What notifications knows of a match. `confirmed` stays true once the match is confirmed,
-    whatever comes next (`state` moves on to "ended")."""
+    whatever comes next (`state` moves on to "ended"); `outcome` is match-ended's, once read."""
 
     parties: MatchParties
     state: str
     confirmed: bool
+    outcome: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state == "ended"
+
+
+def implies_confirmation(event: CloudEvent) -> bool:
+    """Whether an event says its match was confirmed, whatever order the topics are read in:
+    check-ins, stalls and relationship ends only happen to confirmed matches."""
+    if event.type in ("match-confirmed", "feedback-requested", "relationship-stalled"):
+        return True
+    return event.type == "match-ended" and event.data.outcome in RELATIONSHIP_ENDS
 
 
 SessionFate = Literal["feedback", "hold", "unknown_match", "not_confirmed"]

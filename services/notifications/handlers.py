@@ -7,9 +7,12 @@ never blocks the Kafka partition. The delivery worker sends the rows afterwards.
 Events of different topics arrive in no particular order (a proposal may come before the
 enrolments it names, an answer before its proposal). Each step is written to give the same
 result in any order: latest-registration-wins contacts with erasure tombstones, match states
-that only move forward, proposals or reminders planned only for matches still open, and
+that only move forward, proposals or reminders planned only for matches still open,
 feedback requests only for confirmed matches (a session read before its match's confirmation
-is held until the confirmation comes, and dropped if the match ends unconfirmed).
+is held until the confirmation comes, and dropped if the match ends unconfirmed), and check-ins
+or stall nudges only for relationships not known to have ended. Check-ins, stalls and
+relationship ends name both people and imply the confirmation, so they need no lookup and
+count as the confirmation when they are read before it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from shared.runtime.pipeline import Incoming
 log = get_logger(__name__)
 
 OPEN_ONLY = frozenset({"match-proposal", "match-reminder"})  # pointless once a match moved on
+# the events that name a match's mentee and mentor (and so fill `matches`)
+RELATIONSHIP_EVENTS = ("feedback-requested", "relationship-stalled")
+MATCH_EVENTS = ("match-proposed", "match-confirmed", "match-ended", *RELATIONSHIP_EVENTS)
 
 
 class Handlers:
@@ -63,7 +69,13 @@ class Handlers:
             conn,
             [
                 (e.tenantid, e.data.match_id)
-                for e in of["session-completed"] + of["match-confirmed"] + of["match-ended"]
+                for t in (
+                    "session-completed",
+                    "match-confirmed",
+                    "match-ended",
+                    *RELATIONSHIP_EVENTS,
+                )
+                for e in of[t]
             ],
         )
         await repository.upsert_matches(conn, _match_rows(events))
@@ -71,10 +83,12 @@ class Handlers:
             conn,
             [(e.tenantid, e.data.match_id, e.data.person_id) for e in of["match-responded"]],
         )
-        moved_on = [
-            (e.tenantid, e.data.match_id) for e in of["match-confirmed"] + of["match-ended"]
-        ]
+        ended = [(e.tenantid, e.data.match_id) for e in of["match-ended"]]
+        moved_on = ended + _confirmed(of)
         await repository.cancel_for_matches(conn, moved_on, sorted(OPEN_ONLY), "match moved on")
+        await repository.cancel_for_matches(
+            conn, ended, sorted(domain.DURING_RELATIONSHIP), "relationship ended"
+        )
 
         rows = await self._plan(conn, of, now)
         inserted = await repository.insert_deliveries(conn, rows)
@@ -87,7 +101,9 @@ class Handlers:
         self, conn: asyncpg.Connection, of: dict[str, list[CloudEvent]], now: datetime
     ) -> list[NewDelivery]:
         keys = [
-            (e.tenantid, e.data.match_id) for e in of["match-proposed"] + of["session-completed"]
+            (e.tenantid, e.data.match_id)
+            for t in ("match-proposed", "session-completed", *RELATIONSHIP_EVENTS)
+            for e in of[t]
         ]
         known = await repository.matches(conn, keys)
         answered = await repository.responded(
@@ -110,6 +126,7 @@ class Handlers:
         planned += [(Cause.of(e), domain.for_confirmation(e.data)) for e in of["match-confirmed"]]
         planned += [(Cause.of(e), domain.for_ending(e.data)) for e in of["match-ended"]]
         planned += await self._sessions(conn, of, known)
+        planned += self._relationships(of, known)
 
         if not planned:
             return []
@@ -157,9 +174,7 @@ class Handlers:
             for row in stored
             if row.state == "planned"
         ]
-        released = await repository.release_sessions(
-            conn, [(e.tenantid, e.data.match_id) for e in of["match-confirmed"]]
-        )
+        released = await repository.release_sessions(conn, _confirmed(of))
         planned += [(row.cause, domain.for_session(row.session, p)) for row, p in released]
         dropped = await repository.drop_sessions(
             conn, [(e.tenantid, e.data.match_id) for e in of["match-ended"]]
@@ -167,6 +182,34 @@ class Handlers:
         if dropped:
             self.ignored.labels("not_confirmed").inc(dropped)
             log.info("held sessions dropped: match ended unconfirmed", sessions=dropped)
+        return planned
+
+    def _relationships(
+        self,
+        of: dict[str, list[CloudEvent]],
+        known: Mapping[tuple[str, str], domain.KnownMatch],
+    ) -> list[tuple[Cause, list[Planned]]]:
+        """Check-in and closing feedback requests, and stall nudges. A check-in or a nudge read
+        after its match's end (another topic) is pointless and dropped; a closing request
+        always goes, congratulating when the end read so far says the relationship completed."""
+        planned: list[tuple[Cause, list[Planned]]] = []
+        for e in of["feedback-requested"]:
+            match = known.get((e.tenantid, e.data.match_id))
+            if e.data.kind == "checkin" and match is not None and match.ended:
+                self.ignored.labels("match_ended").inc()
+                continue
+            plan = domain.for_feedback_request(e.data, match.outcome if match else None)
+            if not plan:
+                self.ignored.labels("not_a_party").inc()
+                log.warning("feedback requested of someone not of the match", event_id=e.id)
+                continue
+            planned.append((Cause.of(e), plan))
+        for e in of["relationship-stalled"]:
+            match = known.get((e.tenantid, e.data.match_id))
+            if match is not None and match.ended:
+                self.ignored.labels("match_ended").inc()
+                continue
+            planned.append((Cause.of(e), domain.for_stall(e.data)))
         return planned
 
 
@@ -199,11 +242,9 @@ def _by_type(events: Sequence[CloudEvent]) -> dict[str, list[CloudEvent]]:
         for t in (
             "enrolment-updated",
             "enrolment-ended",
-            "match-proposed",
             "match-responded",
-            "match-confirmed",
-            "match-ended",
             "session-completed",
+            *MATCH_EVENTS,
         )
     }
     for event in events:
@@ -225,8 +266,26 @@ def _contact(event: CloudEvent) -> ContactRow:
     )
 
 
+def _confirmed(of: dict[str, list[CloudEvent]]) -> list[tuple[str, str]]:
+    """The matches this batch says were confirmed (see domain.implies_confirmation)."""
+    return [
+        (e.tenantid, e.data.match_id)
+        for t in MATCH_EVENTS
+        for e in of[t]
+        if domain.implies_confirmation(e)
+    ]
+
+
 def _match_rows(events: Sequence[CloudEvent]) -> list[MatchRow]:
-    states = {"match-proposed": "proposed", "match-confirmed": "confirmed", "match-ended": "ended"}
+    """Every event about a match says who is who, and how far it got at least: a check-in or a
+    stall says it was confirmed, even when match-confirmed has not been read yet."""
+    states = {
+        "match-proposed": "proposed",
+        "match-confirmed": "confirmed",
+        "feedback-requested": "confirmed",
+        "relationship-stalled": "confirmed",
+        "match-ended": "ended",
+    }
     return [
         MatchRow(
             e.tenantid,
@@ -236,6 +295,8 @@ def _match_rows(events: Sequence[CloudEvent]) -> list[MatchRow]:
             e.data.mentor_id,
             getattr(e.data, "expires_at", None),
             states[e.type],
+            confirmed=domain.implies_confirmation(e),
+            outcome=e.data.outcome if e.type == "match-ended" else None,
         )
         for e in events
         if e.type in states

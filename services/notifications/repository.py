@@ -162,10 +162,8 @@ class MatchRow:
     mentor_id: str
     expires_at: datetime | None
     state: str
-
-    @property
-    def is_confirmation(self) -> bool:
-        return self.state == "confirmed"
+    confirmed: bool = False  # the event says the match was confirmed (whatever its state)
+    outcome: str | None = None  # match-ended's
 
 
 async def lock_matches(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> None:
@@ -183,41 +181,41 @@ async def lock_matches(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
 
 async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> None:
     """Remember who is who in each match; the state only moves forward, whatever the order in
-    which the proposal, confirmation and end arrive, and `confirmed` stays true once set."""
+    which the proposal, confirmation and end arrive, `confirmed` stays true once set, and the
+    first outcome read is kept (a match ends once)."""
     merged: dict[tuple[str, str], MatchRow] = {}
-    confirmed: set[tuple[str, str]] = set()  # a confirmation in the batch, even if it also ended
     for row in rows:
         key = (row.tenant_id, row.match_id)
-        if row.is_confirmation:
-            confirmed.add(key)
         known = merged.get(key)
         if known is None:
             merged[key] = row
             continue
-        state = max(known.state, row.state, key=MATCH_STATES.index)
         merged[key] = MatchRow(
             *key,
             row.program_id,
             row.mentee_id,
             row.mentor_id,
             row.expires_at or known.expires_at,
-            state,
+            max(known.state, row.state, key=MATCH_STATES.index),
+            known.confirmed or row.confirmed,
+            known.outcome or row.outcome,
         )
     if not merged:
         return
     values = list(merged.values())
     await conn.execute(
         """INSERT INTO matches AS m (tenant_id, match_id, program_id, mentee_id, mentor_id,
-                                     expires_at, state, confirmed)
+                                     expires_at, state, confirmed, outcome)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                $6::timestamptz[], $7::text[], $8::bool[])
+                                $6::timestamptz[], $7::text[], $8::bool[], $9::text[])
            ON CONFLICT (tenant_id, match_id) DO UPDATE SET
                expires_at = COALESCE(EXCLUDED.expires_at, m.expires_at),
                state = CASE
-                   WHEN array_position($9::text[], EXCLUDED.state)
-                        > array_position($9::text[], m.state) THEN EXCLUDED.state
+                   WHEN array_position($10::text[], EXCLUDED.state)
+                        > array_position($10::text[], m.state) THEN EXCLUDED.state
                    ELSE m.state END,
-               confirmed = m.confirmed OR EXCLUDED.confirmed""",
+               confirmed = m.confirmed OR EXCLUDED.confirmed,
+               outcome = COALESCE(m.outcome, EXCLUDED.outcome)""",
         *columns(
             (
                 (
@@ -228,11 +226,12 @@ async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> 
                     r.mentor_id,
                     r.expires_at,
                     r.state,
-                    (r.tenant_id, r.match_id) in confirmed,
+                    r.confirmed,
+                    r.outcome,
                 )
                 for r in values
             ),
-            8,
+            9,
         ),
         list(MATCH_STATES),
     )
@@ -241,12 +240,13 @@ async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> 
 async def matches(
     conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], KnownMatch]:
-    """(tenant, match) -> who is who, state, whether confirmed; for the keys that are known."""
+    """(tenant, match) -> who is who, state, whether confirmed, how it ended; for the keys
+    that are known."""
     if not keys:
         return {}
     rows = await conn.fetch(
         """SELECT m.tenant_id, m.match_id, m.mentee_id, m.mentor_id, m.program_id, m.state,
-                  m.confirmed
+                  m.confirmed, m.outcome
            FROM matches m JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, match_id)
              ON m.tenant_id = k.tenant_id AND m.match_id = k.match_id""",
         *columns(keys, 2),
@@ -256,6 +256,7 @@ async def matches(
             MatchParties(r["mentee_id"], r["mentor_id"], r["program_id"]),
             r["state"],
             r["confirmed"],
+            r["outcome"],
         )
         for r in rows
     }

@@ -54,6 +54,8 @@ NAMES = (
     "same-session",
     "hook-plain",
     "hook-loopback",
+    "lifecycle",
+    "lifecycle-order",
 )
 WEBHOOK_ONLY = ("webhook", "flaky-hook", "refused", "hook-plain", "hook-loopback")
 TENANT = {name: f"t-{RUN}-{name}" for name in NAMES}
@@ -882,3 +884,263 @@ async def test_a_webhook_to_a_refused_address_fails_with_its_reason_and_sends_no
         assert errors == {t: refused[t]["last_error"] for t in (plain, loopback)}
     finally:
         await receiver.stop()
+
+
+# --- a relationship's life: check-ins, stalls, its end -------------------------------------------
+
+
+def mails_of(smtp: SmtpSink, person_id: str, kind: str) -> list[EmailMessage]:
+    return [
+        parsed(m.content)
+        for m in smtp.to(address(person_id))
+        if f"X-Mentornet-Kind: {kind}\r\n".encode() in m.content
+    ]
+
+
+def smtp_all(smtp: SmtpSink, person_id: str) -> list[EmailMessage]:
+    return [parsed(m.content) for m in smtp.to(address(person_id))]
+
+
+def kinds_sent(smtp: SmtpSink, person_id: str) -> list[str]:
+    return sorted(str(m["X-Mentornet-Kind"]) for m in smtp_all(smtp, person_id))
+
+
+def plain(message: EmailMessage) -> str:
+    return message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def feedback_requested(
+    tenant: str, match_id: str, mentee: str, mentor: str, role: str, kind: str, checkin: int = 1
+) -> dict[str, Any]:
+    return match_event(
+        tenant,
+        "feedback-requested",
+        match_id,
+        mentee,
+        mentor,
+        person_id=mentee if role == "mentee" else mentor,
+        role=role,
+        kind=kind,
+        checkin=checkin if kind == "checkin" else None,
+    )
+
+
+async def test_a_relationship_from_confirmation_to_an_early_end_mails_each_step_once(
+    service: AsgiFastStream, smtp: SmtpSink, db: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """Check-ins to each person asked, a nudge to both when it stalls, and when the mentor
+    ends it as not a fit: the mentee is told kindly (a new mentor follows), the mentor is not,
+    and both are asked for closing feedback. Each in the reader's language, each once, however
+    often the events are delivered."""
+    tenant = TENANT["lifecycle"]
+    mentee, mentor, match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
+    key = f"{tenant}:prog-1"
+    enrolments = [
+        enrolment(tenant, mentee, role="mentee", languages=["fr"], name="Amélie"),
+        enrolment(tenant, mentor, role="mentor", languages=["en"], name="Grace"),
+    ]
+    for ev in enrolments:
+        await publish(producer, ev, key)
+    start = [
+        proposed(tenant, match, mentee, mentor, timedelta(days=3)),
+        confirmed_event(tenant, match, mentee, mentor),
+    ]
+    await publish(producer, start[0], match)  # a confirmation read first drops the proposal
+    await eventually(lambda: smtp.to(address(mentee)) and smtp.to(address(mentor)))
+    await publish(producer, start[1], match)
+    await eventually(
+        lambda: (
+            mails_of(smtp, mentee, "match-introduction")
+            and mails_of(smtp, mentor, "match-introduction")
+        )
+    )
+
+    during = [
+        feedback_requested(tenant, match, mentee, mentor, "mentee", "checkin"),
+        feedback_requested(tenant, match, mentee, mentor, "mentor", "checkin"),
+        match_event(
+            tenant, "relationship-stalled", match, mentee, mentor, days_since_last_session=21.4
+        ),
+    ]
+    for ev in during:
+        await publish(producer, ev, match)
+    await eventually(
+        lambda: all(
+            mails_of(smtp, p, k)
+            for p in (mentee, mentor)
+            for k in ("checkin-request", "stall-nudge")
+        )
+    )
+
+    end = [
+        match_event(
+            tenant,
+            "match-ended",
+            match,
+            mentee,
+            mentor,
+            outcome="ended_early",
+            ended_by=mentor,
+            ended_by_role="mentor",
+            reason="not_a_fit",
+            relationship_days=40.0,
+        ),
+        feedback_requested(tenant, match, mentee, mentor, "mentee", "closing"),
+        feedback_requested(tenant, match, mentee, mentor, "mentor", "closing"),
+    ]
+    for ev in end:
+        await publish(producer, ev, match)
+    await eventually(
+        lambda: (
+            mails_of(smtp, mentee, "ending-notice")
+            and mails_of(smtp, mentee, "closing-feedback-request")
+            and mails_of(smtp, mentor, "closing-feedback-request")
+        )
+    )
+
+    expected = {
+        mentee: [
+            "checkin-request",
+            "closing-feedback-request",
+            "ending-notice",
+            "match-introduction",
+            "match-proposal",
+            "stall-nudge",
+        ],
+        mentor: [  # who ended it is not told it ended
+            "checkin-request",
+            "closing-feedback-request",
+            "match-introduction",
+            "match-proposal",
+            "stall-nudge",
+        ],
+    }
+
+    async def settled() -> bool:  # nothing more arrives, for a second
+        before = {p: kinds_sent(smtp, p) for p in expected}
+        await asyncio.sleep(1.0)
+        return before == {p: kinds_sent(smtp, p) for p in expected}
+
+    await eventually(settled)
+    assert {p: kinds_sent(smtp, p) for p in expected} == expected
+
+    # each in the reader's language, naming the other person
+    subjects = {
+        (who, kind): str(mails_of(smtp, p, kind)[0]["Subject"])
+        for who, p in (("mentee", mentee), ("mentor", mentor))
+        for kind in expected[p]
+        if kind not in ("match-proposal", "match-introduction")
+    }
+    assert subjects == {
+        ("mentee", "checkin-request"): "Comment se passe votre mentorat avec Grace ?",
+        ("mentee", "stall-nudge"): "Et si vous organisiez votre prochaine séance avec Grace ?",
+        ("mentee", "ending-notice"): "Votre relation de mentorat avec Grace a pris fin",
+        ("mentee", "closing-feedback-request"): "Comment s'est passé votre mentorat avec Grace ?",
+        ("mentor", "checkin-request"): "How is your mentoring with Amélie going?",
+        ("mentor", "stall-nudge"): "Time for your next session with Amélie?",
+        ("mentor", "closing-feedback-request"): "How did your mentoring with Amélie go?",
+    }
+    for p, locale in ((mentee, "fr"), (mentor, "en")):
+        assert {m["Content-Language"] for m in smtp_all(smtp, p)} == {locale}
+    told = plain(mails_of(smtp, mentee, "ending-notice")[0])
+    assert "Nous vous proposerons bientôt un nouveau mentor." in told
+    assert "Vous recevrez bientôt une demande de bilan" in told
+    assert "depuis 21 jours" in plain(mails_of(smtp, mentee, "stall-nudge")[0])
+    assert "How far have you come" not in plain(mails_of(smtp, mentor, "checkin-request")[0])
+    assert "Où en êtes-vous de chacun de vos objectifs ?" in plain(
+        mails_of(smtp, mentee, "checkin-request")[0]
+    )
+
+    # every event delivered again (a replay, a producer retry): nothing more is sent
+    async def replay() -> None:
+        replayed = [await publish(producer, ev, key) for ev in enrolments]
+        replayed += [await publish(producer, ev, match) for ev in start + during + end]
+        for meta in replayed:
+            await eventually(partial(consumed, db, meta))
+        await asyncio.sleep(1.5)
+        assert {p: kinds_sent(smtp, p) for p in expected} == expected
+
+    await replay()  # the inbox drops them
+    # and past the inbox (its rows purged after RETENTION_DAYS): the delivery ids are the same
+    await db.execute("DELETE FROM inbox WHERE tenant_id = $1", tenant)
+    await replay()
+    rows = await db.fetch(
+        "SELECT kind, state FROM deliveries WHERE tenant_id = $1 AND kind <> 'match-reminder'",
+        tenant,
+    )
+    assert len(rows) == sum(len(kinds) for kinds in expected.values())
+    assert {r["state"] for r in rows} == {"sent"}
+
+
+async def test_relationship_events_read_out_of_order(
+    service: AsgiFastStream, smtp: SmtpSink, db: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """matching's topics are read independently. A check-in read before match-confirmed
+    (never published here) makes the match confirmed, so a session's feedback is asked at
+    once; a check-in still waiting for its reader's contact is cancelled when the relationship
+    ends; a stall or a check-in read after the end asks nobody anything; and the closing
+    request read after a completed end congratulates."""
+    tenant = TENANT["lifecycle-order"]
+    mentee, mentor, match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
+    key = f"{tenant}:prog-1"
+    await publish(producer, enrolment(tenant, mentee, role="mentee", languages=["fr"]), key)
+    checkin = feedback_requested(tenant, match, mentee, mentor, "mentor", "checkin")
+    read = await publish(producer, checkin, match)  # the mentor's contact has not arrived
+    await eventually(partial(consumed, db, read))
+    row = await db.fetchrow(
+        "SELECT state, confirmed, outcome FROM matches WHERE tenant_id = $1 AND match_id = $2",
+        tenant,
+        match,
+    )
+    assert dict(row) == {"state": "confirmed", "confirmed": True, "outcome": None}
+
+    await publish(producer, session_completed(tenant, match), match)
+    await eventually(lambda: feedback_mails(smtp, mentee))  # not held: the match is confirmed
+
+    completed = match_event(
+        tenant,
+        "match-ended",
+        match,
+        mentee,
+        mentor,
+        outcome="completed",
+        reason="goals_reached",
+        relationship_days=90.0,
+    )
+    read = await publish(producer, completed, match)
+    await eventually(partial(consumed, db, read))
+    state = await db.fetchval(
+        """SELECT state || ': ' || last_error FROM deliveries
+           WHERE tenant_id = $1 AND kind = 'checkin-request'""",
+        tenant,
+    )
+    assert state == "cancelled: relationship ended"
+    row = await db.fetchrow(
+        "SELECT state, confirmed, outcome FROM matches WHERE tenant_id = $1 AND match_id = $2",
+        tenant,
+        match,
+    )
+    assert dict(row) == {"state": "ended", "confirmed": True, "outcome": "completed"}
+
+    late = [
+        match_event(
+            tenant, "relationship-stalled", match, mentee, mentor, days_since_last_session=30.0
+        ),
+        feedback_requested(tenant, match, mentee, mentor, "mentee", "checkin", checkin=2),
+        feedback_requested(tenant, match, mentee, mentor, "mentee", "closing"),
+        feedback_requested(tenant, match, mentee, mentor, "mentor", "closing"),
+    ]
+    metas = [await publish(producer, ev, match) for ev in late]
+    for meta in metas:
+        await eventually(partial(consumed, db, meta))
+    closing = await eventually(lambda: mails_of(smtp, mentee, "closing-feedback-request"))
+    assert str(closing[0]["Subject"]) == "Félicitations ! Comment s'est passé votre mentorat ?"
+
+    # the mentor's contact arrives: what waited for it goes, what was cancelled does not
+    await publish(producer, enrolment(tenant, mentor, role="mentor", languages=["en"]), key)
+    await eventually(lambda: mails_of(smtp, mentor, "closing-feedback-request"))
+    await asyncio.sleep(1.0)
+    assert kinds_sent(smtp, mentor) == ["closing-feedback-request", "feedback-request"]
+    assert kinds_sent(smtp, mentee) == ["closing-feedback-request", "feedback-request"]
+    to_mentor = mails_of(smtp, mentor, "closing-feedback-request")[0]
+    assert str(to_mentor["Subject"]).startswith("Congratulations! How did your mentoring with")

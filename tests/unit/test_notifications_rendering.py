@@ -27,6 +27,11 @@ def context(kind: str) -> dict[str, object]:
         "outcome": "declined",
         "session_id": "s-1",
         "duration_minutes": 45,
+        "checkin": 1,
+        "quiet_days": 23,
+        "reason": "not_a_fit",
+        "ended_by_role": "mentor",
+        "new_mentor": True,
     }
 
 
