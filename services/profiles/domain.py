@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from shared.contract.envelope import CloudEvent, RawJson
 from shared.contract.events import (
@@ -48,11 +49,15 @@ class EnrolmentRow:
     def of(cls, event: CloudEvent) -> EnrolmentRow:
         return cls(event.tenantid, event.data, event)
 
-    def updated_event(self) -> CloudEvent:
-        """The canonical event: the validated registration plus role and time, serialised by
-        pydantic once (this runs for every record of a bulk sync)."""
+    def updated_event(self, received_at: datetime) -> CloudEvent:
+        """The canonical event: the validated registration plus role, its time and when we
+        applied it (`received_at`: the time to a proposal counts from there, not from the HR
+        system's clock), serialised by pydantic once (this runs for every record of a bulk sync)."""
         registration = self.registration.model_dump_json(exclude_none=True)
-        extra = f',"role":"{self.role}","registered_at":"{self.cause.time.isoformat()}"}}'
+        extra = (
+            f',"role":"{self.role}","registered_at":"{self.cause.time.isoformat()}"'
+            f',"received_at":"{received_at.isoformat()}"}}'
+        )
         return CloudEvent.model_construct(
             id=derived_id(self.cause, "enrolment-updated"),
             source=SOURCE,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 
 from services.profiles import repository
@@ -20,11 +22,12 @@ async def apply_events(conn: asyncpg.Connection, batch: list[Incoming]) -> list[
     registrations = latest_registrations(i.event for i in batch if i.event.type in REGISTRATIONS)
     rows = [EnrolmentRow.of(event) for event in registrations]
     stored = await repository.upsert_enrolments(conn, rows)
+    received_at = datetime.now(UTC)  # one clock reading per batch: applied in this transaction
     out = [
         OutboxRecord.of_event(
             "enrolment-updated",
             program_key(row.tenant_id, row.registration.program_id),
-            row.updated_event(),
+            row.updated_event(received_at),
         )
         for row in rows
         if row.cause.id in stored

@@ -2,10 +2,11 @@
 
 The input is decoded CloudEvents as dicts (`type`, `tenantid`, `source`, `id`, `time`, `data`)
 from `enrolment-updated`, `enrolment-ended`, `match-proposed`, `match-confirmed`, `match-ended`,
-`session-completed` and `match-responded`, in any order (topics and partitions interleave freely,
-so every rule below uses event times, never arrival order). Nothing reads a database: these are
-the figures anyone with read access to the topics can reproduce. Each definition is stated in
-docs/analytics-guide.md; change both together.
+`relationship-stalled`, `feedback-requested`, `session-completed`, `match-responded` and
+`feedback-given`, in any order (topics and partitions interleave freely, so every rule below uses
+event times, never arrival order). Nothing reads a database: these are the figures anyone with
+read access to the topics can reproduce. Each definition is stated in docs/analytics-guide.md;
+change both together.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ TIME_EDGES = (HOUR, 6 * HOUR, DAY, 3 * DAY, 7 * DAY, 30 * DAY)
 TIME_LABELS = ("< 1 h", "1-6 h", "6-24 h", "1-3 d", "3-7 d", "7-30 d", ">= 30 d")
 LOAD_EDGES = (1e-9, 0.5, 1.0 - 1e-9, 1.0 + 1e-9)
 LOAD_LABELS = ("idle", "under half", "half or more", "full", "over capacity")
-WIN_RATING = 4.0  # an average rating at or above this is a "win" for that side
+
+WIN_RATING = 4  # a closing feedback rated at or above this (out of 5) is a win for that side
+REACHED = frozenset({"yes", "partly"})  # a goal reached at least partly
+CLOSED = frozenset({"completed", "ended_early"})  # relationships that ran or were ended by a party
+# Events only a confirmed relationship has: they prove the confirmation even when its
+# match-confirmed is older than the retained window (relationships outlast the 30 days).
+RELATIONSHIP_EVENTS = frozenset({"relationship-stalled", "feedback-requested"})
+MATCH_TOPICS = frozenset({"match-proposed", "match-confirmed", "match-ended"}) | RELATIONSHIP_EVENTS
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -74,6 +82,11 @@ def parse_time(value: str | datetime) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
+def _rate(part: int, whole: int) -> float | None:
+    """part / whole, or None when there is nothing to measure (a figure without data)."""
+    return part / whole if whole else None
+
+
 @dataclass(frozen=True)
 class Summary:
     """A distribution of durations in seconds: how many, median and 90th percentile."""
@@ -95,21 +108,32 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         return {"count": self.count, "median_seconds": self.median, "p90_seconds": self.p90}
 
+    def as_days(self) -> dict[str, Any]:
+        """For lengths counted in days (relationships), as programs plan them."""
+        median, p90 = self.median, self.p90
+        return {
+            "count": self.count,
+            "median_days": None if median is None else median / DAY,
+            "p90_days": None if p90 is None else p90 / DAY,
+        }
+
 
 # --- the report --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class MentorLoad:
-    """One enrolled mentor: open confirmed relationships against the capacity HR gave."""
+    """One enrolled mentor: what holds a place (open proposals and open relationships) against
+    the capacity HR gave; matching never proposes beyond it."""
 
     mentor_id: str
+    proposals: int
     relationships: int
     capacity: int
 
     @property
     def load(self) -> float:
-        return self.relationships / self.capacity if self.capacity else 0.0
+        return (self.proposals + self.relationships) / self.capacity if self.capacity else 0.0
 
 
 @dataclass(frozen=True)
@@ -132,8 +156,18 @@ class ProgramHealth:
     pending: int
     relationships: int
     open_relationships: int
+    completed_relationships: int
+    ended_early_relationships: int
+    ended_early_reasons: dict[str, int]
+    cancelled_relationships: int
+    relationship_length: Summary
     sessions: int
-    rated_both_ways: int
+    checkin_requests: int
+    checkins_answered: int
+    stalled_relationships: int
+    goals_reported: int
+    goals_reached: int
+    closed_with_both_feedbacks: int
     win_win: int
     mentor_loads: tuple[MentorLoad, ...]
 
@@ -144,15 +178,23 @@ class ProgramHealth:
 
     @property
     def acceptance_rate(self) -> float | None:
-        return self.accepted / self.decided if self.decided else None
+        return _rate(self.accepted, self.decided)
 
     @property
     def sessions_per_relationship(self) -> float | None:
-        return self.sessions / self.relationships if self.relationships else None
+        return _rate(self.sessions, self.relationships)
+
+    @property
+    def checkin_response_rate(self) -> float | None:
+        return _rate(self.checkins_answered, self.checkin_requests)
+
+    @property
+    def goal_attainment(self) -> float | None:
+        return _rate(self.goals_reached, self.goals_reported)
 
     @property
     def win_win_rate(self) -> float | None:
-        return self.win_win / self.rated_both_ways if self.rated_both_ways else None
+        return _rate(self.win_win, self.closed_with_both_feedbacks)
 
     @property
     def loads(self) -> list[float]:
@@ -192,9 +234,21 @@ class ProgramHealth:
             "acceptance_rate": self.acceptance_rate,
             "relationships": self.relationships,
             "open_relationships": self.open_relationships,
+            "completed_relationships": self.completed_relationships,
+            "ended_early_relationships": self.ended_early_relationships,
+            "ended_early_reasons": dict(self.ended_early_reasons),
+            "cancelled_relationships": self.cancelled_relationships,
+            "relationship_length": self.relationship_length.as_days(),
             "sessions": self.sessions,
             "sessions_per_relationship": self.sessions_per_relationship,
-            "rated_both_ways": self.rated_both_ways,
+            "checkin_requests": self.checkin_requests,
+            "checkins_answered": self.checkins_answered,
+            "checkin_response_rate": self.checkin_response_rate,
+            "stalled_relationships": self.stalled_relationships,
+            "goals_reported": self.goals_reported,
+            "goals_reached": self.goals_reached,
+            "goal_attainment": self.goal_attainment,
+            "closed_with_both_feedbacks": self.closed_with_both_feedbacks,
             "win_win": self.win_win,
             "win_win_rate": self.win_win_rate,
             "mentor_load": {
@@ -204,6 +258,7 @@ class ProgramHealth:
                 "mentors": [
                     {
                         "mentor_id": m.mentor_id,
+                        "proposals": m.proposals,
                         "relationships": m.relationships,
                         "capacity": m.capacity,
                         "load": m.load,
@@ -219,12 +274,23 @@ class _Enrolment:
     role: str
     capacity: int
     updated_at: datetime  # event time of the latest enrolment-updated
-    first_mentee_registration: datetime | None = None
+    first_mentee_received: datetime | None = None  # when mentornet first had them as mentee
     ended_at: datetime | None = None
 
     @property
     def active(self) -> bool:
         return self.ended_at is None or self.updated_at > self.ended_at
+
+
+@dataclass(frozen=True)
+class _Closing:
+    """One closing feedback-given; per side, the latest (by time, then id) counts."""
+
+    at: datetime
+    event_id: str
+    rating: int
+    learned: bool
+    goals: tuple[str, ...]  # how far each goal was reached (the mentee's feedback)
 
 
 @dataclass
@@ -235,31 +301,99 @@ class _Match:
     mentor: str
     proposed_at: datetime | None = None
     confirmed_at: datetime | None = None
-    outcome: str | None = None  # of match-ended
+    confirmed: bool = False  # a match-confirmed, or an event only a relationship has
+    ended_at: datetime | None = None  # of the earliest match-ended, which decides the fields below
+    outcome: str | None = None
+    reason: str | None = None
+    relationship_days: float | None = None
+    mentee_rematched: bool | None = None
     sessions: int = 0
-    mentor_ratings: list[int] = field(default_factory=list)
-    mentee_ratings: list[int] = field(default_factory=list)
+    last_session_at: datetime | None = None
+    stalled_at: datetime | None = None  # the latest relationship-stalled
+    checkins_asked: dict[tuple[str, int], datetime] = field(default_factory=dict)  # earliest
+    checkins_given: list[tuple[str, datetime]] = field(default_factory=list)
+    closing: dict[str, _Closing] = field(default_factory=dict)  # by side: mentee, mentor
 
     @property
     def open_proposal(self) -> bool:
-        return self.confirmed_at is None and self.outcome is None
+        return not self.confirmed and self.outcome is None
 
     @property
     def open_relationship(self) -> bool:
-        return self.confirmed_at is not None and self.outcome is None
+        return self.confirmed and self.outcome is None
+
+    @property
+    def closed(self) -> bool:
+        """Completed or ended early: the relationship ran its course or a party ended it."""
+        return self.outcome in CLOSED
+
+    @property
+    def mentee_done(self) -> bool:
+        """The mentee is done with the program after this relationship (not matched again): as
+        match-ended says, or, when it does not say, after a completion."""
+        if self.mentee_rematched is not None:
+            return self.closed and not self.mentee_rematched
+        return self.outcome == "completed"
+
+    @property
+    def length(self) -> float | None:
+        """Seconds from confirmation to the end of a closed relationship, when known."""
+        if not self.closed:
+            return None
+        if self.relationship_days is not None:
+            return max(0.0, self.relationship_days * DAY)
+        if self.confirmed_at is not None and self.ended_at is not None:
+            return _seconds(self.confirmed_at, self.ended_at)
+        return None
+
+    @property
+    def stalled(self) -> bool:
+        """Its latest stall was not followed by a session, and it has not ended."""
+        return (
+            self.stalled_at is not None
+            and self.outcome is None
+            and (self.last_session_at is None or self.last_session_at <= self.stalled_at)
+        )
+
+    def checkins_answered(self) -> int:
+        """Check-in requests answered: a check-in feedback answers only the latest request to its
+        author at or before its time (given after check-ins 1 and 2 were asked, it answers 2)."""
+        answered: set[tuple[str, int]] = set()
+        for person, at in self.checkins_given:
+            asked = [
+                (when, number)
+                for (whom, number), when in self.checkins_asked.items()
+                if whom == person and when <= at
+            ]
+            if asked:
+                answered.add((person, max(asked)[1]))
+        return len(answered)
+
+    @property
+    def win_win(self) -> bool | None:
+        """None unless closed with both closing feedbacks; then: the mentee reached a goal at
+        least partly and rated 4+, and the mentor rated 4+ or learned something."""
+        mentee, mentor = self.closing.get("mentee"), self.closing.get("mentor")
+        if not self.closed or mentee is None or mentor is None:
+            return None
+        return (
+            any(goal in REACHED for goal in mentee.goals)
+            and mentee.rating >= WIN_RATING
+            and (mentor.rating >= WIN_RATING or mentor.learned)
+        )
 
 
 def _earliest(current: datetime | None, candidate: datetime) -> datetime:
     return candidate if current is None or candidate < current else current
 
 
+def _latest(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate > current else current
+
+
 def _seconds(start: datetime, end: datetime) -> float:
     """A duration, never negative (clocks of HR systems and mentornet may disagree a little)."""
     return max(0.0, (end - start).total_seconds())
-
-
-def _mean(values: Sequence[int]) -> float:
-    return sum(values) / len(values)
 
 
 def program_health(
@@ -270,7 +404,7 @@ def program_health(
     enrolments: dict[tuple[str, str, str], _Enrolment] = {}
     matches: dict[tuple[str, str], _Match] = {}
     responses: list[tuple[str, Mapping[str, Any], datetime]] = []
-    sessions: list[tuple[str, Mapping[str, Any]]] = []
+    app_events: list[tuple[str, Event, datetime]] = []  # sessions and feedback, once all is read
 
     for event in events:
         tenant_id = event.get("tenantid")
@@ -286,37 +420,32 @@ def program_health(
         elif kind == "enrolment-ended":
             key = (tenant_id, data["program_id"], data["person_id"])
             if key in enrolments:
-                current = enrolments[key].ended_at
-                enrolments[key].ended_at = at if current is None or at > current else current
+                enrolments[key].ended_at = _latest(enrolments[key].ended_at, at)
             else:
                 enrolments[key] = _Enrolment("ended", 0, at, ended_at=at)
-        elif kind in ("match-proposed", "match-confirmed", "match-ended"):
+        elif kind in MATCH_TOPICS:
             match = matches.setdefault(
                 (tenant_id, data["match_id"]),
                 _Match(tenant_id, data["program_id"], data["mentee_id"], data["mentor_id"]),
             )
-            if kind == "match-proposed":
-                match.proposed_at = _earliest(match.proposed_at, at)
-            elif kind == "match-confirmed":
-                match.confirmed_at = _earliest(
-                    match.confirmed_at, parse_time(data.get("confirmed_at") or at)
-                )
-            else:
-                match.outcome = match.outcome or data["outcome"]
+            _match_event(match, kind, data, at)
         elif kind == "match-responded":
             responses.append((tenant_id, data, at))
-        elif kind == "session-completed":
-            sessions.append((tenant_id, data))
+        elif kind in ("session-completed", "feedback-given"):
+            app_events.append((tenant_id, event, at))
 
-    for tenant_id, data in sessions:
-        rated = matches.get((tenant_id, data["match_id"]))
-        if rated is None or rated.confirmed_at is None:
-            continue  # matching refuses sessions of unknown or unconfirmed matches too
-        rated.sessions += 1
-        if data.get("mentor_rating") is not None:
-            rated.mentor_ratings.append(int(data["mentor_rating"]))
-        if data.get("mentee_rating") is not None:
-            rated.mentee_ratings.append(int(data["mentee_rating"]))
+    for tenant_id, event, at in app_events:
+        data = event["data"]
+        relationship = matches.get((tenant_id, data["match_id"]))
+        if relationship is None or not relationship.confirmed:
+            continue  # matching refuses sessions and feedback of unknown or unconfirmed matches
+        if event["type"] == "session-completed":
+            relationship.sessions += 1
+            relationship.last_session_at = _latest(relationship.last_session_at, at)
+        elif data["kind"] == "checkin":
+            relationship.checkins_given.append((data["person_id"], at))
+        else:
+            _closing_feedback(relationship, event, at)
 
     first_answers: dict[tuple[str, str, str], float] = {}
     for tenant_id, data, at in responses:
@@ -356,18 +485,68 @@ def _enrolment_updated(
     data: Mapping[str, Any],
     at: datetime,
 ) -> None:
-    """The latest enrolment-updated (by event time) decides role and capacity."""
+    """The latest enrolment-updated (by event time) decides role and capacity; the waiting for a
+    proposal starts when mentornet received the registration (the HR system's `registered_at`
+    only for events older than `received_at`)."""
     key = (tenant_id, data["program_id"], data["person_id"])
     role, capacity = data["role"], int(data.get("capacity") or 0)
-    registered = parse_time(data["registered_at"]) if role == "mentee" else None
+    received = (
+        parse_time(data.get("received_at") or data["registered_at"]) if role == "mentee" else None
+    )
     current = enrolments.get(key)
     if current is None:
-        enrolments[key] = _Enrolment(role, capacity, at, registered)
+        enrolments[key] = _Enrolment(role, capacity, at, received)
         return
-    if registered is not None:
-        current.first_mentee_registration = _earliest(current.first_mentee_registration, registered)
+    if received is not None:
+        current.first_mentee_received = _earliest(current.first_mentee_received, received)
     if at >= current.updated_at or current.role == "ended":
         current.role, current.capacity, current.updated_at = role, capacity, at
+
+
+def _match_event(match: _Match, kind: str, data: Mapping[str, Any], at: datetime) -> None:
+    """What one event of matching says about its match."""
+    if kind == "match-proposed":
+        match.proposed_at = _earliest(match.proposed_at, at)
+    elif kind == "match-confirmed":
+        match.confirmed = True
+        match.confirmed_at = _earliest(
+            match.confirmed_at, parse_time(data.get("confirmed_at") or at)
+        )
+    elif kind == "match-ended":
+        if match.ended_at is None or at < match.ended_at:  # the first ending is the ending
+            match.ended_at, match.outcome = at, data["outcome"]
+            match.reason, match.relationship_days, match.mentee_rematched = (
+                data.get("reason"),
+                data.get("relationship_days"),
+                data.get("mentee_rematched"),
+            )
+        if data["outcome"] in CLOSED or data.get("relationship_days") is not None:
+            match.confirmed = True
+    else:  # relationship-stalled, feedback-requested: only relationships have them
+        match.confirmed = True
+        if kind == "relationship-stalled":
+            match.stalled_at = _latest(match.stalled_at, at)
+        elif data["kind"] == "checkin":
+            asked = (data["person_id"], int(data.get("checkin") or 0))
+            match.checkins_asked[asked] = _earliest(match.checkins_asked.get(asked), at)
+
+
+def _closing_feedback(match: _Match, event: Event, at: datetime) -> None:
+    """Keep each side's latest closing feedback; feedback of anyone else is ignored."""
+    data = event["data"]
+    side = {match.mentee: "mentee", match.mentor: "mentor"}.get(data["person_id"])
+    if side is None:
+        return
+    closing = _Closing(
+        at,
+        str(event.get("id")),
+        int(data["rating"]),
+        bool(data["learned"]),
+        tuple(goal["reached"] for goal in data.get("goals") or ()),
+    )
+    current = match.closing.get(side)
+    if current is None or (closing.at, closing.event_id) > (current.at, current.event_id):
+        match.closing[side] = closing
 
 
 def _program(
@@ -379,39 +558,53 @@ def _program(
 ) -> ProgramHealth:
     """The figures of one program from its enrolments (by person) and its matches."""
     by_mentee: dict[str, list[_Match]] = defaultdict(list)
-    open_by_mentor: dict[str, int] = defaultdict(int)
+    held_by_mentor: dict[str, list[_Match]] = defaultdict(list)
     for m in ours:
         by_mentee[m.mentee].append(m)
-        if m.open_relationship:
-            open_by_mentor[m.mentor] += 1
+        held_by_mentor[m.mentor].append(m)
     active_mentees = [p for p, e in people.items() if e.active and e.role == "mentee"]
     active_mentors = {p: e for p, e in people.items() if e.active and e.role == "mentor"}
 
     to_proposal: list[float] = []
     to_confirmation: list[float] = []
     for person, enrolment in people.items():
-        registered = enrolment.first_mentee_registration
-        if registered is None:
+        received = enrolment.first_mentee_received
+        if received is None:
             continue
         proposed = [m.proposed_at for m in by_mentee[person] if m.proposed_at is not None]
         confirmed = [m.confirmed_at for m in by_mentee[person] if m.confirmed_at is not None]
         if proposed:
-            to_proposal.append(_seconds(registered, min(proposed)))
+            to_proposal.append(_seconds(received, min(proposed)))
         if confirmed:
-            to_confirmation.append(_seconds(registered, min(confirmed)))
+            to_confirmation.append(_seconds(received, min(confirmed)))
 
     waiting = sum(
         1
         for person in active_mentees
-        if not any(m.open_proposal or m.open_relationship for m in by_mentee[person])
+        if not any(
+            m.open_proposal or m.open_relationship or m.mentee_done for m in by_mentee[person]
+        )
     )
     outcomes: defaultdict[str, int] = defaultdict(int)
     for m in ours:
-        outcomes["accepted" if m.confirmed_at else (m.outcome or "pending")] += 1
-    confirmed_matches = [m for m in ours if m.confirmed_at is not None]
-    both_rated = [m for m in confirmed_matches if m.mentor_ratings and m.mentee_ratings]
+        outcomes["accepted" if m.confirmed else (m.outcome or "pending")] += 1
+    relationships = [m for m in ours if m.confirmed]
+    ended_early_reasons: defaultdict[str, int] = defaultdict(int)
+    for m in relationships:
+        if m.outcome == "ended_early":
+            ended_early_reasons[m.reason or "other"] += 1
+    lengths = [m.length for m in relationships]
+    goals = [
+        goal for m in relationships if "mentee" in m.closing for goal in m.closing["mentee"].goals
+    ]
+    verdicts = [m.win_win for m in relationships if m.win_win is not None]
     loads = tuple(
-        MentorLoad(mentor, open_by_mentor[mentor], enrolment.capacity)
+        MentorLoad(
+            mentor,
+            sum(1 for m in held_by_mentor[mentor] if m.open_proposal),
+            sum(1 for m in held_by_mentor[mentor] if m.open_relationship),
+            enrolment.capacity,
+        )
         for mentor, enrolment in sorted(active_mentors.items())
     )
     return ProgramHealth(
@@ -429,14 +622,20 @@ def _program(
         expired=outcomes["expired"],
         cancelled=outcomes["cancelled"],
         pending=outcomes["pending"],
-        relationships=len(confirmed_matches),
-        open_relationships=sum(1 for m in confirmed_matches if m.open_relationship),
-        sessions=sum(m.sessions for m in confirmed_matches),
-        rated_both_ways=len(both_rated),
-        win_win=sum(
-            1
-            for m in both_rated
-            if _mean(m.mentor_ratings) >= WIN_RATING and _mean(m.mentee_ratings) >= WIN_RATING
-        ),
+        relationships=len(relationships),
+        open_relationships=sum(1 for m in relationships if m.open_relationship),
+        completed_relationships=sum(1 for m in relationships if m.outcome == "completed"),
+        ended_early_relationships=sum(ended_early_reasons.values()),
+        ended_early_reasons=dict(sorted(ended_early_reasons.items())),
+        cancelled_relationships=sum(1 for m in relationships if m.outcome == "cancelled"),
+        relationship_length=Summary(tuple(sorted(x for x in lengths if x is not None))),
+        sessions=sum(m.sessions for m in relationships),
+        checkin_requests=sum(len(m.checkins_asked) for m in relationships),
+        checkins_answered=sum(m.checkins_answered() for m in relationships),
+        stalled_relationships=sum(1 for m in relationships if m.stalled),
+        goals_reported=len(goals),
+        goals_reached=sum(1 for goal in goals if goal in REACHED),
+        closed_with_both_feedbacks=len(verdicts),
+        win_win=sum(verdicts),
         mentor_loads=loads,
     )

@@ -39,7 +39,7 @@ from tests.support import (
     unique,
 )
 from tests.support.host import scratch_home
-from tests.unit.test_report import scenario
+from tests.unit.test_report import at, iso, scenario
 
 pytestmark = pytest.mark.integration
 
@@ -250,20 +250,33 @@ async def test_report_prints_the_figures_of_a_published_stream(
     tenant = unique("analytics")
     events = scenario(tenant)
     invalid = cloud_event("session-completed", tenant, {"match_id": "m1", "session_id": "s"})
+    # M1's answer to its check-in request, rated out of range: refused, so it answers nothing.
+    out_of_range = cloud_event(
+        "feedback-given",
+        tenant,
+        {"match_id": "m1", "person_id": "M1", "kind": "checkin", "rating": 9, "learned": True},
+        time=iso(at(30)),
+    )
     await publish_raw(
         infra.bootstrap_servers,
-        [*keyed(events), ("session-completed", b"m1", json.dumps(invalid).encode())],
+        [
+            *keyed(events),
+            ("session-completed", b"m1", json.dumps(invalid).encode()),
+            ("feedback-given", b"m1", json.dumps(out_of_range).encode()),
+        ],
     )
 
     result = await cli(infra, "report", "--tenant", tenant, "--json")
     figures = json.loads(ok(result))
     assert figures == [h.as_dict() for h in program_health(events, tenant=tenant)]
     p1 = figures[0]
-    assert (p1["program"], p1["mentors"], p1["mentees"], p1["acceptance_rate"]) == ("p1", 3, 5, 0.6)
+    assert (p1["program"], p1["mentors"], p1["mentees"]) == ("p1", 3, 5)
+    assert p1["acceptance_rate"] == pytest.approx(4 / 6)
     assert p1["time_to_proposal"]["median_seconds"] == 7200
+    assert (p1["checkin_response_rate"], p1["win_win_rate"]) == (0.5, 0.5)
     assert p1["mentor_load"]["gini"] == pytest.approx(4 / 9)
     assert f"{len(events)} events read (tenant {tenant})" in result.stderr
-    assert "1 invalid ingress records ignored" in result.stderr
+    assert "2 invalid ingress records ignored" in result.stderr
 
     page = tmp_path / "health.html"
     text = ok(
@@ -273,14 +286,18 @@ async def test_report_prints_the_figures_of_a_published_stream(
     for figure in [
         "median 2.0 h, p90 3.2 h (5 mentees)",
         "median 5.0 h, p90 8.2 h (3 mentees)",
-        "60.0% (3 of 5 decided)",
-        "1.33 (4 sessions)",
-        "50.0% (1 of 2 rated both ways)",
+        "66.7% (4 of 6 decided)",
+        "4 confirmed (1 open, 1 completed, 1 ended early, 1 cancelled)",
+        "median 51.0 d, p90 82.2 d (2 closed relationships)",
+        "1.00 (4 sessions)",
+        "50.0% (1 of 2 check-in requests answered)",
+        "66.7% (2 of 3 goals reached at least partly)",
+        "50.0% (1 of 2 closed with both closing feedbacks)",
         "mean 50.0%, max 100.0%, Gini 0.444",
     ]:
         assert figure in text
     html = page.read_text()
-    assert html.count("<svg") == 3 and "<script" not in html and "60.0% (3 of 5 decided)" in html
+    assert html.count("<svg") == 3 and "<script" not in html and "66.7% (4 of 6 decided)" in html
 
     nothing = ok(await cli(infra, "report", "--tenant", unique("nobody")))
     assert "no events for tenant" in nothing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -55,9 +56,12 @@ async def test_valid_registration_is_stored_and_published_once(
     infra: Endpoints, db: asyncpg.Pool, profiles: ServiceProcess
 ) -> None:
     tenant = unique("acme")
-    event = cloud_event("mentor-registered", tenant, mentor("p-1"))
+    # Dated five minutes back, as an HR system's batch may be: `received_at` is not that time.
+    registered = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    event = cloud_event("mentor-registered", tenant, mentor("p-1"), time=registered)
     raw = json.dumps(event).encode()
     async with TopicReader(infra.bootstrap_servers, "enrolment-updated") as reader:
+        sent_at = datetime.now(UTC)  # profiles cannot have applied it before it was sent
         # The same event three times: a retry by the HR system and a republish.
         await publish_raw(infra.bootstrap_servers, [("mentor-registered", b"p-1", raw)] * 3)
         published = await reader.collect(lambda rs: len(rs) >= 1, keep=of_tenant(tenant))
@@ -73,6 +77,8 @@ async def test_valid_registration_is_stored_and_published_once(
     assert published[0].key == f"{tenant}:prog-1".encode()
     assert body["type"] == "enrolment-updated" and body["correlationid"] == event["id"]
     assert body["data"]["email"] == "p-1@example.org"
+    # When profiles applied it, by its own clock (the HR event's `time` may lie in the past).
+    assert sent_at <= datetime.fromisoformat(body["data"]["received_at"]) <= datetime.now(UTC)
     assert len(published) + len(more) == 1
 
 

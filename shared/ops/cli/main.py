@@ -202,6 +202,13 @@ def simulate(
     seed: Annotated[int, typer.Option()] = 7,
     show_proposals: Annotated[bool, typer.Option(help="Wait for proposals and print them.")] = True,
     wait: Annotated[float, typer.Option(help="Seconds to wait for proposals.")] = 60.0,
+    life: Annotated[
+        bool,
+        typer.Option(
+            help="Also play the apps' side with 30-second relationships (answers, sessions, an "
+            "early ending, check-ins, closing feedback), then print the tenant's report."
+        ),
+    ] = False,
     bootstrap_servers: BootstrapOption = None,
 ) -> None:
     """Publish a synthetic HR stream (mentors, then mentees) at a chosen rate."""
@@ -218,8 +225,11 @@ def simulate(
             seed,
             show_proposals,
             wait,
+            life=life,
         )
     )
+    if life:
+        report_command(tenant=tenant, timeout=60.0, bootstrap_servers=bootstrap_servers)
 
 
 app.command("report")(report_command)

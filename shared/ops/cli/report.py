@@ -42,8 +42,11 @@ REPORT_TOPICS = (
     "match-proposed",
     "match-confirmed",
     "match-ended",
+    "relationship-stalled",
+    "feedback-requested",
     "session-completed",
     "match-responded",
+    "feedback-given",
 )
 
 INGRESS = frozenset(t for t in REPORT_TOPICS if TOPICS[t].ingress)  # may hold rejected records
@@ -129,6 +132,10 @@ def _summary(s: Summary, what: str) -> str:
     return f"median {duration(s.median)}, p90 {duration(s.p90)} ({s.count} {what}{'s' * (s.count > 1)})"
 
 
+def _share(value: float | None, part: int, whole: int, what: str) -> str:
+    return f"{percent(value)} ({part} of {whole} {what})"
+
+
 def rows(h: ProgramHealth) -> list[tuple[str, str]]:
     """The report of one program as (metric, value) lines: the same in terminal and HTML."""
     return [
@@ -143,7 +150,18 @@ def rows(h: ProgramHealth) -> list[tuple[str, str]]:
             f" cancelled {h.cancelled}, pending {h.pending})",
         ),
         ("acceptance rate", f"{percent(h.acceptance_rate)} ({h.accepted} of {h.decided} decided)"),
-        ("relationships", f"{h.relationships} confirmed ({h.open_relationships} open)"),
+        (
+            "relationships",
+            f"{h.relationships} confirmed ({h.open_relationships} open,"
+            f" {h.completed_relationships} completed, {h.ended_early_relationships} ended early,"
+            f" {h.cancelled_relationships} cancelled)",
+        ),
+        (
+            "ended early by reason",
+            ", ".join(f"{r.replace('_', ' ')} {n}" for r, n in h.ended_early_reasons.items())
+            or "-",
+        ),
+        ("relationship length", _summary(h.relationship_length, "closed relationship")),
         (
             "sessions per relationship",
             "-"
@@ -151,8 +169,32 @@ def rows(h: ProgramHealth) -> list[tuple[str, str]]:
             else f"{h.sessions_per_relationship:.2f} ({h.sessions} sessions)",
         ),
         (
+            "check-in response rate",
+            _share(
+                h.checkin_response_rate,
+                h.checkins_answered,
+                h.checkin_requests,
+                "check-in requests answered",
+            ),
+        ),
+        ("stalled now", f"{h.stalled_relationships} of {h.open_relationships} open relationships"),
+        (
+            "goal attainment",
+            _share(
+                h.goal_attainment,
+                h.goals_reached,
+                h.goals_reported,
+                "goals reached at least partly",
+            ),
+        ),
+        (
             "win/win rate",
-            f"{percent(h.win_win_rate)} ({h.win_win} of {h.rated_both_ways} rated both ways)",
+            _share(
+                h.win_win_rate,
+                h.win_win,
+                h.closed_with_both_feedbacks,
+                "closed with both closing feedbacks",
+            ),
         ),
         (
             "mentor load",
@@ -220,19 +262,19 @@ def render_html(healths: Sequence[ProgramHealth], scope: str, generated_at: date
         )
         charts = [
             bar_chart(
-                "Mentor load (open relationships / capacity)",
+                "Mentor load (open proposals and relationships / capacity)",
                 LOAD_LABELS,
                 histogram(h.loads, LOAD_EDGES),
                 "mentors",
             ),
             bar_chart(
-                "Time from enrolment to first proposal",
+                "Time from registration received to first proposal",
                 TIME_LABELS,
                 histogram(h.time_to_proposal.values, TIME_EDGES),
                 "mentees",
             ),
             bar_chart(
-                "Time from enrolment to confirmed relationship",
+                "Time from registration received to confirmed relationship",
                 TIME_LABELS,
                 histogram(h.time_to_confirmation.values, TIME_EDGES),
                 "mentees",
@@ -278,7 +320,8 @@ def report_command(
     ] = 120.0,
     bootstrap_servers: BootstrapOption = None,
 ) -> None:
-    """Program health from the topics: matching speed, acceptance, sessions, win/win, load."""
+    """Program health from the topics: matching speed, acceptance, relationships, check-ins,
+    goals, win/win, load."""
     events, invalid = run(
         collect_events(kafka_settings(bootstrap_servers), tenant, timeout, from_beginning)
     )
