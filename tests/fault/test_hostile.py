@@ -51,7 +51,7 @@ from tests.support.fault import (
 pytestmark = pytest.mark.fault
 
 KINDS = 28  # of hostile records, each on every topic (see `hostile_record`)
-PER_TOPIC = 52 * KINDS  # x 7 topics: just over 10,000 hostile records
+PER_TOPIC = 36 * KINDS  # x 10 topics: just over 10,000 hostile records
 SOURCE = "hr/hostile"
 INJECTIONS = [
     "'; DROP TABLE profiles.enrolments; --",
@@ -119,6 +119,18 @@ def plausible_data(topic: str, rng: random.Random) -> dict[str, Any]:
         return {"match_id": ghost, "person_id": ghost, "decision": "accepted"}
     if topic == "session-completed":
         return {"match_id": ghost, "session_id": ghost, "duration_minutes": 30}
+    if topic == "relationship-ended":
+        return {"match_id": ghost, "ended_by": "mentee", "person_id": ghost, "reason": "other"}
+    if topic == "feedback-given":
+        return {
+            "match_id": ghost,
+            "person_id": ghost,
+            "kind": "checkin",
+            "rating": 4,
+            "learned": True,
+        }
+    if topic == "mentor-availability":
+        return {"person_id": ghost, "program_id": "h-prog", "available": False}
     return {"program_id": ghost}  # program-configured, cohort-match-requested
 
 
@@ -128,16 +140,30 @@ IDENTIFIER_FIELDS = {
     "person-offboarded": ("person_id",),
     "match-responded": ("match_id", "person_id"),
     "session-completed": ("match_id", "session_id"),
+    "relationship-ended": ("match_id", "person_id"),
+    "feedback-given": ("match_id", "person_id"),
+    "mentor-availability": ("person_id", "program_id"),
     "program-configured": ("program_id",),
     "cohort-match-requested": ("program_id",),
 }
-PERSON_KEYED = ("mentor-registered", "mentee-registered", "person-offboarded")
+PERSON_KEYED = (
+    "mentor-registered",
+    "mentee-registered",
+    "person-offboarded",
+    "mentor-availability",
+)
+# Events about a match, keyed by it for partitioning only, and their free text.
+MATCH_TEXT = {
+    "match-responded": "reason",
+    "session-completed": "topics",
+    "relationship-ended": "note",
+    "feedback-given": "comment",
+}
 # The free text that carries U+0000 on each topic; elsewhere, the envelope's `source`.
 NUL_FIELDS = {
     "mentor-registered": "display_name",
     "mentee-registered": "display_name",
-    "match-responded": "reason",
-    "session-completed": "topics",
+    **MATCH_TEXT,
 }
 
 
@@ -237,6 +263,10 @@ def hostile_record(topic: str, tenant: str, n: int, rng: random.Random) -> Hosti
         if topic == "program-configured":
             event["data"]["mode"] = injection
             return done(json.dumps(event).encode(), "invalid_field")
+        wrong = {"relationship-ended": "reason", "feedback-given": "rating"}
+        if topic in wrong or topic == "mentor-availability":
+            event["data"][wrong.get(topic, "available")] = injection
+            return done(json.dumps(event).encode(), "invalid_field")
         event["data"]["person_id" if topic == "person-offboarded" else "program_id"] = 42
         return done(json.dumps(event).encode(), "invalid_field")
     if kind == 18:
@@ -256,13 +286,12 @@ def hostile_record(topic: str, tenant: str, n: int, rng: random.Random) -> Hosti
     if kind == 21 and topic in PERSON_KEYED:  # the key names another tenant
         key = f"other-tenant:{data['person_id']}".encode()
         return done(json.dumps(event).encode(), "tenant_mismatch")
-    if kind in (20, 21) and topic in ("match-responded", "session-completed"):
+    if kind in (20, 21) and topic in MATCH_TEXT:
         # Valid, but for no known match and keyed by something else (match keys are for
         # partitioning only): matching refuses it in its domain.
         key = injection.encode()
-        event["data"]["reason" if topic == "match-responded" else "topics"] = (
-            injection if topic == "match-responded" else [injection]
-        )
+        text = MATCH_TEXT[topic]
+        event["data"][text] = [injection] if text == "topics" else injection
         value = json.dumps(event).encode()
         return Hostile(
             (topic, key, value, headers),
