@@ -22,15 +22,15 @@ lock:
 	CUSTOM_COMPILE_COMMAND="make lock" .lock-venv/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --no-emit-index-url \
 		--no-emit-find-links --output-file requirements.lock pyproject.toml
 
-## demo: start everything (Compose if Docker answers, else the local stack), feed HR events, show proposals
+## demo: start everything (Compose if Docker answers, else the local stack), feed HR events, show proposals, play a short life, print the report
 demo: $(STAMP)
 	@if docker info >/dev/null 2>&1; then \
 		docker compose up -d --build --wait && \
-		KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092 $(BIN)/mentornet simulate --mentors 12 --mentees 20 && \
+		KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092 $(BIN)/mentornet simulate --mentors 12 --mentees 20 --life && \
 		echo "Stop it with: docker compose down"; \
 	else \
 		$(BIN)/mentornet stack up && \
-		$(BIN)/mentornet simulate --mentors 12 --mentees 20 && \
+		$(BIN)/mentornet simulate --mentors 12 --mentees 20 --life && \
 		echo "Mail sent by notifications is in .stack/mail/; stop everything with: make down"; \
 	fi
 

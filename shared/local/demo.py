@@ -1,20 +1,25 @@
-"""`mentornet simulate` (and `make demo`): publish HR traffic like an HR system would, then show
-the proposals."""
+"""`mentornet simulate` (and `make demo`): publish HR traffic like an HR system would, show the
+proposals, and (with `life`) play the mentoring apps' side: people accept or decline, meet, one
+pair parts early, check-ins and closings are answered, until every relationship has ended."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import Progress
 
-from shared.local.simulation import Population
+from shared.local.life import DEMO_TIMINGS, LIFE_TOPICS, Life
+from shared.local.simulation import Population, Record
 
 console = Console()
+LIFE_SECONDS = 150.0  # at most, after the proposals: a demo program lives 30 s per relationship
 
 
 async def simulate(
@@ -27,36 +32,51 @@ async def simulate(
     seed: int,
     show_proposals: bool,
     wait: float,
+    life: bool = False,
 ) -> None:
     population = Population(tenant, programs=programs, seed=seed)
     records = list(population.registrations(mentors, mentees))
-    proposals_reader = await _reader(bootstrap) if show_proposals else None
+    if life:  # short relationships, said before anyone enrols
+        configs = [population.configuration(p, **DEMO_TIMINGS) for p in population.programs]
+        records = configs + records
+    goals = {
+        r.data["person_id"]: [g["topic"] for g in r.data["goals"]]
+        for r in records
+        if r.topic == "mentee-registered"
+    }
+    reader = await _reader(bootstrap) if show_proposals or life else None
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        started = time.monotonic()
-        with Progress(console=console) as progress:
-            task = progress.add_task(f"publishing HR events for {tenant}", total=len(records))
-            for i, record in enumerate(records):
-                await producer.send(record.topic, record.value, key=record.key)
-                progress.advance(task)
-                ahead = (i + 1) / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            await producer.flush()
-        console.print(f"published {len(records)} events in {time.monotonic() - started:.1f} s")
+        await _publish(producer, records, tenant, rate)
+        if reader is not None:
+            people = Life(population, goals, seed=seed) if life else None
+            await _follow(reader, producer, tenant, mentees, wait, people)
     finally:
         await producer.stop()
-    if proposals_reader is not None:
-        try:
-            await _show_proposals(proposals_reader, tenant, mentees, wait)
-        finally:
-            await proposals_reader.stop()
+        if reader is not None:
+            await reader.stop()
+
+
+async def _publish(
+    producer: AIOKafkaProducer, records: Sequence[Record], tenant: str, rate: float
+) -> None:
+    started = time.monotonic()
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"publishing HR events for {tenant}", total=len(records))
+        for i, record in enumerate(records):
+            await producer.send(record.topic, record.value, key=record.key)
+            progress.advance(task)
+            ahead = (i + 1) / rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await producer.flush()
+    console.print(f"published {len(records)} events in {time.monotonic() - started:.1f} s")
 
 
 async def _reader(bootstrap: str) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
-        "match-proposed", bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
+        *LIFE_TOPICS, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
     )
     await consumer.start()
     await consumer.seek_to_end()
@@ -65,33 +85,76 @@ async def _reader(bootstrap: str) -> AIOKafkaConsumer:
     return consumer
 
 
-async def _show_proposals(
-    consumer: AIOKafkaConsumer, tenant: str, expected: int, wait: float
+async def _follow(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    tenant: str,
+    expected: int,
+    wait: float,
+    life: Life | None,
 ) -> None:
+    """Print proposals as they come (and, with `life`, what happens to them) until `expected`
+    proposals were seen, or every relationship of the life has ended; `wait` seconds at most for
+    the proposals, LIFE_SECONDS more for the life."""
     seen = 0
-    deadline = time.monotonic() + wait
-    while seen < expected and time.monotonic() < deadline:
+    started = time.monotonic()
+    deadline = started + wait + (LIFE_SECONDS if life else 0)
+    while time.monotonic() < deadline:
+        if life is None and seen >= expected:
+            break
+        if life is not None and life.settled():
+            break
+        if life is None and time.monotonic() > started + wait:
+            break
         batches = await consumer.getmany(timeout_ms=500)
         for record in (r for rs in batches.values() for r in rs):
             event = json.loads(record.value)
             if event.get("tenantid") != tenant:
                 continue
-            seen += 1
-            data = event["data"]
-            lines = [
-                f"[bold]{data['mentee_id']}[/bold] → mentor [bold]{data['mentor_id']}[/bold]   "
-                f"score {data['score']:.2f}   answer before {data['expires_at'][:16]}"
-            ]
-            for item in data["explanation"]:
-                lines.append(
-                    f"  {item['contribution']:.3f} / {item['weight']:.2f}  {item['criterion']:<10} {item['reason']}"
-                )
-            console.print(
-                Panel(
-                    "\n".join(lines), title=f"proposal {seen} ({data['program_id']})", expand=False
-                )
-            )
+            if event["type"] == "match-proposed":
+                seen += 1
+                _show_proposal(seen, event["data"])
+            elif life is not None:
+                _show_step(event)
+            if life is not None:
+                for answer in life.react(event):
+                    await producer.send(answer.topic, answer.value, key=answer.key)
+        await producer.flush()
     console.print(
         f"{seen} proposal(s) received for {tenant}"
         + ("" if seen >= expected else " (others wait for a free mentor or are still coming)")
     )
+    if life is not None:
+        state = "every relationship has ended" if life.settled() else "stopped waiting"
+        console.print(
+            f"life: {len(life.confirmed)} relationship(s), {len(life.ended)} proposal(s) or "
+            f"relationship(s) ended; {state}"
+        )
+
+
+def _show_proposal(number: int, data: dict[str, Any]) -> None:
+    lines = [
+        f"[bold]{data['mentee_id']}[/bold] → mentor [bold]{data['mentor_id']}[/bold]   "
+        f"score {data['score']:.2f}   answer before {data['expires_at'][:16]}"
+    ]
+    for item in data["explanation"]:
+        lines.append(
+            f"  {item['contribution']:.3f} / {item['weight']:.2f}  {item['criterion']:<10} {item['reason']}"
+        )
+    console.print(
+        Panel("\n".join(lines), title=f"proposal {number} ({data['program_id']})", expand=False)
+    )
+
+
+def _show_step(event: dict[str, Any]) -> None:
+    """One line per step of a relationship's life."""
+    data = event["data"]
+    pair = f"{data['mentee_id']} & {data['mentor_id']}"
+    if event["type"] == "match-confirmed":
+        console.print(f"[green]confirmed[/green]  {pair}")
+    elif event["type"] == "match-ended":
+        why = f" ({data['reason']}, by the {data['ended_by_role']})" if data.get("reason") else ""
+        console.print(f"[yellow]{data['outcome']}[/yellow]  {pair}{why}")
+    elif event["type"] == "feedback-requested" and data["role"] == "mentee":
+        what = f"check-in {data['checkin']}" if data["kind"] == "checkin" else "closing feedback"
+        console.print(f"[cyan]asked[/cyan]  {pair}: {what}")

@@ -190,8 +190,10 @@ class Population:
         data: Mapping[str, Any],
         key: str | None = None,
         source: str | None = None,
+        at: datetime | None = None,
     ) -> Record:
-        """A CloudEvent of this tenant, keyed by `key` (default: the id its data names first)."""
+        """A CloudEvent of this tenant, keyed by `key` (default: the id its data names first),
+        dated `at` (default: the HR stream's own clock)."""
         self.clock += timedelta(milliseconds=1)
         event_id = str(uuid.UUID(int=self.random.getrandbits(128)))
         body = {
@@ -199,7 +201,7 @@ class Population:
             "id": event_id,
             "source": source or self.source,
             "type": type_,
-            "time": self.clock.isoformat(),
+            "time": (at or self.clock).isoformat(),
             "datacontenttype": "application/json",
             "tenantid": self.tenant,
             "data": data,
@@ -222,9 +224,10 @@ class Population:
     def offboarding(self, person_id: str) -> Record:
         return self.event("person-offboarded", {"person_id": person_id})
 
-    def configuration(self, program: str, source: str | None = None) -> Record:
-        """`program` in continuous mode with its default weights, said explicitly."""
-        data = {"program_id": program, "mode": "continuous", "candidates": 20}
+    def configuration(self, program: str, source: str | None = None, **timings: Any) -> Record:
+        """`program` in continuous mode with its default weights, said explicitly, and these
+        relationship timings (`relationship_length_days`...) if given."""
+        data = {"program_id": program, "mode": "continuous", "candidates": 20, **timings}
         return self.event("program-configured", data, source=source)
 
     def invalid(self) -> Record:
