@@ -245,7 +245,7 @@ async def test_check_ins_and_the_stall_are_sent_once_across_a_restart_and_two_re
 
 
 async def test_a_paused_mentor_gets_nothing_new_until_the_pause_ends(
-    infra: Endpoints, matching: ServiceProcess
+    infra: Endpoints, db: asyncpg.Pool, matching: ServiceProcess
 ) -> None:
     tenant, bootstrap = unique("pause"), infra.bootstrap_servers
 
@@ -256,10 +256,15 @@ async def test_a_paused_mentor_gets_nothing_new_until_the_pause_ends(
         return ingress("mentor-availability", tenant, person, data)
 
     async with TopicReader(bootstrap, "match-proposed") as reader:
-        until = datetime.now(UTC) + timedelta(seconds=4)
+        until = datetime.now(UTC) + timedelta(seconds=6)
         await publish_raw(
             bootstrap,
             [availability("alice", False, until), availability("bob", False)],
+        )
+        # the pauses are on another topic than the registrations: read first, as an app that
+        # pauses a mentor before HR registers them would have it
+        await wait_for(
+            db, "SELECT count(*) = 2 FROM matching.availability WHERE tenant_id = $1", tenant
         )
         await publish_raw(
             bootstrap,
