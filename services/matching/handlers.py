@@ -229,11 +229,9 @@ async def on_match_responded(
     match = await _match_of(conn, work, incoming)
     if match is None:
         return None
-    side = match.side_of(answer.person_id)
+    side = _side_of(work, incoming, match)
     if side is None:
-        return work.reject(
-            incoming, "not_a_party", f"{answer.person_id!r} is not part of this match"
-        )
+        return None
     if match.status is not MatchStatus.PROPOSED:
         if match.status is MatchStatus.CONFIRMED and answer.decision == "accepted":
             return None  # a repeated acceptance changes nothing
@@ -339,11 +337,9 @@ async def on_feedback_given(
     match = await _match_of(conn, work, incoming)
     if match is None:
         return None
-    side = match.side_of(feedback.person_id)
+    side = _side_of(work, incoming, match)
     if side is None:
-        return work.reject(
-            incoming, "not_a_party", f"{feedback.person_id!r} is not part of this match"
-        )
+        return None
     if not match.was_confirmed:
         return work.reject(incoming, "match_not_confirmed", f"the match is {match.status}")
     if feedback.goals is not None and side != "mentee":
@@ -367,6 +363,15 @@ async def on_mentor_availability(
     if stored and paused_until is None:
         work.wants(event.tenantid, said.program_id, event)
     return None
+
+
+def _side_of(work: UnitOfWork, incoming: Incoming, match: Match) -> Side | None:
+    """The side of the match the event's `person_id` is on, or None once it is refused."""
+    person = incoming.event.data.person_id
+    side = match.side_of(person)
+    if side is None:
+        work.reject(incoming, "not_a_party", f"{person!r} is not part of this match")
+    return side
 
 
 async def _match_of(conn: asyncpg.Connection, work: UnitOfWork, incoming: Incoming) -> Match | None:
@@ -660,8 +665,9 @@ async def _close_relationship(
     once, so the events' ids derive from the match."""
     await repo.close(conn, match, outcome, work.now, mentee=mentee)
     days = None if match.confirmed_at is None else (work.now - match.confirmed_at) / DAY
-    ended = _ended(match, outcome, ended_by, role=role, reason=reason, days=days)
-    ended = ended.model_copy(update={"mentee_rematched": mentee != "done"})
+    ended = _ended(
+        match, outcome, ended_by, role=role, reason=reason, days=days, rematched=mentee != "done"
+    )
     event = _derived("match-ended", match, ended, "ended", cause=cause)
     work.publish("match-ended", match.match_id, event)
     replica.metrics.ended.labels(outcome.value).inc()
@@ -717,6 +723,7 @@ def _ended(
     role: EndedBy | None = None,
     reason: EndReason | None = None,
     days: float | None = None,
+    rematched: bool | None = None,
 ) -> MatchEnded:
     return MatchEnded(
         match_id=match.match_id,
@@ -728,6 +735,7 @@ def _ended(
         ended_by_role=role,
         reason=reason,
         relationship_days=None if days is None else round(days, 6),
+        mentee_rematched=rematched,
     )
 
 

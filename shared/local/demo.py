@@ -97,14 +97,9 @@ async def _follow(
     proposals were seen, or every relationship of the life has ended; `wait` seconds at most for
     the proposals, LIFE_SECONDS more for the life."""
     seen = 0
-    started = time.monotonic()
-    deadline = started + wait + (LIFE_SECONDS if life else 0)
+    deadline = time.monotonic() + wait + (LIFE_SECONDS if life else 0)
     while time.monotonic() < deadline:
-        if life is None and seen >= expected:
-            break
-        if life is not None and life.settled():
-            break
-        if life is None and time.monotonic() > started + wait:
+        if life.settled() if life is not None else seen >= expected:
             break
         batches = await consumer.getmany(timeout_ms=500)
         for record in (r for rs in batches.values() for r in rs):

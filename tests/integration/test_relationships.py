@@ -90,6 +90,14 @@ async def next_event(
     return found
 
 
+def alice_and_nina(tenant: str) -> list[Record]:
+    """Mentor alice (one place) and mentee nina: each other's only match."""
+    return [
+        enrolment_updated(tenant, "mentor", "alice"),
+        enrolment_updated(tenant, "mentee", "nina"),
+    ]
+
+
 async def relationship(
     bootstrap: str, reader: TopicReader, tenant: str, mentee: str = "nina"
 ) -> dict[str, Any]:
@@ -109,13 +117,7 @@ async def test_a_relationship_completes_at_its_length_and_its_place_goes_to_the_
             bootstrap,
             [configured(tenant, relationship_length_days=days(4), checkin_days=[days(1.5)])],
         )
-        await publish_raw(
-            bootstrap,
-            [
-                enrolment_updated(tenant, "mentor", "alice"),
-                enrolment_updated(tenant, "mentee", "nina"),
-            ],
-        )
+        await publish_raw(bootstrap, alice_and_nina(tenant))
         match = await relationship(bootstrap, reader, tenant)
         await publish_raw(bootstrap, [enrolment_updated(tenant, "mentee", "omar")])
         # omar waits: alice's only place is taken by the relationship
@@ -141,13 +143,7 @@ async def test_new_timings_apply_to_the_relationships_in_progress(
 ) -> None:
     tenant, bootstrap = unique("timings"), infra.bootstrap_servers
     async with TopicReader(bootstrap, *LIFE) as reader:
-        await publish_raw(
-            bootstrap,
-            [
-                enrolment_updated(tenant, "mentor", "alice"),
-                enrolment_updated(tenant, "mentee", "nina"),
-            ],
-        )
+        await publish_raw(bootstrap, alice_and_nina(tenant))
         match = await relationship(bootstrap, reader, tenant)  # 180 days by default
         await publish_raw(bootstrap, [configured(tenant, relationship_length_days=days(2))])
         end = await next_event(reader, tenant, "match-ended", match_id=match["match_id"])
@@ -220,13 +216,7 @@ async def test_check_ins_and_the_stall_are_sent_once_across_a_restart_and_two_re
                 )
             ],
         )
-        await publish_raw(
-            bootstrap,
-            [
-                enrolment_updated(tenant, "mentor", "alice"),
-                enrolment_updated(tenant, "mentee", "nina"),
-            ],
-        )
+        await publish_raw(bootstrap, alice_and_nina(tenant))
         match = await relationship(bootstrap, reader, tenant)
         confirmed_at = asyncio.get_running_loop().time()
         timers = of(tenant, "feedback-requested", "relationship-stalled")
@@ -290,13 +280,7 @@ async def test_feedback_is_kept_learned_from_and_erased_with_its_author(
 ) -> None:
     tenant, bootstrap = unique("feedback"), infra.bootstrap_servers
     async with TopicReader(bootstrap, *LIFE, "dlq.matching") as reader:
-        await publish_raw(
-            bootstrap,
-            [
-                enrolment_updated(tenant, "mentor", "alice"),
-                enrolment_updated(tenant, "mentee", "nina"),
-            ],
-        )
+        await publish_raw(bootstrap, alice_and_nina(tenant))
         match = await relationship(bootstrap, reader, tenant)
         match_id = match["match_id"]
         mentee_says = {
@@ -374,13 +358,7 @@ async def test_bad_input_on_every_new_event_is_answered_with_its_reason(
             lambda rs: len(rs) >= len(BAD), keep=of(tenant, "dlq.matching"), timeout=30
         )
         # refusals that need a match: a proposal, a stranger, goals from the mentor
-        await publish_raw(
-            bootstrap,
-            [
-                enrolment_updated(tenant, "mentor", "alice"),
-                enrolment_updated(tenant, "mentee", "nina"),
-            ],
-        )
+        await publish_raw(bootstrap, alice_and_nina(tenant))
         proposal = await next_event(reader, tenant, "match-proposed")
         match_id = proposal["match_id"]
         closing = {"match_id": match_id, "kind": "closing", "rating": 4, "learned": True}
