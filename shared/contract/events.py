@@ -7,7 +7,7 @@ Unknown extra fields are ignored, not rejected, so publishers can add fields bef
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -290,10 +290,15 @@ class EnrolmentEnded(Payload):
 
 
 class ExplanationItem(Payload):
+    """One criterion of a proposal's score. `reason` is an English sentence written to the
+    mentee (v1); `facts` is what it was computed from, for any consumer to render to either side
+    in any language (docs/contract.md lists the facts of each criterion; more may come)."""
+
     criterion: str
     weight: float
     contribution: float
     reason: str
+    facts: dict[str, Any] = Field(default_factory=dict)
 
 
 class MatchProposed(Payload):

@@ -137,6 +137,23 @@ def test_reasons_read_like_sentences() -> None:
     assert reasons["seniority"] == "Your mentor is 4 levels more senior"
     assert reasons["reputation"] == "Rated 4.6/5 by mentees over 10 sessions"
     assert reasons["load"] == "Has 2 of 3 mentoring places free"
+    # the facts each sentence was written from, for consumers that write their own (contract)
+    facts = {i.criterion: i.facts for i in items}
+    assert facts["topic_fit"] == {
+        "goals": [
+            {"topic": "training design", "priority": 1, "covered": True},
+            {"topic": "public speaking", "priority": 2, "covered": True},
+            {"topic": "negotiation", "priority": 3, "covered": False},
+        ],
+        "covered": ["training design", "public speaking"],
+        "not_covered": ["negotiation"],
+    }
+    assert facts["languages"] == {"shared": ["fr"]}
+    assert facts["timezone"] == {"hours_apart": 0.0}
+    assert facts["seniority"] == {"gap": 4}
+    assert facts["department"] == {"relation": "different"}
+    assert facts["reputation"] == {"rating_mean": 4.6, "rating_count": 10, "provisional": False}
+    assert facts["load"] == {"free_places": 2, "capacity": 3}
 
 
 def test_the_time_zone_gap_is_the_short_way_round_the_clock() -> None:

@@ -1,13 +1,15 @@
-"""Explanations: each criterion's weight, contribution and a sentence a person can read.
+"""Explanations: each criterion's weight, contribution, facts and an English sentence.
 
 Contributions are rounded to four decimals and the score is their sum, so what people read adds up.
-Each sentence reads the facts its criterion is computed from, with the same helpers (`criteria`).
+The facts are read with the same helpers the criteria are computed with (`criteria`); the v1
+sentence is written from them, and notifications writes each side its own from them too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from services.matching.domain import criteria
 from services.matching.domain.config import CRITERIA, ProgramConfig
@@ -45,21 +47,91 @@ def explain(
     for criterion in CRITERIA:
         weight = round(weights[criterion], 4)
         contribution = round(weights[criterion] * candidate.values[criterion], 4)
+        facts = _FACTS[criterion](candidate, mentee, now)
         items.append(
             ExplanationItem(
                 criterion=criterion,
                 weight=weight,
                 contribution=contribution,
-                reason=_REASONS[criterion](candidate, mentee, now),
+                reason=_REASONS[criterion](facts),
+                facts=facts,
             )
         )
     return round(sum(i.contribution for i in items), 4), items
 
 
-def _topic_fit(c: Candidate, mentee: Mentee, _: datetime) -> str:
+# --- facts: what each criterion was computed from (the contract lists them) -------------------
+
+Facts = dict[str, Any]
+
+
+def _topic_facts(c: Candidate, mentee: Mentee, _: datetime) -> Facts:
     offered = {normalise_topic(t) for t, _ in c.mentor.expertise}
-    goals = [t for t, _ in criteria.by_importance(mentee.goals)]
-    covered = [t for t in goals if normalise_topic(t) in offered]
+    goals = [
+        {"topic": t, "priority": p, "covered": normalise_topic(t) in offered}
+        for t, p in criteria.by_importance(mentee.goals)
+    ]
+    return {
+        "goals": goals,
+        "covered": [g["topic"] for g in goals if g["covered"]],
+        "not_covered": [g["topic"] for g in goals if not g["covered"]],
+    }
+
+
+def _language_facts(c: Candidate, mentee: Mentee, _: datetime) -> Facts:
+    return {"shared": [code for code in mentee.languages if code in c.mentor.languages]}
+
+
+def _timezone_facts(c: Candidate, mentee: Mentee, now: datetime) -> Facts:
+    gap = criteria.gap_hours(
+        criteria.utc_offset_hours(c.mentor.timezone, now),
+        criteria.utc_offset_hours(mentee.timezone, now),
+    )
+    return {"hours_apart": float(gap)}
+
+
+def _seniority_facts(c: Candidate, mentee: Mentee, _: datetime) -> Facts:
+    if c.mentor.seniority is None or mentee.seniority is None:
+        return {"gap": None}
+    return {"gap": c.mentor.seniority - mentee.seniority}
+
+
+def _department_facts(c: Candidate, mentee: Mentee, _: datetime) -> Facts:
+    if c.mentor.department is None or mentee.department is None:
+        return {"relation": "unknown"}
+    return {"relation": "same" if c.mentor.department == mentee.department else "different"}
+
+
+def _reputation_facts(c: Candidate, _: Mentee, __: datetime) -> Facts:
+    count = c.mentor.rating_count
+    return {
+        "rating_mean": round(c.mentor.rating_sum / count, 2) if count else None,
+        "rating_count": count,
+        "provisional": count < criteria.RATING_PRIOR_WEIGHT,  # few ratings: it counts less
+    }
+
+
+def _load_facts(c: Candidate, _: Mentee, __: datetime) -> Facts:
+    return {"free_places": c.mentor.capacity - c.load, "capacity": c.mentor.capacity}
+
+
+_FACTS: dict[str, Callable[[Candidate, Mentee, datetime], Facts]] = {
+    "topic_fit": _topic_facts,
+    "languages": _language_facts,
+    "timezone": _timezone_facts,
+    "seniority": _seniority_facts,
+    "department": _department_facts,
+    "reputation": _reputation_facts,
+    "load": _load_facts,
+}
+
+
+# --- reasons: the v1 English sentence, to the mentee, written from the facts -----------------
+
+
+def _topic_fit(f: Facts) -> str:
+    goals = [g["topic"] for g in f["goals"]]
+    covered = f["covered"]
     if not covered:
         return (
             f"Does not cover your goal: {goals[0]}"
@@ -71,28 +143,22 @@ def _topic_fit(c: Candidate, mentee: Mentee, _: datetime) -> str:
     return f"Covers {len(covered)} of your {len(goals)} goals: {', '.join(covered)}"
 
 
-def _languages(c: Candidate, mentee: Mentee, _: datetime) -> str:
-    shared = [code for code in mentee.languages if code in c.mentor.languages]
-    return f"You both speak {language_list(shared)}"
+def _languages(f: Facts) -> str:
+    return f"You both speak {language_list(f['shared'])}"
 
 
-def _timezone(c: Candidate, mentee: Mentee, now: datetime) -> str:
-    gap = float(
-        criteria.gap_hours(
-            criteria.utc_offset_hours(c.mentor.timezone, now),
-            criteria.utc_offset_hours(mentee.timezone, now),
-        )
-    )
+def _timezone(f: Facts) -> str:
+    gap = f["hours_apart"]
     if gap == 0:
         return "You are in the same time zone"
     hours = f"{gap:g} hour" + ("" if gap == 1 else "s")
     return f"Your time zones are {hours} apart"
 
 
-def _seniority(c: Candidate, mentee: Mentee, _: datetime) -> str:
-    if c.mentor.seniority is None or mentee.seniority is None:
+def _seniority(f: Facts) -> str:
+    gap = f["gap"]
+    if gap is None:
         return "Seniority not known for both of you"
-    gap = c.mentor.seniority - mentee.seniority
     if gap > 0:
         return f"Your mentor is {gap} level{'s' if gap > 1 else ''} more senior"
     if gap == 0:
@@ -100,31 +166,28 @@ def _seniority(c: Candidate, mentee: Mentee, _: datetime) -> str:
     return f"Your mentor is {-gap} level{'s' if gap < -1 else ''} less senior"
 
 
-def _department(c: Candidate, mentee: Mentee, _: datetime) -> str:
-    if c.mentor.department is None or mentee.department is None:
-        return "Department not known for both of you"
-    if c.mentor.department == mentee.department:
-        return "You work in the same department"
-    return "You work in different departments: a fresh perspective"
+def _department(f: Facts) -> str:
+    return {
+        "unknown": "Department not known for both of you",
+        "same": "You work in the same department",
+        "different": "You work in different departments: a fresh perspective",
+    }[f["relation"]]
 
 
-def _reputation(c: Candidate, _: Mentee, __: datetime) -> str:
-    count = c.mentor.rating_count
+def _reputation(f: Facts) -> str:
+    count = f["rating_count"]
     if count == 0:
         return "New mentor: no ratings yet"
-    average = c.mentor.rating_sum / count
-    note = (
-        " (few ratings so far, so it counts less)" if count < criteria.RATING_PRIOR_WEIGHT else ""
-    )
-    return f"Rated {average:.1f}/5 by mentees over {count} session{'s' if count > 1 else ''}{note}"
+    note = " (few ratings so far, so it counts less)" if f["provisional"] else ""
+    sessions = f"{count} session{'s' if count > 1 else ''}"
+    return f"Rated {f['rating_mean']:.1f}/5 by mentees over {sessions}{note}"
 
 
-def _load(c: Candidate, _: Mentee, __: datetime) -> str:
-    free = c.mentor.capacity - c.load
-    return f"Has {free} of {c.mentor.capacity} mentoring places free"
+def _load(f: Facts) -> str:
+    return f"Has {f['free_places']} of {f['capacity']} mentoring places free"
 
 
-_REASONS: dict[str, Callable[[Candidate, Mentee, datetime], str]] = {
+_REASONS: dict[str, Callable[[Facts], str]] = {
     "topic_fit": _topic_fit,
     "languages": _languages,
     "timezone": _timezone,
