@@ -38,8 +38,9 @@ CATEGORIES: dict[str, str] = {
     "stall-nudge": "nudges",
     "ending-notice": "relationship",
 }
-# kinds that make no sense without the other person's contact (their name and address)
-NEEDS_PARTNER = frozenset({"match-introduction"})
+# kinds that make no sense without the other person's contact: a proposal and its reminder say
+# who is proposed, an introduction also gives their address
+NEEDS_PARTNER = frozenset({"match-proposal", "match-reminder", "match-introduction"})
 # kinds about a relationship in progress: pointless once it ended (closing requests are not)
 DURING_RELATIONSHIP = frozenset({"checkin-request", "stall-nudge"})
 # outcomes of match-ended that only a confirmed match can have
@@ -81,13 +82,24 @@ class Policy:
 
 
 def _explanation(data: MatchProposed) -> list[dict[str, Any]]:
+    """What the emails write each reader's reasons from (reading.reasons): the facts, and
+    matching's English sentence for consumers of the webhook's data that still show it."""
     items = sorted(data.explanation, key=lambda i: i.contribution, reverse=True)
-    return [{"criterion": i.criterion, "reason": i.reason} for i in items if i.reason]
+    return [
+        {
+            "criterion": i.criterion,
+            "contribution": i.contribution,
+            "reason": i.reason,
+            "facts": i.facts,
+        }
+        for i in items
+    ]
 
 
 def for_proposal(data: MatchProposed, policy: Policy, now: datetime) -> list[Planned]:
     """The proposal to both sides now, and a reminder to both `reminder_before` the deadline
-    (dropped later for whoever answers). No reminder when that moment has already passed."""
+    (dropped later for whoever answers), each naming the other. No reminder when that moment
+    has already passed."""
     base = {
         "match_id": data.match_id,
         "program_id": data.program_id,
@@ -95,16 +107,20 @@ def for_proposal(data: MatchProposed, policy: Policy, now: datetime) -> list[Pla
         "expires_at": data.expires_at.isoformat(),
         "explanation": _explanation(data),
     }
-    parties = (("mentee", data.mentee_id), ("mentor", data.mentor_id))
+    parties = (
+        ("mentee", data.mentee_id, data.mentor_id),
+        ("mentor", data.mentor_id, data.mentee_id),
+    )
     planned = [
         Planned(
             "match-proposal",
             person,
             {**base, "role": role},
             match_id=data.match_id,
+            partner_id=partner,
             give_up_at=data.expires_at,
         )
-        for role, person in parties
+        for role, person, partner in parties
     ]
     remind_at = data.expires_at - policy.reminder_before
     if remind_at > now:
@@ -114,10 +130,11 @@ def for_proposal(data: MatchProposed, policy: Policy, now: datetime) -> list[Pla
                 person,
                 {**base, "role": role},
                 match_id=data.match_id,
+                partner_id=partner,
                 not_before=remind_at,
                 give_up_at=data.expires_at,
             )
-            for role, person in parties
+            for role, person, partner in parties
         ]
     return planned
 

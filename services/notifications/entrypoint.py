@@ -1,4 +1,5 @@
-"""Composition root of notifications: runtime, subscription, delivery worker, ASGI app."""
+"""Composition root of notifications: runtime, subscription, delivery worker, ASGI app (with
+the answer page people reach from their emails' links)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from faststream.asgi import AsgiFastStream
 from services.notifications import repository
 from services.notifications.domain import Policy
 from services.notifications.handlers import Handlers, drop_invalid_responses
+from services.notifications.pages import PATH, AnswerPage
 from services.notifications.settings import NotificationSettings
 from services.notifications.worker import DeliveryWorker
 from shared.contract.envelope import CloudEvent
@@ -58,7 +60,8 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
     runtime.on_stop(stop_worker)
     runtime.purge(repository.FINISHED_DELIVERIES)
     runtime.purge(repository.FEEDBACK_SESSIONS)
-    return create_app(runtime)
+    runtime.purge(repository.ANSWERS)
+    return create_app(runtime, routes=[(PATH, AnswerPage(runtime, config))])
 
 
 SERVICE = ServiceSpec(NAME, NotificationSettings, build, Path(__file__).parent / "migrations")

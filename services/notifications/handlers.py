@@ -17,6 +17,7 @@ count as the confirmation when they are read before it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -81,7 +82,10 @@ class Handlers:
         await repository.upsert_matches(conn, _match_rows(events))
         await repository.record_responses(
             conn,
-            [(e.tenantid, e.data.match_id, e.data.person_id) for e in of["match-responded"]],
+            [
+                (e.tenantid, e.data.match_id, e.data.person_id, e.data.decision)
+                for e in of["match-responded"]
+            ],
         )
         ended = [(e.tenantid, e.data.match_id) for e in of["match-ended"]]
         moved_on = ended + _confirmed(of)
@@ -263,7 +267,13 @@ def _contact(event: CloudEvent) -> ContactRow:
         list(d.languages),
         d.timezone,
         d.registered_at,
+        [x.model_dump() for x in d.expertise],
+        [g.model_dump() for g in d.goals],
     )
+
+
+def _explanation_json(event: CloudEvent) -> str:
+    return json.dumps([i.model_dump(mode="json") for i in event.data.explanation])
 
 
 def _confirmed(of: dict[str, list[CloudEvent]]) -> list[tuple[str, str]]:
@@ -297,6 +307,7 @@ def _match_rows(events: Sequence[CloudEvent]) -> list[MatchRow]:
             states[e.type],
             confirmed=domain.implies_confirmation(e),
             outcome=e.data.outcome if e.type == "match-ended" else None,
+            explanation=_explanation_json(e) if e.type == "match-proposed" else None,
         )
         for e in events
         if e.type in states

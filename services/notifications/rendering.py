@@ -14,34 +14,21 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from babel.dates import format_datetime
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    pass_context,
+    select_autoescape,
+)
+from jinja2.runtime import Context
 
 from services.notifications.domain import choose_locale
+from services.notifications.reading import CRITERIA
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 _SPACES = re.compile(r"\s+")
-
-# Plain words for matching's criteria, per locale (the reason text comes from matching).
-CRITERIA: dict[str, dict[str, str]] = {
-    "en": {
-        "topic_fit": "Topics",
-        "languages": "Languages",
-        "timezone": "Time zone",
-        "seniority": "Experience",
-        "department": "Department",
-        "reputation": "Feedback from earlier mentees",
-        "load": "Availability",
-    },
-    "fr": {
-        "topic_fit": "Sujets",
-        "languages": "Langues",
-        "timezone": "Fuseau horaire",
-        "seniority": "Expérience",
-        "department": "Service",
-        "reputation": "Avis des mentorés précédents",
-        "load": "Disponibilité",
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -52,8 +39,13 @@ class Rendered:
     html: str
 
 
-def format_time(value: str | datetime, timezone: str | None = None) -> str:
-    """A deadline in the reader's time zone, e.g. "2025-03-03 14:00 (Europe/Paris)"."""
+# How a moment reads (Babel patterns: month names in the reader's language).
+_MOMENT = {"en": "d MMMM y 'at' HH:mm", "fr": "d MMMM y 'à' HH:mm"}
+
+
+def format_time(value: str | datetime, timezone: str | None = None, locale: str = "en") -> str:
+    """A deadline in the reader's time zone and language, e.g. "3 March 2025 at 14:00
+    (Europe/Paris)", "3 mars 2025 à 14:00 (Europe/Paris)"."""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     zone = "UTC"
     if timezone:
@@ -62,7 +54,17 @@ def format_time(value: str | datetime, timezone: str | None = None) -> str:
             zone = timezone
         except (KeyError, ValueError):
             moment = moment.astimezone(ZoneInfo("UTC"))
-    return f"{moment:%Y-%m-%d %H:%M} ({zone})"
+    else:
+        moment = moment.astimezone(ZoneInfo("UTC"))
+    pattern = _MOMENT.get(locale, _MOMENT["en"])
+    return (
+        f"{format_datetime(moment, pattern, locale=locale if locale in _MOMENT else 'en')} ({zone})"
+    )
+
+
+@pass_context
+def _when(context: Context, value: str | datetime, timezone: str | None = None) -> str:
+    return format_time(value, timezone, context.get("locale", "en"))
 
 
 class Templates:
@@ -75,7 +77,7 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters["when"] = format_time
+        self.env.filters["when"] = _when
         self.locales = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
 
     def locale_for(self, languages: list[str] | None) -> str:
@@ -90,3 +92,8 @@ class Templates:
             text=self.env.get_template(f"{locale}/{kind}.txt.j2").render(values),
             html=self.env.get_template(f"{locale}/{kind}.html.j2").render(values),
         )
+
+    def page(self, name: str, locale: str, context: dict[str, Any]) -> str:
+        """A page of the answer site (pages.py): `templates/<locale>/answer-<name>.html.j2`."""
+        values = {**context, "locale": locale}
+        return self.env.get_template(f"{locale}/answer-{name}.html.j2").render(values)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -50,6 +51,8 @@ class ContactRow:
     languages: list[str]
     timezone: str
     registered_at: datetime
+    expertise: list[dict[str, Any]] = field(default_factory=list)  # mentors: topic, level
+    goals: list[dict[str, Any]] = field(default_factory=list)  # mentees: topic, priority
 
 
 async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) -> int:
@@ -70,18 +73,19 @@ async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) 
     )
     changed = await conn.fetch(
         """INSERT INTO contacts AS c (tenant_id, person_id, role, display_name, email, languages,
-                                      timezone, registered_at)
+                                      timezone, registered_at, expertise, goals)
            SELECT n.tenant_id, n.person_id, n.role, n.display_name, n.email,
                   ARRAY(SELECT jsonb_array_elements_text(n.languages::jsonb)), n.timezone,
-                  n.registered_at
+                  n.registered_at, n.expertise::jsonb, n.goals::jsonb
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::timestamptz[])
+                       $7::text[], $8::timestamptz[], $9::text[], $10::text[])
                 AS n(tenant_id, person_id, role, display_name, email, languages, timezone,
-                     registered_at)
+                     registered_at, expertise, goals)
            ON CONFLICT (tenant_id, person_id) DO UPDATE SET
                role = EXCLUDED.role, display_name = EXCLUDED.display_name,
                email = EXCLUDED.email, languages = EXCLUDED.languages,
-               timezone = EXCLUDED.timezone, registered_at = EXCLUDED.registered_at
+               timezone = EXCLUDED.timezone, registered_at = EXCLUDED.registered_at,
+               expertise = EXCLUDED.expertise, goals = EXCLUDED.goals
            WHERE (c.registered_at IS NULL OR c.registered_at < EXCLUDED.registered_at)
              AND (c.erased_at IS NULL OR c.erased_at < EXCLUDED.registered_at)
            RETURNING tenant_id, person_id""",
@@ -96,10 +100,12 @@ async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) 
                     json.dumps(r.languages),
                     r.timezone,
                     r.registered_at,
+                    json.dumps(r.expertise),
+                    json.dumps(r.goals),
                 )
                 for r in values
             ),
-            8,
+            10,
         ),
     )
     if changed:
@@ -131,12 +137,20 @@ async def erase_contacts(
            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
            ON CONFLICT (tenant_id, person_id) DO UPDATE SET
                role = NULL, display_name = NULL, email = NULL, languages = '{}',
-               timezone = NULL,
+               timezone = NULL, expertise = NULL, goals = NULL,
                erased_at = GREATEST(c.erased_at, EXCLUDED.erased_at)
            WHERE c.registered_at IS NULL OR c.registered_at <= EXCLUDED.erased_at""",
         tenants,
         persons,
         list(latest.values()),
+    )
+    await conn.execute(  # what the proposals said of them (their goals, say) goes too
+        """UPDATE matches m SET explanation = NULL
+           FROM unnest($1::text[], $2::text[]) AS e(tenant_id, person_id)
+           WHERE m.tenant_id = e.tenant_id AND m.explanation IS NOT NULL
+             AND e.person_id IN (m.mentee_id, m.mentor_id)""",
+        tenants,
+        persons,
     )
     status = await conn.execute(
         """UPDATE deliveries d SET state = 'cancelled', last_error = 'recipient erased'
@@ -144,6 +158,14 @@ async def erase_contacts(
            WHERE d.state = 'pending' AND d.tenant_id = e.tenant_id
              AND d.recipient_id = e.person_id
              AND (d.locked_until IS NULL OR d.locked_until < now())""",
+        tenants,
+        persons,
+    )
+    await conn.execute(  # rows waiting for them as the partner: the worker cancels them now
+        """UPDATE deliveries d SET waiting = false, next_attempt_at = now()
+           FROM unnest($1::text[], $2::text[]) AS e(tenant_id, person_id)
+           WHERE d.state = 'pending' AND d.waiting AND d.tenant_id = e.tenant_id
+             AND d.partner_id = e.person_id""",
         tenants,
         persons,
     )
@@ -164,6 +186,7 @@ class MatchRow:
     state: str
     confirmed: bool = False  # the event says the match was confirmed (whatever its state)
     outcome: str | None = None  # match-ended's
+    explanation: str | None = None  # match-proposed's, as JSON text
 
 
 async def lock_matches(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> None:
@@ -199,16 +222,22 @@ async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> 
             max(known.state, row.state, key=MATCH_STATES.index),
             known.confirmed or row.confirmed,
             known.outcome or row.outcome,
+            known.explanation or row.explanation,
         )
     if not merged:
         return
     values = list(merged.values())
     await conn.execute(
         """INSERT INTO matches AS m (tenant_id, match_id, program_id, mentee_id, mentor_id,
-                                     expires_at, state, confirmed, outcome)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                $6::timestamptz[], $7::text[], $8::bool[], $9::text[])
+                                     expires_at, state, confirmed, outcome, explanation)
+           SELECT n.tenant_id, n.match_id, n.program_id, n.mentee_id, n.mentor_id, n.expires_at,
+                  n.state, n.confirmed, n.outcome, n.explanation::jsonb
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                       $6::timestamptz[], $7::text[], $8::bool[], $9::text[], $11::text[])
+                AS n(tenant_id, match_id, program_id, mentee_id, mentor_id, expires_at, state,
+                     confirmed, outcome, explanation)
            ON CONFLICT (tenant_id, match_id) DO UPDATE SET
+               explanation = COALESCE(m.explanation, EXCLUDED.explanation),
                expires_at = COALESCE(EXCLUDED.expires_at, m.expires_at),
                state = CASE
                    WHEN array_position($10::text[], EXCLUDED.state)
@@ -234,6 +263,7 @@ async def upsert_matches(conn: asyncpg.Connection, rows: Sequence[MatchRow]) -> 
             9,
         ),
         list(MATCH_STATES),
+        [r.explanation for r in values],
     )
 
 
@@ -362,17 +392,20 @@ async def drop_sessions(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]
 
 
 async def record_responses(
-    conn: asyncpg.Connection, answers: Sequence[tuple[str, str, str]]
+    conn: asyncpg.Connection, answers: Sequence[tuple[str, str, str, str]]
 ) -> None:
-    """(tenant, match, person) answered: remember it and drop their pending reminder."""
+    """(tenant, match, person, decision) answered: remember it (the first decision read) and
+    drop their pending reminder."""
     if not answers:
         return
-    arrays = columns(answers, 3)
     await conn.execute(
-        """INSERT INTO responses (tenant_id, match_id, person_id)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING""",
-        *arrays,
+        """INSERT INTO responses (tenant_id, match_id, person_id, decision)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+           ON CONFLICT (tenant_id, match_id, person_id) DO UPDATE
+               SET decision = COALESCE(responses.decision, EXCLUDED.decision)""",
+        *columns(answers, 4),
     )
+    arrays = columns([a[:3] for a in answers], 3)
     await conn.execute(
         """UPDATE deliveries d SET state = 'cancelled', last_error = 'answered'
            FROM unnest($1::text[], $2::text[], $3::text[]) AS a(tenant_id, match_id, person_id)
@@ -534,7 +567,9 @@ SELECT c.id, c.tenant_id, c.source_event_id, c.recipient_id, c.channel, c.kind, 
        r.email AS recipient_email, r.languages AS recipient_languages,
        r.timezone AS recipient_timezone,
        p.person_id IS NOT NULL AS partner_known, p.display_name AS partner_name,
-       p.email AS partner_email,
+       p.email AS partner_email, p.languages AS partner_languages,
+       p.timezone AS partner_timezone, p.expertise AS partner_expertise,
+       p.goals AS partner_goals,
        ch.endpoint, ch.secret,
        EXISTS (SELECT 1 FROM opt_outs o
                WHERE o.tenant_id = c.tenant_id AND o.person_id = c.recipient_id
@@ -622,3 +657,162 @@ async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome])
         for r in rows
         if r["state"] in ("sent", "failed")
     ]
+
+
+# --- answer pages ------------------------------------------------------------------------------
+
+# An answer is kept to refuse a second one while its link works (feedback links last
+# FEEDBACK_LINK_DAYS, less than RETENTION_DAYS); a proposal's answer stays in `responses`.
+ANSWERS = Purge("answers", "answered_at")
+
+
+@dataclass(frozen=True)
+class PageContact:
+    """What the answer page may show of a person (never their email address)."""
+
+    display_name: str
+    languages: list[str]
+    timezone: str | None
+    expertise: list[dict[str, Any]]
+    goals: list[dict[str, Any]]
+
+    def as_person(self, role: str) -> dict[str, Any]:
+        """For reading.profile, with their side of this match as the role."""
+        return {
+            "display_name": self.display_name,
+            "role": role,
+            "languages": self.languages,
+            "timezone": self.timezone,
+            "expertise": self.expertise,
+            "goals": self.goals,
+        }
+
+
+@dataclass(frozen=True)
+class PageMatch:
+    program_id: str
+    mentee_id: str
+    mentor_id: str
+    state: str  # proposed, confirmed or ended
+    confirmed: bool
+    outcome: str | None  # match-ended's, once ended
+    expires_at: datetime | None  # the proposal's deadline
+    explanation: list[dict[str, Any]]  # empty once either person was erased
+
+    def role_of(self, person_id: str) -> str | None:
+        return {self.mentee_id: "mentee", self.mentor_id: "mentor"}.get(person_id)
+
+
+@dataclass(frozen=True)
+class EarlierAnswer:
+    answer: str | None  # accepted, declined or a rating; None: an app's answer of old
+    answered_at: datetime | None  # None: answered in an app (no time kept)
+
+
+@dataclass(frozen=True)
+class AnswerView:
+    """All one answer link needs: the match, the reader, the other person, an earlier answer."""
+
+    match: PageMatch | None
+    reader: PageContact | None  # None: not known (yet), or erased
+    other: PageContact | None
+    earlier: EarlierAnswer | None
+    other_decision: str | None = None  # how the other person answered the proposal, if they did
+
+
+async def answer_view(
+    conn: asyncpg.Connection, tenant_id: str, match_id: str, person_id: str, action: str
+) -> AnswerView:
+    """What the page of (tenant, match, person, action) shows and checks, in one query. A
+    proposal answered through an app counts as answered too (its `responses` row)."""
+    row = await conn.fetchrow(
+        """SELECT m.match_id IS NOT NULL AS match_known, m.program_id, m.mentee_id,
+                  m.mentor_id, m.state, m.confirmed, m.outcome, m.expires_at, m.explanation,
+                  r.display_name AS r_name, r.languages AS r_languages,
+                  r.timezone AS r_timezone, r.expertise AS r_expertise, r.goals AS r_goals,
+                  o.display_name AS o_name, o.languages AS o_languages,
+                  o.timezone AS o_timezone, o.expertise AS o_expertise, o.goals AS o_goals,
+                  a.answer, a.answered_at, rs.person_id IS NOT NULL AS responded, rs.decision,
+                  ro.decision AS other_decision
+           FROM (VALUES ($1::text, $2::text, $3::text, $4::text))
+                AS k(tenant_id, match_id, person_id, action)
+           LEFT JOIN matches m ON m.tenant_id = k.tenant_id AND m.match_id = k.match_id
+           LEFT JOIN contacts r ON r.tenant_id = k.tenant_id AND r.person_id = k.person_id
+           LEFT JOIN contacts o ON o.tenant_id = k.tenant_id
+                AND o.person_id = CASE k.person_id WHEN m.mentee_id THEN m.mentor_id
+                                                   WHEN m.mentor_id THEN m.mentee_id END
+           LEFT JOIN answers a ON a.tenant_id = k.tenant_id AND a.match_id = k.match_id
+                AND a.person_id = k.person_id AND a.action = k.action
+           LEFT JOIN responses rs ON k.action = 'respond' AND rs.tenant_id = k.tenant_id
+                AND rs.match_id = k.match_id AND rs.person_id = k.person_id
+           LEFT JOIN responses ro ON k.action = 'respond' AND ro.tenant_id = k.tenant_id
+                AND ro.match_id = k.match_id AND ro.person_id = CASE k.person_id
+                    WHEN m.mentee_id THEN m.mentor_id WHEN m.mentor_id THEN m.mentee_id END""",
+        tenant_id,
+        match_id,
+        person_id,
+        action,
+    )
+    match = None
+    if row["match_known"]:
+        match = PageMatch(
+            row["program_id"],
+            row["mentee_id"],
+            row["mentor_id"],
+            row["state"],
+            row["confirmed"],
+            row["outcome"],
+            row["expires_at"],
+            _json_list(row["explanation"]),
+        )
+    earlier = None
+    if row["answer"] is not None:
+        earlier = EarlierAnswer(row["answer"], row["answered_at"])
+    elif row["responded"]:
+        earlier = EarlierAnswer(row["decision"], None)
+    return AnswerView(
+        match, _page_contact(row, "r_"), _page_contact(row, "o_"), earlier, row["other_decision"]
+    )
+
+
+def _page_contact(row: asyncpg.Record, prefix: str) -> PageContact | None:
+    if row[f"{prefix}name"] is None:  # never seen, or erased
+        return None
+    return PageContact(
+        row[f"{prefix}name"],
+        list(row[f"{prefix}languages"] or []),
+        row[f"{prefix}timezone"],
+        _json_list(row[f"{prefix}expertise"]),
+        _json_list(row[f"{prefix}goals"]),
+    )
+
+
+def _json_list(value: Any) -> list[dict[str, Any]]:
+    """A jsonb list, whether the pool decodes jsonb (services) or not (a plain pool)."""
+    return list((json.loads(value) if isinstance(value, str) else value) or [])
+
+
+async def record_answer(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    match_id: str,
+    person_id: str,
+    action: str,
+    answer: str,
+    event_id: str,
+) -> bool:
+    """Keep an answer given through a link; False when one was kept already (a link works
+    once). `answer` is what the page shows back later (the decision or the rating); a reason or
+    a comment, personal words, goes only in the event."""
+    inserted = await conn.fetchval(
+        """INSERT INTO answers (tenant_id, match_id, person_id, action, answer, event_id)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT DO NOTHING RETURNING true""",
+        tenant_id,
+        match_id,
+        person_id,
+        action,
+        answer,
+        event_id,
+    )
+    return bool(inserted)

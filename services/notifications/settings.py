@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from services.notifications.webhook_urls import WebhookRules
 from shared.runtime.settings import ServiceSettings
 
+DEVELOPMENT_LINK_KEY = "mentornet-local-development-only"  # ENVIRONMENT=production refuses it
 TRUE = frozenset({"1", "true", "yes"})  # how `?starttls=` says yes (as smtp.tenant_server reads it)
 
 
@@ -89,6 +90,16 @@ class NotificationSettings(ServiceSettings):
     # reminders: sent this long before a proposal expires, to whoever has not answered
     reminder_before_seconds: float = 24 * 3600.0
 
+    # answer links: where people open them, the keys that sign them, how long feedback links last
+    public_base_url: str = "http://127.0.0.1:8003"  # this service's address as people reach it
+    # Oldest first: the last signs new links, every one is tried when a link comes back, so a
+    # new key is appended and the old one removed once its links have expired (links.py).
+    link_signing_keys: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr(DEVELOPMENT_LINK_KEY)], min_length=1
+    )
+    feedback_link_days: float = 30.0  # a check-in or closing feedback link works this long
+    answer_max_bytes: int = 16 * 1024  # a form post larger than this is refused (413)
+
     @property
     def webhook_rules(self) -> WebhookRules:
         return WebhookRules.allowing(self.webhook_allowed_hosts)
@@ -112,6 +123,13 @@ class NotificationSettings(ServiceSettings):
     def production_problems(self) -> list[str]:
         """Besides the shared rules: mail (names, addresses, introductions) only over TLS."""
         problems = super().production_problems()
+        keys = [k.get_secret_value() for k in self.link_signing_keys]
+        if DEVELOPMENT_LINK_KEY in keys or min(map(len, keys)) < 32:
+            problems.append(
+                "LINK_SIGNING_KEYS: secret keys of 32 characters or more that sign answer links"
+            )
+        if not self.public_base_url.startswith("https://"):
+            problems.append("PUBLIC_BASE_URL: an https:// address (answer links carry tokens)")
         if not self.smtp_use_tls and self.smtp_starttls is not True:
             problems.append("SMTP_USE_TLS=true or SMTP_STARTTLS=true: TLS to the SMTP server")
         tenants = self.notifications_tenants

@@ -26,9 +26,10 @@ from typing import Any
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.notifications import repository
+from services.notifications import reading, repository
 from services.notifications.domain import NEEDS_PARTNER, Finished, Outcome, backoff_seconds
 from services.notifications.errors import DeliveryError, PermanentError
+from services.notifications.links import Link, LinkSigner
 from services.notifications.rate_limit import RateLimits
 from services.notifications.rendering import Rendered, Templates
 from services.notifications.settings import NotificationSettings
@@ -42,6 +43,9 @@ from shared.runtime.tracing import span
 
 log = get_logger(__name__)
 SERVICE = "notifications"
+PROPOSALS = frozenset({"match-proposal", "match-reminder"})  # answered with accept / decline
+# addresses stay hidden until both accept: only these kinds, sent once they did, give the other's
+SHOW_PARTNER_EMAIL = frozenset({"match-introduction", "stall-nudge"})
 
 
 @dataclass
@@ -64,6 +68,7 @@ class DeliveryWorker:
     ) -> None:
         self.settings = settings
         self.templates = templates or Templates()
+        self.signer = LinkSigner([k.get_secret_value() for k in settings.link_signing_keys])
         self.smtp = SmtpSender(settings)
         self.webhooks = WebhookSender(settings)
         self.smtp_limits = RateLimits(settings.smtp_rate_per_second, settings.smtp_burst)
@@ -222,7 +227,9 @@ class DeliveryWorker:
         if c.opted_out:
             return Outcome(c.id, "cancelled", error=f"opted out of {c.category}")
         partner_erased = c.partner_known and c.partner_email is None
-        if c.kind in NEEDS_PARTNER and (not c.partner_known or partner_erased):
+        # a proposal planned before proposals named the partner has none: sent without a name
+        names_partner = c.kind in NEEDS_PARTNER and c.partner_id is not None
+        if names_partner and (not c.partner_known or partner_erased):
             if partner_erased:
                 return Outcome(c.id, "cancelled", error="partner erased")
             return self._wait_for_contact(c, now)
@@ -234,28 +241,67 @@ class DeliveryWorker:
             kind=c.kind,
         ):
             try:
-                rendered = self._render(c, partner_erased)
+                rendered, links = self._render(c, partner_erased, now)
                 if c.channel == "email":
                     return await self._send_email(c, rendered)
-                return await self._send_webhook(c, rendered)
+                return await self._send_webhook(c, rendered, links)
             except DeliveryError as exc:
                 return self._retry(c, exc)
             except Exception as exc:  # e.g. a template error: fixable by a deploy, so retried
                 log.warning("render failed", notification_id=str(c.id), error=repr(exc))
                 return self._retry(c, DeliveryError(f"{type(exc).__name__}: {exc}"))
 
-    def _render(self, c: Claimed, partner_erased: bool) -> Rendered:
-        context = dict(json.loads(c.context) if isinstance(c.context, str) else c.context)
+    def _render(
+        self, c: Claimed, partner_erased: bool, now: datetime
+    ) -> tuple[Rendered, dict[str, str]]:
+        """The message in the recipient's language, and its answer links (a webhook passes
+        them on: an app may draw its own buttons)."""
+        context = dict(_json(c.context))
         locale = self.templates.locale_for(c.recipient_languages)
+        role = context.get("role", "")
         partner = None
         if c.partner_known and not partner_erased:
-            partner = {"name": c.partner_name, "email": c.partner_email}
+            partner = {"name": c.partner_name}
+            if c.kind in SHOW_PARTNER_EMAIL:
+                partner["email"] = c.partner_email
+        links = answer_links(
+            c.kind,
+            c.tenant_id,
+            c.recipient_id,
+            context,
+            self.signer,
+            self.settings.public_base_url,
+            now + timedelta(days=self.settings.feedback_link_days),
+        )
         context.update(
             recipient={"name": c.recipient_name},
             partner=partner,
             timezone=c.recipient_timezone,
+            reasons=reading.reasons(context.get("explanation") or [], role, locale),
+            profile=self._profile(c, partner, role, locale, now),
+            links=links,
+            feedback_link_days=round(self.settings.feedback_link_days),
         )
-        return self.templates.render(c.kind, locale, context)
+        return self.templates.render(c.kind, locale, context), links
+
+    @staticmethod
+    def _profile(
+        c: Claimed, partner: dict[str, Any] | None, role: str, locale: str, now: datetime
+    ) -> reading.Profile | None:
+        """Who is proposed, for a proposal and its reminder (the reader decides on it)."""
+        if c.kind not in PROPOSALS:
+            return None
+        if partner is None:
+            return reading.profile(None, locale, now)
+        person = {
+            "display_name": c.partner_name,
+            "role": "mentor" if role == "mentee" else "mentee",
+            "languages": c.partner_languages or [],
+            "timezone": c.partner_timezone,
+            "expertise": _json(c.partner_expertise) or [],
+            "goals": _json(c.partner_goals) or [],
+        }
+        return reading.profile(person, locale, now)
 
     async def _send_email(self, c: Claimed, rendered: Rendered) -> Outcome:
         server = tenant_server(c.endpoint, c.secret) if c.endpoint else self.smtp.default
@@ -275,13 +321,12 @@ class DeliveryWorker:
         self.send_seconds.labels("email").observe(time.monotonic() - started)
         return Outcome(c.id, "sent", attempted=True)
 
-    async def _send_webhook(self, c: Claimed, rendered: Rendered) -> Outcome:
+    async def _send_webhook(self, c: Claimed, rendered: Rendered, links: dict[str, str]) -> Outcome:
         if not c.endpoint or not c.secret:
             raise PermanentError("webhook channel without endpoint or secret")
         deferred = await self._take_token(c, self.webhook_limits.bucket(origin(c.endpoint)))
         if deferred:
             return deferred
-        context = json.loads(c.context) if isinstance(c.context, str) else c.context
         body = json.dumps(
             {
                 "notification_id": str(c.id),
@@ -298,7 +343,7 @@ class DeliveryWorker:
                 "subject": rendered.subject,
                 "text": rendered.text,
                 "html": rendered.html,
-                "data": context,
+                "data": {**_json(c.context), "links": links},
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -389,6 +434,48 @@ class DeliveryWorker:
                 )
         if any(o.state == "pending" for o in batch):
             self._wake.set()  # rescheduled rows may be due before the claimer's next poll
+
+
+def answer_links(
+    kind: str,
+    tenant_id: str,
+    recipient_id: str,
+    context: dict[str, Any],
+    signer: LinkSigner,
+    base_url: str,
+    feedback_until: datetime,
+) -> dict[str, str]:
+    """The signed links an email is answered with: accept / decline for a proposal and its
+    reminder (working until the proposal expires), a short form for feedback requests (until
+    `feedback_until`); other kinds ask nothing."""
+    match_id = context["match_id"]
+    if kind in PROPOSALS:
+        expires = datetime.fromisoformat(context["expires_at"])
+        link = Link(tenant_id, match_id, recipient_id, "respond", expires)
+        return {
+            choice: signer.url(base_url, link, choice=choice) for choice in ("accept", "decline")
+        }
+    action = _feedback_action(kind, context)
+    if action is None:
+        return {}
+    link = Link(tenant_id, match_id, recipient_id, action, feedback_until)
+    return {"feedback": signer.url(base_url, link)}
+
+
+def _feedback_action(kind: str, context: dict[str, Any]) -> str | None:
+    """What a feedback link answers (links.Link.action); None: the kind asks no feedback."""
+    if kind == "checkin-request":
+        return f"checkin:{context['checkin']}"
+    if kind == "feedback-request":  # after one session
+        return f"checkin:session-{context['session_id']}"
+    if kind == "closing-feedback-request":
+        return "closing"
+    return None
+
+
+def _json(value: Any) -> Any:
+    """A jsonb column: asyncpg hands it over as text unless a codec is set."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def outcome_records(finished: list[Finished]) -> list[OutboxRecord]:

@@ -18,7 +18,7 @@ DAY_MS = 24 * 3600 * 1000
 class Topic:
     name: str
     key: str
-    producer: str
+    producer: str  # who publishes, as docs/contract.md writes it: "mentoring apps, notifications"
     consumers: tuple[str, ...]
     description: str
     partitions: int = 6
@@ -26,6 +26,11 @@ class Topic:
     retention_ms: int = 30 * DAY_MS
     ingress: bool = False
     config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def publishers(self) -> tuple[str, ...]:
+        """Each publisher `producer` names (apps and a service may publish the same event)."""
+        return tuple(self.producer.split(", "))
 
     def kafka_config(self) -> dict[str, str]:
         return {
@@ -37,6 +42,7 @@ class Topic:
 
 HR = "HR systems"
 APPS = "mentoring apps"
+APPS_AND_ANSWER_PAGE = f"{APPS}, notifications"  # people also answer from emails' links
 PERSON_KEY = "person_id (or tenantid:person_id)"
 PROGRAM_KEY = "tenantid:program_id"
 
@@ -68,7 +74,7 @@ _ALL = [
     Topic(
         "match-responded",
         "match_id",
-        APPS,
+        APPS_AND_ANSWER_PAGE,
         ("matching", "notifications"),
         "Accept or decline a proposal.",
         ingress=True,
@@ -92,7 +98,7 @@ _ALL = [
     Topic(
         "feedback-given",
         "match_id",
-        APPS,
+        APPS_AND_ANSWER_PAGE,
         ("matching",),
         "Check-in or closing feedback from one side.",
         ingress=True,
@@ -205,7 +211,7 @@ def read_by(service: str) -> tuple[str, ...]:
 
 def published_by(service: str) -> tuple[str, ...]:
     """The topics `service` publishes (its dead-letter topic aside)."""
-    return tuple(t.name for t in _ALL if t.producer == service)
+    return tuple(t.name for t in _ALL if service in t.publishers)
 
 
 def dead_letter_topic(service: str) -> str:

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi.types import ASGIApp
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -387,7 +388,10 @@ def _note_progress(
         runtime.stalled.discard(key)
 
 
-def create_app(runtime: Runtime) -> AsgiFastStream:
+def create_app(runtime: Runtime, routes: Sequence[tuple[str, ASGIApp]] = ()) -> AsgiFastStream:
+    """The service's ASGI app: health, readiness, metrics and AsyncAPI, plus `routes` of its own
+    (FastStream routes by exact path, e.g. `("/answer", page)`)."""
+
     @get(include_in_schema=False)
     async def healthz(scope: Any) -> AsgiResponse:
         return AsgiResponse(
@@ -417,7 +421,7 @@ def create_app(runtime: Runtime) -> AsgiFastStream:
 
     return AsgiFastStream(
         runtime.broker,
-        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)],
+        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics), *routes],
         asyncapi_path="/docs/asyncapi",
         on_startup=[runtime.start],
         after_shutdown=[runtime.stop],

@@ -207,8 +207,24 @@ def proposed(
             "mentor_id": mentor,
             "score": 0.82,
             "explanation": [
-                {"criterion": "topic_fit", "weight": 0.5, "contribution": 0.4, "reason": "python"},
-                {"criterion": "languages", "weight": 0.2, "contribution": 0.2, "reason": "fr"},
+                {
+                    "criterion": "topic_fit",
+                    "weight": 0.5,
+                    "contribution": 0.4,
+                    "reason": "Covers your goal: python",
+                    "facts": {
+                        "goals": [{"topic": "python", "priority": 1, "covered": True}],
+                        "covered": ["python"],
+                        "not_covered": [],
+                    },
+                },
+                {
+                    "criterion": "languages",
+                    "weight": 0.2,
+                    "contribution": 0.2,
+                    "reason": "You both speak English",
+                    "facts": {"shared": ["en"]},
+                },
             ],
             "expires_at": (datetime.now(UTC) + expires_in).isoformat(),
         },
@@ -345,12 +361,18 @@ async def test_proposal_mails_both_sides_once_in_their_language(
     assert to_mentor["Message-ID"] == expected_message_id(
         tenant, proposal, mentor, "match-proposal"
     )
-    assert to_mentee["Subject"].startswith("Nous vous avons trouvé un mentor")
-    assert to_mentor["Subject"].startswith("A mentee has been proposed to you")
+    assert to_mentee["Subject"] == (
+        f"Nous vous proposons Person {mentor} comme mentor : acceptez-vous ?"
+    )
+    assert to_mentor["Subject"] == "Would you mentor Amélie <script>x</script>?"
     html = to_mentee.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "&lt;script&gt;" in html and "<script>" not in html
     text = to_mentee.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "Sujets : python" in text
+    assert "Sujets : Couvre votre objectif : python" in text  # written to the mentee, in French
+    assert "Accepter : http" in text and "choice=accept" in text
+    assert address(mentor) not in text + html  # addresses stay hidden until both accept
+    to_mentor_text = to_mentor.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Topics: Wants to learn: python; your expertise covers it" in to_mentor_text
 
     # the same event again (a producer retry, a replay): nothing is sent twice
     again = await publish(producer, proposal, match)
@@ -505,14 +527,33 @@ async def test_offboarded_person_gets_nothing_and_keeps_no_personal_data(
         key,
     )
 
-    # a proposal for someone whose contact has not arrived yet waits for it ...
+    async def proposal_to_mentor(match_id: str) -> asyncpg.Record | None:
+        return await db.fetchrow(
+            """SELECT state, last_error FROM deliveries
+               WHERE tenant_id = $1 AND recipient_id = $2 AND match_id = $3
+                 AND kind = 'match-proposal'""",
+            tenant,
+            mentor,
+            match_id,
+        )
+
+    # a proposal for someone whose contact has not arrived yet waits for it, on both sides
+    # (the mentor's names them) ...
     waiting_match = f"m-{uuid.uuid4().hex[:8]}"
     await publish(
         producer,
         proposed(tenant, waiting_match, unknown_leaver, mentor, timedelta(days=3)),
         waiting_match,
     )
-    await eventually(lambda: smtp.to(address(mentor)))
+
+    async def waits(match_id: str) -> bool:
+        row = await proposal_to_mentor(match_id)
+        return row is not None and (row["state"], row["last_error"]) == (
+            "pending",
+            "waiting for contact",
+        )
+
+    await eventually(lambda: waits(waiting_match))
 
     async def contact_erased(person_id: str) -> bool:
         row = await db.fetchrow(
@@ -546,9 +587,22 @@ async def test_offboarded_person_gets_nothing_and_keeps_no_personal_data(
     )
     await eventually(lambda: consumed(db, late))
     await eventually(lambda: consumed(db, after))
-    await eventually(lambda: len(smtp.to(address(mentor))) == 2)
+
+    async def cancelled(match_id: str) -> bool:
+        row = await proposal_to_mentor(match_id)
+        return row is not None and (row["state"], row["last_error"]) == (
+            "cancelled",
+            "partner erased",
+        )
+
+    # the mentor is never told about someone erased: a proposal naming them is dropped (the
+    # one that waited for them is dropped when it wakes up; nothing is sent meanwhile)
+    await eventually(lambda: cancelled(match))
     await asyncio.sleep(1.0)
 
+    assert smtp.to(address(mentor)) == []
+    still = await proposal_to_mentor(waiting_match)
+    assert still is not None and still["state"] in ("pending", "cancelled")
     assert smtp.to(address(leaver)) == [] and smtp.to(address(unknown_leaver)) == []
     for p in (leaver, unknown_leaver):
         row = await db.fetchrow(
@@ -596,7 +650,7 @@ async def test_reminder_goes_only_to_who_has_not_answered(
     assert len(reminders) == 1
     await asyncio.sleep(0.5)
     assert [parsed(m.content)["Subject"] for m in smtp.to(address(mentee))] == [
-        "We found a mentor for you: please answer"
+        f"Person {mentor} is proposed as your mentor: will you accept?"
     ]
 
     # the invalid answer is matching's to dead-letter, not ours

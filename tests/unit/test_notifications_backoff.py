@@ -25,7 +25,7 @@ from services.notifications.domain import (
 from services.notifications.rate_limit import TokenBucket
 from services.notifications.smtp import classify, tenant_server
 from shared.contract.envelope import CloudEvent
-from shared.contract.events import MatchEnded, MatchProposed
+from shared.contract.events import ExplanationItem, MatchEnded, MatchProposed
 
 pytestmark = pytest.mark.unit
 
@@ -110,6 +110,16 @@ def test_tenant_smtp_endpoint() -> None:
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
+LANGUAGES = ExplanationItem(
+    criterion="languages",
+    weight=0.2,
+    contribution=0.2,
+    reason="You both speak French",
+    facts={"shared": ["fr"]},
+)
+FROM_V1 = ExplanationItem(criterion="load", weight=0.1, contribution=0.1, reason="Has 1 of 2")
+
+
 def proposal(expires_in: timedelta) -> MatchProposed:
     return MatchProposed(
         match_id="m-1",
@@ -117,21 +127,31 @@ def proposal(expires_in: timedelta) -> MatchProposed:
         mentee_id="alice",
         mentor_id="bob",
         score=0.7,
-        explanation=[],
+        explanation=[FROM_V1, LANGUAGES],
         expires_at=NOW + expires_in,
     )
 
 
 def test_proposal_plans_both_sides_and_reminders_before_the_deadline() -> None:
     planned = for_proposal(proposal(timedelta(hours=72)), Policy(), NOW)
-    assert sorted((p.kind, p.recipient_id) for p in planned) == [
-        ("match-proposal", "alice"),
-        ("match-proposal", "bob"),
-        ("match-reminder", "alice"),
-        ("match-reminder", "bob"),
+    assert sorted((p.kind, p.recipient_id, p.partner_id) for p in planned) == [
+        ("match-proposal", "alice", "bob"),  # each names the other
+        ("match-proposal", "bob", "alice"),
+        ("match-reminder", "alice", "bob"),
+        ("match-reminder", "bob", "alice"),
     ]
     reminder = next(p for p in planned if p.kind == "match-reminder")
     assert reminder.not_before == NOW + timedelta(hours=48)
+    # what each reader's reasons are written from, largest contribution first
+    assert planned[0].context["explanation"] == [
+        {
+            "criterion": "languages",
+            "contribution": 0.2,
+            "reason": "You both speak French",
+            "facts": {"shared": ["fr"]},
+        },
+        {"criterion": "load", "contribution": 0.1, "reason": "Has 1 of 2", "facts": {}},
+    ]
 
 
 def test_no_reminder_when_the_deadline_is_too_close() -> None:

@@ -10,11 +10,15 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from services.notifications import webhook
 from services.notifications.errors import TransientError
-from services.notifications.settings import NotificationSettings, TenantChannel
+from services.notifications.settings import (
+    DEVELOPMENT_LINK_KEY,
+    NotificationSettings,
+    TenantChannel,
+)
 from services.notifications.webhook import RefusedDestination, WebhookSender
 from services.notifications.webhook_urls import WebhookRules, refused_kind
 from shared.local.probes import free_port
@@ -274,3 +278,23 @@ async def test_an_allowed_name_is_reached_as_it_resolves(sink: WebhookSink) -> N
     await hooks.send(f"http://localhost:{sink.port}/hooks", "s", "n-1", b"{}")
     await hooks.close()
     assert sum(sink.counts.values()) == 1
+
+
+def test_production_refuses_development_or_short_link_keys_and_plain_http_links() -> None:
+    def problems(**settings: object) -> list[str]:
+        return [
+            p.split(":")[0]
+            for p in NotificationSettings(**settings).production_problems()  # type: ignore[arg-type]
+            if p.startswith(("LINK_SIGNING_KEYS", "PUBLIC_BASE_URL"))
+        ]
+
+    strong = [SecretStr("k" * 32)]
+    assert problems() == ["LINK_SIGNING_KEYS", "PUBLIC_BASE_URL"]  # the development defaults
+    assert problems(link_signing_keys=[SecretStr("short")]) == [
+        "LINK_SIGNING_KEYS",
+        "PUBLIC_BASE_URL",
+    ]
+    assert problems(link_signing_keys=[*strong, SecretStr(DEVELOPMENT_LINK_KEY)]) != []
+    with pytest.raises(ValidationError, match="link_signing_keys"):
+        NotificationSettings(link_signing_keys=[])  # no key, no link: refused at startup
+    assert problems(link_signing_keys=strong, public_base_url="https://m.example.org") == []
