@@ -31,7 +31,7 @@ demo: $(STAMP)
 	else \
 		$(BIN)/mentornet stack up && \
 		$(BIN)/mentornet simulate --mentors 12 --mentees 20 --life && \
-		echo "Mail sent by notifications is in .stack/mail/; stop everything with: make down"; \
+		echo "Mail sent by notifications is in .stack/mail/ (unless SMTP_HOST names your own server); stop everything with: make down"; \
 	fi
 
 ## test: every layer (unit, integration, e2e, fault) on a real Kafka and PostgreSQL

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Sequence
+from email import message_from_bytes, policy
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -15,10 +18,12 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import Progress
 
+from services.notifications.domain import notification_id
 from shared.local.life import DEMO_TIMINGS, LIFE_TOPICS, Life
 from shared.local.simulation import Population, Record
 
 console = Console()
+ANSWER_LINK = re.compile(r"https?://\S+/answer\?\S*choice=accept\S*")
 LIFE_SECONDS = 150.0  # at most, after the proposals: a demo program lives 30 s per relationship
 
 
@@ -33,7 +38,10 @@ async def simulate(
     show_proposals: bool,
     wait: float,
     life: bool = False,
-) -> None:
+    mail_dir: Path | None = None,
+) -> str | None:
+    """Returns, with `life`, where to answer the proposal left to the person running the demo
+    (the link in its email, read from `mail_dir` when the stack's mail catcher has it)."""
     population = Population(tenant, programs=programs, seed=seed)
     records = list(population.registrations(mentors, mentees))
     if life:  # short relationships, said before anyone enrols
@@ -44,18 +52,51 @@ async def simulate(
         for r in records
         if r.topic == "mentee-registered"
     }
+    emails = {r.data["person_id"]: r.data["email"] for r in records if "email" in r.data}
     reader = await _reader(bootstrap) if show_proposals or life else None
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
+    people = Life(population, goals, seed=seed) if life else None
     try:
         await _publish(producer, records, tenant, rate)
         if reader is not None:
-            people = Life(population, goals, seed=seed) if life else None
             await _follow(reader, producer, tenant, mentees, wait, people)
     finally:
         await producer.stop()
         if reader is not None:
             await reader.stop()
+    if people is None or people.for_you is None:
+        return None
+    left = people.for_you
+    address = emails[left.mentor_id]
+    email_id = notification_id(tenant, left.event_id, left.mentor_id, "email", "match-proposal")
+    link = await _answer_link(mail_dir, f"<{email_id}@mentornet>") if mail_dir else None
+    if link is None:
+        return f"Answer a proposal yourself: open the link in the proposal email sent to {address}."
+    return f"Answer a proposal yourself, as its mentor ({address}): open {link}"
+
+
+async def _answer_link(mail_dir: Path, message_id: str, timeout: float = 30.0) -> str | None:
+    """The accept link of the email `message_id`, once the mail catcher saved it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        link = await asyncio.to_thread(_find_answer_link, mail_dir, message_id)
+        if link:
+            return link
+        await asyncio.sleep(0.5)
+    return None
+
+
+def _find_answer_link(mail_dir: Path, message_id: str) -> str | None:
+    for path in sorted(mail_dir.glob("*.eml"), reverse=True):  # newest first
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        if message["Message-ID"] != message_id:
+            continue
+        body = message.get_body(("plain",))
+        found = ANSWER_LINK.search(body.get_content() if body else "")
+        if found:
+            return found.group(0)
+    return None
 
 
 async def _publish(

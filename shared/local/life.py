@@ -27,6 +27,16 @@ DEMO_TIMINGS: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class LeftForYou:
+    """The first proposal: its mentee accepts, its mentor is left to whoever runs the demo, who
+    answers from the link in the proposal email (the demo prints it)."""
+
+    match_id: str
+    mentor_id: str
+    event_id: str  # match-proposed's: the email's Message-ID derives from it
+
+
 @dataclass
 class Life:
     """What the people of one tenant do, and what remains open (see `settled`)."""
@@ -41,6 +51,7 @@ class Life:
     ended: dict[str, str] = field(default_factory=dict)  # match -> outcome
     asked: set[tuple[str, str, str]] = field(default_factory=set)  # (match, person, kind:n)
     parted_early: str | None = None  # the one relationship a mentee ends as not a fit
+    for_you: LeftForYou | None = None  # see LeftForYou
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
@@ -50,6 +61,9 @@ class Life:
         match_id = data["match_id"]
         if kind == "match-proposed" and match_id not in self.proposed:
             self.proposed.add(match_id)
+            if self.for_you is None:
+                self.for_you = LeftForYou(match_id, data["mentor_id"], event["id"])
+                return [self._answer(match_id, data["mentee_id"], "accepted")]
             if self.random.random() < self.decline:
                 return [self._answer(match_id, data["mentor_id"], "declined")]
             return [self._answer(match_id, who, "accepted") for who in _parties(data)]
@@ -79,9 +93,11 @@ class Life:
     def settled(self) -> bool:
         """Every proposal was answered, every relationship has ended and its closing feedback
         is given."""
-        answered = all(m in self.confirmed or m in self.ended for m in self.proposed)
+        yours = {self.for_you.match_id} if self.for_you else set()
+        answered = all(m in self.confirmed or m in self.ended for m in self.proposed - yours)
         closing = {m for m, _, kind in self.asked if kind.startswith("closing")}
-        return answered and bool(self.confirmed) and self.confirmed <= closing
+        lived = self.confirmed - yours
+        return answered and bool(lived) and lived <= closing
 
     def _answer(self, match_id: str, person: str, decision: str) -> Record:
         data = {"match_id": match_id, "person_id": person, "decision": decision}

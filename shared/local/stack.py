@@ -801,6 +801,16 @@ async def _start_postgres(cfg: StackConfig, on_step: Step) -> None:
 # ---------------------------------------------------------------- mail catcher and services
 
 
+def operator_mail_server() -> str | None:
+    """The operator's own mail server, when SMTP_HOST or SMTP_PORT is set: the stack then
+    leaves both to notifications and starts no mail catcher, so no mail meant for real
+    mailboxes is swallowed. None: the stack's catcher receives the mail."""
+    host, port = os.environ.get("SMTP_HOST"), os.environ.get("SMTP_PORT")
+    if not host and not port:
+        return None
+    return f"{host or '127.0.0.1'}:{port or 'the default port'}"
+
+
 def _healthz_check(port: int) -> Callable[[], Awaitable[bool]]:
     return lambda: answers(f"http://127.0.0.1:{port}/healthz")
 
@@ -827,11 +837,11 @@ async def _start_python(cfg: StackConfig, name: str, on_step: Step) -> None:
             "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
             "DATABASE_URL": cfg.database_url,
             "HTTP_PORT": str(port),
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(cfg.smtp_port),
             # local webhook receivers (sinks) listen on 127.0.0.1, which webhooks otherwise refuse
             "WEBHOOK_ALLOWED_HOSTS": os.environ.get("WEBHOOK_ALLOWED_HOSTS", '["127.0.0.1"]'),
         }
+        if operator_mail_server() is None:
+            env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(cfg.smtp_port))
         check = _healthz_check(port)
     on_step(f"{name}: starting on 127.0.0.1:{port}")
     pid = _spawn(
@@ -932,7 +942,10 @@ async def start_infra(
     """Kafka, PostgreSQL and the mail catcher side by side, then the topic and migration hooks."""
     say = on_step or _print_step
     started = time.monotonic()
-    names = [n for n in INFRA if n != "mailcatcher" or cfg.with_mailcatcher]
+    names = [n for n in INFRA if n != "mailcatcher" or _with_catcher(cfg)]
+    server = operator_mail_server()
+    if cfg.with_mailcatcher and server is not None:
+        say(f"mail: SMTP_HOST/SMTP_PORT are set, so mail goes to {server}; no mail catcher")
     await _gather([start_component(cfg, n, say) for n in names])
     say(f"infrastructure ready in {time.monotonic() - started:.1f} s")
     if provision:
@@ -953,6 +966,10 @@ async def up(cfg: StackConfig, services: bool = True, on_step: Step | None = Non
         await start_services(cfg, on_step=on_step)
 
 
+def _with_catcher(cfg: StackConfig) -> bool:
+    return cfg.with_mailcatcher and operator_mail_server() is None
+
+
 def down(cfg: StackConfig, on_step: Step | None = None) -> list[str]:
     """Stop everything `up` started (services first, PostgreSQL last); returns what was stopped."""
     order = [*reversed(SERVICES), "mailcatcher", "kafka", "postgres"]
@@ -971,7 +988,7 @@ def status(cfg: StackConfig) -> list[ComponentStatus]:
     rows = []
     for name in (*INFRA, *SERVICES):
         entry = state.get(name)
-        if name == "mailcatcher" and not cfg.with_mailcatcher and entry is None:
+        if name == "mailcatcher" and not _with_catcher(cfg) and entry is None:
             continue
         if name == "postgres":
             running = entry is not None and _pg_running(cfg) is not None

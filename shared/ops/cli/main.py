@@ -213,8 +213,11 @@ def simulate(
 ) -> None:
     """Publish a synthetic HR stream (mentors, then mentees) at a chosen rate."""
     from shared.local.demo import simulate as go
+    from shared.local.stack import StackConfig, operator_mail_server
 
-    run(
+    # the local stack's mail catcher keeps what notifications sends (not with a real server)
+    mail_dir = StackConfig().mail_dir if operator_mail_server() is None else None
+    for_you = run(
         go(
             bootstrap(bootstrap_servers),
             tenant,
@@ -226,10 +229,13 @@ def simulate(
             show_proposals,
             wait,
             life=life,
+            mail_dir=mail_dir,
         )
     )
     if life:
         report_command(tenant=tenant, timeout=60.0, bootstrap_servers=bootstrap_servers)
+    if for_you:  # plain, unwrapped: the link must stay one line to be copied
+        typer.echo(f"\n{for_you}")
 
 
 app.command("report")(report_command)
