@@ -23,14 +23,17 @@ lock:
 		--no-emit-find-links --output-file requirements.lock pyproject.toml
 
 ## demo: start everything (Compose if Docker answers, else the local stack), feed HR events, show proposals, play a short life, print the report
+# Each run is a new organisation: the simulated HR events are seeded, so the same tenant's second
+# run would be recognised as already handled and change nothing.
 demo: $(STAMP)
-	@if docker info >/dev/null 2>&1; then \
+	@tenant="demo-$$(date +%Y%m%d-%H%M%S)"; \
+	if docker info >/dev/null 2>&1; then \
 		docker compose up -d --build --wait && \
-		KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092 $(BIN)/mentornet simulate --mentors 12 --mentees 20 --life && \
+		KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092 $(BIN)/mentornet simulate --tenant "$$tenant" --mentors 12 --mentees 20 --life && \
 		echo "Stop it with: docker compose down"; \
 	else \
 		$(BIN)/mentornet stack up && \
-		$(BIN)/mentornet simulate --mentors 12 --mentees 20 --life && \
+		$(BIN)/mentornet simulate --tenant "$$tenant" --mentors 12 --mentees 20 --life && \
 		echo "Mail sent by notifications is in .stack/mail/ (unless SMTP_HOST names your own server); stop everything with: make down"; \
 	fi
 
