@@ -43,6 +43,42 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# What the page must be for everyone, read in the browser (the page's own scripts are off; this
+# is the test's): the reader's language, one h1, a phone's viewport and no sideways scrolling,
+# every field labelled, radio groups in a fieldset with a legend, no script, and text at WCAG
+# AA contrast (4.5:1) against the background it is drawn on.
+ACCESSIBILITY = """() => {
+  const problems = [];
+  const lum = (rgb) => {
+    const [r, g, b] = rgb.map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const rgba = (css) => (css.match(/[\\d.]+/g) || []).map(Number);
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  if (!document.documentElement.lang) problems.push("no lang");
+  if (document.querySelectorAll("h1").length !== 1) problems.push("not one h1");
+  if (!document.querySelector('meta[name=viewport]')) problems.push("no viewport");
+  if (document.querySelectorAll("script").length) problems.push("a script");
+  if (document.documentElement.scrollWidth > window.innerWidth) problems.push("scrolls sideways");
+  for (const f of document.querySelectorAll("input:not([type=hidden]), textarea, select")) {
+    if (!f.labels || !f.labels.length) problems.push("unlabelled " + (f.name || f.id));
+    if (f.type === "radio" && !f.closest("fieldset")?.querySelector("legend")) problems.push("radio outside a fieldset: " + f.name);
+  }
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || el.closest("head")) continue;
+    const fg = lum(rgba(getComputedStyle(el).color).slice(0, 3)), bg = lum(background(el));
+    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    if (ratio < 4.5) problems.push(`contrast ${ratio.toFixed(2)} of <${el.tagName.toLowerCase()}> "${el.textContent.trim().slice(0, 30)}"`);
+  }
+  return problems;
+}"""
 LINK = re.compile(r"https?://[^\s<>\"]+/answer\?[^\s<>\"]+")
 
 
@@ -134,11 +170,13 @@ async def _accept(browser: Browser, link: str, shot: str) -> tuple[str, str, str
         assert response is not None and response.status == 200, await page.content()
         lang = await page.get_attribute("html", "lang") or ""
         before = await page.inner_text("body")
+        assert await page.evaluate(ACCESSIBILITY) == []
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
         async with page.expect_navigation():
             await page.click("button[name=choice][value=accept]")
         after = await page.inner_text("body")
+        assert await page.evaluate(ACCESSIBILITY) == []
         await page.screenshot(path=str(ARTIFACTS / f"{shot}-answered.png"), full_page=True)
         return lang, before, after
     finally:
