@@ -601,8 +601,13 @@ async def test_offboarded_person_gets_nothing_and_keeps_no_personal_data(
     await asyncio.sleep(1.0)
 
     assert smtp.to(address(mentor)) == []
-    still = await proposal_to_mentor(waiting_match)
-    assert still is not None and still["state"] in ("pending", "cancelled")
+    await eventually(lambda: cancelled(waiting_match))  # woken by the erasure, not left waiting
+    explanation = await db.fetchval(  # what the proposal said of them goes with them
+        "SELECT explanation FROM matches WHERE tenant_id = $1 AND match_id = $2",
+        tenant,
+        waiting_match,
+    )
+    assert explanation is None
     assert smtp.to(address(leaver)) == [] and smtp.to(address(unknown_leaver)) == []
     for p in (leaver, unknown_leaver):
         row = await db.fetchrow(
