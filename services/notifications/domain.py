@@ -81,9 +81,10 @@ class Policy:
     contact_wait: timedelta = timedelta(days=7)
 
 
-def _explanation(data: MatchProposed) -> list[dict[str, Any]]:
-    """What the emails write each reader's reasons from (reading.reasons): the facts, and
-    matching's English sentence for consumers of the webhook's data that still show it."""
+def explanation(data: MatchProposed) -> list[dict[str, Any]]:
+    """What notifications keeps of a proposal's explanation, for emails and the answer page to
+    write each reader's reasons from (reading.reasons): the facts, and matching's English
+    sentence for consumers of the webhook's data that still show it."""
     items = sorted(data.explanation, key=lambda i: i.contribution, reverse=True)
     return [
         {
@@ -105,7 +106,7 @@ def for_proposal(data: MatchProposed, policy: Policy, now: datetime) -> list[Pla
         "program_id": data.program_id,
         "score": data.score,
         "expires_at": data.expires_at.isoformat(),
-        "explanation": _explanation(data),
+        "explanation": explanation(data),
     }
     parties = (
         ("mentee", data.mentee_id, data.mentor_id),

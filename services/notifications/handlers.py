@@ -272,10 +272,6 @@ def _contact(event: CloudEvent) -> ContactRow:
     )
 
 
-def _explanation_json(event: CloudEvent) -> str:
-    return json.dumps([i.model_dump(mode="json") for i in event.data.explanation])
-
-
 def _confirmed(of: dict[str, list[CloudEvent]]) -> list[tuple[str, str]]:
     """The matches this batch says were confirmed (see domain.implies_confirmation)."""
     return [
@@ -307,7 +303,9 @@ def _match_rows(events: Sequence[CloudEvent]) -> list[MatchRow]:
             states[e.type],
             confirmed=domain.implies_confirmation(e),
             outcome=e.data.outcome if e.type == "match-ended" else None,
-            explanation=_explanation_json(e) if e.type == "match-proposed" else None,
+            explanation=json.dumps(domain.explanation(e.data))
+            if e.type == "match-proposed"
+            else None,
         )
         for e in events
         if e.type in states

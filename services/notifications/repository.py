@@ -9,7 +9,7 @@ may not touch a row twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -668,7 +668,8 @@ ANSWERS = Purge("answers", "answered_at")
 
 @dataclass(frozen=True)
 class PageContact:
-    """What the answer page may show of a person (never their email address)."""
+    """What the answer page and a proposal email may show of a person (never their email
+    address)."""
 
     display_name: str
     languages: list[str]
@@ -771,11 +772,12 @@ async def answer_view(
     elif row["responded"]:
         earlier = EarlierAnswer(row["decision"], None)
     return AnswerView(
-        match, _page_contact(row, "r_"), _page_contact(row, "o_"), earlier, row["other_decision"]
+        match, contact_shown(row, "r_"), contact_shown(row, "o_"), earlier, row["other_decision"]
     )
 
 
-def _page_contact(row: asyncpg.Record, prefix: str) -> PageContact | None:
+def contact_shown(row: asyncpg.Record | Mapping[str, Any], prefix: str) -> PageContact | None:
+    """What may be shown of the person whose contact columns in `row` start with `prefix`."""
     if row[f"{prefix}name"] is None:  # never seen, or erased
         return None
     return PageContact(
@@ -787,9 +789,13 @@ def _page_contact(row: asyncpg.Record, prefix: str) -> PageContact | None:
     )
 
 
+def jsonb(value: Any) -> Any:
+    """A jsonb column, whether the pool decodes jsonb or hands it over as text."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _json_list(value: Any) -> list[dict[str, Any]]:
-    """A jsonb list, whether the pool decodes jsonb (services) or not (a plain pool)."""
-    return list((json.loads(value) if isinstance(value, str) else value) or [])
+    return list(jsonb(value) or [])
 
 
 async def record_answer(

@@ -21,6 +21,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -57,6 +58,11 @@ class Claimed:
 
     def __getattr__(self, name: str) -> Any:
         return self.row[name]
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        """The row's context, decoded once (templates and webhooks both read it)."""
+        return dict(repository.jsonb(self.row["context"]))
 
 
 class DeliveryWorker:
@@ -244,7 +250,7 @@ class DeliveryWorker:
                 rendered, links = self._render(c, partner_erased, now)
                 if c.channel == "email":
                     return await self._send_email(c, rendered)
-                return await self._send_webhook(c, rendered, links)
+                return await self._send_webhook(c, rendered, {**c.data, "links": links})
             except DeliveryError as exc:
                 return self._retry(c, exc)
             except Exception as exc:  # e.g. a template error: fixable by a deploy, so retried
@@ -256,7 +262,7 @@ class DeliveryWorker:
     ) -> tuple[Rendered, dict[str, str]]:
         """The message in the recipient's language, and its answer links (a webhook passes
         them on: an app may draw its own buttons)."""
-        context = dict(_json(c.context))
+        context = dict(c.data)
         locale = self.templates.locale_for(c.recipient_languages)
         role = context.get("role", "")
         partner = None
@@ -291,16 +297,8 @@ class DeliveryWorker:
         """Who is proposed, for a proposal and its reminder (the reader decides on it)."""
         if c.kind not in PROPOSALS:
             return None
-        if partner is None:
-            return reading.profile(None, locale, now)
-        person = {
-            "display_name": c.partner_name,
-            "role": "mentor" if role == "mentee" else "mentee",
-            "languages": c.partner_languages or [],
-            "timezone": c.partner_timezone,
-            "expertise": _json(c.partner_expertise) or [],
-            "goals": _json(c.partner_goals) or [],
-        }
+        shown = repository.contact_shown(c.row, "partner_") if partner else None
+        person = shown.as_person("mentor" if role == "mentee" else "mentee") if shown else None
         return reading.profile(person, locale, now)
 
     async def _send_email(self, c: Claimed, rendered: Rendered) -> Outcome:
@@ -321,7 +319,7 @@ class DeliveryWorker:
         self.send_seconds.labels("email").observe(time.monotonic() - started)
         return Outcome(c.id, "sent", attempted=True)
 
-    async def _send_webhook(self, c: Claimed, rendered: Rendered, links: dict[str, str]) -> Outcome:
+    async def _send_webhook(self, c: Claimed, rendered: Rendered, data: dict[str, Any]) -> Outcome:
         if not c.endpoint or not c.secret:
             raise PermanentError("webhook channel without endpoint or secret")
         deferred = await self._take_token(c, self.webhook_limits.bucket(origin(c.endpoint)))
@@ -343,7 +341,7 @@ class DeliveryWorker:
                 "subject": rendered.subject,
                 "text": rendered.text,
                 "html": rendered.html,
-                "data": {**_json(c.context), "links": links},
+                "data": data,
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -471,11 +469,6 @@ def _feedback_action(kind: str, context: dict[str, Any]) -> str | None:
     if kind == "closing-feedback-request":
         return "closing"
     return None
-
-
-def _json(value: Any) -> Any:
-    """A jsonb column: asyncpg hands it over as text unless a codec is set."""
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def outcome_records(finished: list[Finished]) -> list[OutboxRecord]:
