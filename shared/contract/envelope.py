@@ -1,5 +1,11 @@
 """CloudEvents 1.0 envelope: decoding a Kafka record (structured or binary mode) and encoding ours.
 
+The mode is chosen as the CloudEvents Kafka protocol binding says: a `content-type` header that
+starts with `application/cloudevents` means structured mode (the `ce_` headers are then ignored),
+any other means binary mode. A record without `content-type` is structured unless it carries
+`ce_specversion` (the records mentornet has always accepted). mentornet's own records are
+structured, with `content-type: application/cloudevents+json` and no `ce_` header.
+
 `decode_record` never raises anything but `Rejected`, whose `code` and `reason` go to the
 dead-letter topic: the reason names the field and the problem so a person can fix the publisher.
 """
@@ -10,12 +16,12 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from shared.contract.events import EVENT_MODELS, Identifier, Payload, Timestamp
-from shared.contract.signature import MAX_AGE, MAX_AHEAD, is_signed_by
+from shared.contract.signature import MAX_AGE, MAX_AHEAD, is_signed_by, sign
 from shared.contract.topics import TOPICS
 
 MAX_EVENT_BYTES = 256 * 1024
@@ -24,6 +30,9 @@ MAX_ARRAY_ITEMS = 1000
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 16 * 1024
 SPECVERSION = "1.0"
+STRUCTURED = "application/cloudevents+json"  # the JSON event format's media type
+BATCH = "application/cloudevents-batch+json"  # a JSON array of events (HTTP only)
+_STRUCTURED_BYTES = STRUCTURED.encode()
 
 # Keys of events published per person may carry the tenant ("acme:p-1") or not ("p-1").
 PERSON_KEYED = frozenset(
@@ -31,6 +40,7 @@ PERSON_KEYED = frozenset(
 )
 
 Headers = Sequence[tuple[str, bytes]]
+Mode = Literal["structured", "binary"]
 
 
 class Rejected(Exception):
@@ -40,6 +50,54 @@ class Rejected(Exception):
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
+
+
+def media_type(content_type: str) -> str:
+    """`application/cloudevents+json; charset=utf-8` -> `application/cloudevents+json`."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str) -> bool:
+    """Whether a media type is JSON: `application/json` or any `+json` suffix."""
+    kind = media_type(content_type)
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def content_mode(headers: Headers) -> Mode:
+    """The record's content mode, by its `content-type` header as the Kafka binding says; raises
+    Rejected for a structured format other than JSON. A record with neither a CloudEvents
+    content type nor `ce_specversion` cannot be binary (it has no attributes): it is read as
+    structured, as mentornet always read it, whatever its `content-type` (`application/json`)."""
+    if not headers:
+        return "structured"
+    content_type = _content_type(headers)
+    if content_type == _STRUCTURED_BYTES:  # ours, and the SDKs': no parsing needed
+        return "structured"
+    if content_type is not None:
+        kind = media_type(content_type.decode("utf-8", "replace"))
+        if kind.startswith("application/cloudevents"):
+            if kind != STRUCTURED:
+                raise Rejected(
+                    "unsupported_content_type",
+                    f"content-type {kind!r}: structured records must be {STRUCTURED!r}",
+                )
+            return "structured"
+    return "binary" if any(k == "ce_specversion" for k, _ in headers) else "structured"
+
+
+def binary_attributes(headers: Headers) -> dict[str, bytes]:
+    """The attributes of a binary-mode record: its `ce_` headers, and `content-type` as
+    `datacontenttype`."""
+    attributes = {k[3:]: v for k, v in headers if k.startswith("ce_")}
+    content_type = _content_type(headers)
+    if content_type is not None:
+        attributes["datacontenttype"] = content_type
+    return attributes
+
+
+def _content_type(headers: Headers) -> bytes | None:
+    """The first `content-type` header's value (Kafka allows repeated headers)."""
+    return next((v for k, v in headers if k.lower() == "content-type" and v is not None), None)
 
 
 class RawJson(str):
@@ -93,6 +151,21 @@ class CloudEvent(BaseModel):
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(self.to_bytes())
         return body
+
+    def kafka_headers(self) -> tuple[tuple[str, bytes], ...]:
+        """The headers of its structured-mode record (the Kafka binding): the content type, and
+        the trace context for tools that read only headers."""
+        headers = [("content-type", STRUCTURED.encode())]
+        if self.traceparent:
+            headers.append(("traceparent", self.traceparent.encode()))
+        return tuple(headers)
+
+    def signed_bytes(self, key: bytes) -> bytes:
+        """Structured-mode JSON with the `signature` extension over the envelope as written (for
+        a tenant whose events mentornet accepts only signed; shared.contract.signature)."""
+        envelope = json.loads(self.to_bytes())
+        envelope["signature"] = sign(envelope, key)
+        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
 
     def to_bytes(self) -> bytes:
         """Structured-mode JSON. Built by hand around pydantic's JSON of `data`: this runs once
@@ -173,9 +246,12 @@ def _days(span: timedelta) -> str:
 
 
 def _check_signature(value: bytes, headers: Headers, key: bytes) -> None:
-    ce_headers = {k[3:]: v.decode("utf-8", "replace") for k, v in headers if k.startswith("ce_")}
-    if "specversion" in ce_headers:
-        envelope: dict[str, Any] = {**ce_headers, "data": json.loads(value)}
+    if content_mode(headers) == "binary":
+        attributes = binary_attributes(headers)
+        envelope: dict[str, Any] = {
+            **{k: v.decode("utf-8", "replace") for k, v in attributes.items()},
+            "data": json.loads(value),
+        }
     else:
         envelope = json.loads(value)
     if not is_signed_by(envelope, key):
@@ -188,24 +264,32 @@ def _check_signature(value: bytes, headers: Headers, key: bytes) -> None:
 def _decode(
     value: bytes | None, headers: Headers, topic: str, key: bytes | None, max_bytes: int
 ) -> CloudEvent:
-    _check_headers(headers)
+    mode = content_mode(headers)
+    _check_headers(headers, mode)
     if value is None:
         raise Rejected("empty", "the record has no value (a tombstone is not an event)")
     if len(value) > max_bytes:
         raise Rejected("too_large", f"the record is {len(value)} bytes; the limit is {max_bytes}")
-    fast = _decode_fast(value, headers, topic)
+    fast = _decode_fast(value, mode, topic)
     if fast is not None:
         _check_key(fast, key)
         return fast
-    body = _parse_json(value, "the record value")
-    ce_headers = {k[3:]: v for k, v in headers if k.startswith("ce_")}
-    if "specversion" in ce_headers:
-        envelope = {name: _header_text(name, raw) for name, raw in ce_headers.items()}
-        envelope["data"] = body
-    elif isinstance(body, dict):
-        envelope = body
+    if mode == "binary":
+        attributes = binary_attributes(headers)
+        envelope = {name: _header_text(name, raw) for name, raw in attributes.items()}
+        if not is_json(envelope.get("datacontenttype", "application/json")):
+            raise Rejected(
+                "unsupported_content_type",
+                f"content-type (datacontenttype) {envelope['datacontenttype']!r}: data must "
+                "be JSON ('application/json')",
+            )
+        envelope["data"] = _parse_json(value, "the record value")
     else:
-        raise Rejected("not_an_object", f"the event must be a JSON object, not {_json_kind(body)}")
+        body = _parse_json(value, "the record value")
+        if not isinstance(body, dict):
+            kind = _json_kind(body)
+            raise Rejected("not_an_object", f"the event must be a JSON object, not {kind}")
+        envelope = body
     _check_shape(envelope, value)
     if _may_hold_nul(value, headers):
         _check_no_nul(envelope)
@@ -241,7 +325,7 @@ _TYPED_ENVELOPES: dict[str, type[CloudEvent]] = {
 }
 
 
-def _decode_fast(value: bytes, headers: Headers, topic: str) -> CloudEvent | None:
+def _decode_fast(value: bytes, mode: Mode, topic: str) -> CloudEvent | None:
     """The common case in one step: pydantic parses and validates the JSON bytes together.
 
     Returns None whenever anything is unusual, so the careful path can say exactly what is wrong.
@@ -249,7 +333,7 @@ def _decode_fast(value: bytes, headers: Headers, topic: str) -> CloudEvent | Non
     if (
         _looks_nested(value)
         or NUL_ESCAPE in value
-        or any(k.startswith("ce_") for k, _ in headers)
+        or mode != "structured"
         or topic not in _TYPED_ENVELOPES
     ):
         return None
@@ -301,9 +385,9 @@ def _looks_nested(raw: bytes) -> bool:
     return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or raw.count(b",") >= MAX_ARRAY_ITEMS
 
 
-def _check_headers(headers: Headers) -> None:
+def _check_headers(headers: Headers, mode: Mode) -> None:
     for name, raw in headers:
-        if raw is None and name.startswith("ce_"):
+        if raw is None and name.startswith("ce_") and mode == "binary":
             raise Rejected("invalid_header", f"header {name!r} has no value")
     if len(headers) > MAX_HEADERS:
         raise Rejected("too_many_headers", f"{len(headers)} headers; the limit is {MAX_HEADERS}")
@@ -318,7 +402,8 @@ def _header_text(name: str, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise Rejected("invalid_utf8", f"header 'ce_{name}' is not valid UTF-8") from None
+        header = "content-type" if name == "datacontenttype" else f"ce_{name}"
+        raise Rejected("invalid_utf8", f"header '{header}' is not valid UTF-8") from None
 
 
 def _parse_json(raw: bytes, what: str) -> Any:
@@ -352,6 +437,16 @@ def _check_shape(node: Any, raw: bytes) -> None:
                     f"an array has {len(item)} items; the limit is {MAX_ARRAY_ITEMS}",
                 )
             stack.extend((v, depth + 1) for v in item)
+
+
+def record_key(event: CloudEvent) -> str:
+    """The Kafka key the topic registry names for this event: a person's is `tenant:person_id`,
+    or the person alone when a colon would make that ambiguous (a key with one colon is read as
+    tenant:person)."""
+    if event.type in PERSON_KEYED:
+        tenant, person = event.tenantid, event.data.person_id
+        return person if ":" in tenant or ":" in person else f"{tenant}:{person}"
+    return str(getattr(event.data, TOPICS[event.type].key))
 
 
 def _check_key(event: CloudEvent, key: bytes | None) -> None:

@@ -37,12 +37,8 @@ class OutboxRecord:
 
     @classmethod
     def of_event(cls, topic: str, key: str, event: CloudEvent) -> OutboxRecord:
-        headers = [("ce_id", event.id.encode()), ("ce_type", event.type.encode())]
-        if event.correlationid:
-            headers.append(("ce_correlationid", event.correlationid.encode()))
-        if event.traceparent:
-            headers.append(("traceparent", event.traceparent.encode()))
-        return cls(topic, key.encode(), event.to_bytes(), tuple(headers))
+        """A structured-mode record, as the CloudEvents Kafka binding writes it."""
+        return cls(topic, key.encode(), event.to_bytes(), event.kafka_headers())
 
 
 async def enqueue(conn: asyncpg.Connection, schema: str, records: Sequence[OutboxRecord]) -> None:
