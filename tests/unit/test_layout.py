@@ -19,7 +19,16 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-DEV_ONLY = {"aiosmtpd", "yaml", "pytest", "hypothesis", "testcontainers", "tests", "benchmarks"}
+DEV_ONLY = {
+    "aiosmtpd",
+    "cloudevents",
+    "playwright",
+    "pytest",
+    "hypothesis",
+    "testcontainers",
+    "tests",
+    "benchmarks",
+}
 
 
 def test_the_registry_names_the_services_the_contract_knows() -> None:
@@ -90,7 +99,7 @@ def test_the_wheel_carries_only_what_runs_in_production() -> None:
     leaked = [m for m in modules if m.split(".")[0] in ("tests", "benchmarks")]
     assert not leaked and not [m for m in modules if m.startswith("shared.local")]
     requirements = " ".join(PYPROJECT["project"]["dependencies"])
-    assert "aiosmtpd" not in requirements and "pyyaml" not in requirements
+    assert "aiosmtpd" not in requirements and "cloudevents" not in requirements
 
 
 def test_production_modules_import_nothing_the_wheel_lacks() -> None:
