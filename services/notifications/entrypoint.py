@@ -13,10 +13,11 @@ from faststream.asgi import AsgiFastStream
 from services.notifications import repository
 from services.notifications.domain import Policy
 from services.notifications.handlers import Handlers, drop_invalid_responses
-from services.notifications.pages import PATH, AnswerPage
+from services.notifications.pages import DESCRIPTION, PATH, AnswerPage
 from services.notifications.settings import NotificationSettings
 from services.notifications.worker import DeliveryWorker
 from shared.contract.envelope import CloudEvent
+from shared.runtime.http import Documented
 from shared.runtime.service import Runtime, ServiceSpec, create_app
 from shared.runtime.settings import ServiceSettings
 
@@ -61,7 +62,8 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
     runtime.purge(repository.FINISHED_DELIVERIES)
     runtime.purge(repository.FEEDBACK_SESSIONS)
     runtime.purge(repository.ANSWERS)
-    return create_app(runtime, routes=[(PATH, AnswerPage(runtime, config))])
+    page = Documented(AnswerPage(runtime, config), ("GET", "HEAD", "POST"), DESCRIPTION)
+    return create_app(runtime, routes=[(PATH, page)])
 
 
 SERVICE = ServiceSpec(NAME, NotificationSettings, build, Path(__file__).parent / "migrations")

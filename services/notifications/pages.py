@@ -11,7 +11,6 @@ and the outcome are).
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -29,9 +28,9 @@ from services.notifications.repository import AnswerView, EarlierAnswer, PageCon
 from services.notifications.settings import NotificationSettings
 from shared.contract.envelope import CloudEvent, Rejected, decode_record
 from shared.contract.events import FeedbackGiven, GoalReached, MatchResponded, Payload
-from shared.contract.signature import sign
 from shared.runtime.db.outbox import OutboxRecord, enqueue
 from shared.runtime.db.pool import transaction
+from shared.runtime.http import Disconnected, TooLarge, header, media_type, read_body
 from shared.runtime.logging import get_logger
 from shared.runtime.service import Runtime
 
@@ -58,6 +57,12 @@ SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
 )
 ALLOW = ((b"allow", b"GET, HEAD, POST"),)
+DESCRIPTION = """**GET /answer?t=TOKEN** shows the page an email's signed link opens (a proposal to
+accept or decline, a feedback form), in the reader's language; it changes nothing. **POST
+/answer** (a form: `t`, and `decision` or the feedback fields) records the answer once and
+publishes `match-responded` or `feedback-given`. Refusals are pages with their status: 400
+(forged link, bad form), 403, 404, 409 (already answered), 410 (expired or closed), 413, 503.
+See docs/notifications.md."""
 
 
 class Refused(Exception):
@@ -160,9 +165,7 @@ class AnswerPage:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        fallback = self.templates.locale_for(
-            _accepted_languages(_header(scope, b"accept-language"))
-        )
+        fallback = self.templates.locale_for(_accepted_languages(header(scope, b"accept-language")))
         try:
             if method in ("GET", "HEAD"):
                 page = await self._show(scope, fallback)
@@ -280,21 +283,14 @@ class AnswerPage:
 
     async def _form(self, scope: Scope, receive: Receive) -> dict[str, list[str]]:
         """The posted form, read up to ANSWER_MAX_BYTES (a larger body is refused unread)."""
-        limit = self.settings.answer_max_bytes
-        declared = _header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > limit:
-            raise Refused("too_large", 413)
-        if _header(scope, b"content-type").split(";")[0].strip().lower() != FORM:
+        try:
+            body = await read_body(scope, receive, self.settings.answer_max_bytes)
+        except TooLarge:
+            raise Refused("too_large", 413) from None
+        except Disconnected:  # gone: a part of a form is no answer
+            raise Refused("bad_form", 400, field="form") from None
+        if media_type(scope) != FORM:
             raise Refused("bad_form", 400, field="form")
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":  # gone: a part of a form is no answer
-                raise Refused("bad_form", 400, field="form")
-            body += message.get("body", b"")
-            if len(body) > limit:
-                raise Refused("too_large", 413)
-            more = message.get("more_body", False)
         try:
             return parse_qs(
                 body.decode("utf-8"),  # percent-encoded by browsers, in UTF-8 (the page's)
@@ -311,10 +307,7 @@ class AnswerPage:
         record = OutboxRecord.of_event(event.type, reader.link.match_id, event)
         key = self.signing_keys.get(event.tenantid)
         if key is not None:
-            envelope = event.to_json()
-            envelope["signature"] = sign(envelope, key)
-            signed = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
-            record = replace(record, value=signed)
+            record = replace(record, value=event.signed_bytes(key))
         try:
             decode_record(
                 record.value,
@@ -469,13 +462,6 @@ def _event_id(link: Link) -> str:
 def _back(reader: Reader) -> str:
     """The form's own address (relative: the page is served at PATH behind any prefix)."""
     return "answer?" + urlencode({"t": reader.token})
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return ""
 
 
 def _accepted_languages(header: str) -> list[str]:

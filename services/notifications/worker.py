@@ -31,7 +31,6 @@ from services.notifications import reading, repository
 from services.notifications.domain import NEEDS_PARTNER, Finished, Outcome, backoff_seconds
 from services.notifications.errors import DeliveryError, PermanentError
 from services.notifications.links import Link, LinkSigner
-from services.notifications.rate_limit import RateLimits
 from services.notifications.rendering import Rendered, Templates
 from services.notifications.settings import NotificationSettings
 from services.notifications.smtp import SmtpSender, build_message, tenant_server
@@ -40,6 +39,7 @@ from shared.contract.topics import dead_letter_topic
 from shared.runtime.db.outbox import OutboxRecord, enqueue
 from shared.runtime.db.pool import transaction
 from shared.runtime.logging import EMAIL, get_logger
+from shared.runtime.rate_limit import RateLimits
 from shared.runtime.tracing import span
 
 log = get_logger(__name__)

@@ -33,6 +33,7 @@ from services.notifications.pages import PATH, AnswerPage
 from services.notifications.settings import NotificationSettings
 from shared.contract.signature import is_signed_by
 from shared.local.infra import Endpoints
+from shared.runtime.http import Documented
 from shared.runtime.settings import KafkaSettings
 from tests.support import (
     TopicReader,
@@ -600,7 +601,8 @@ async def test_keys_rotate_without_breaking_links(
     old = token(link, key=OLD_KEY)
     assert (await browser.get(PATH, params={"t": old})).status_code == 200
     # ... and links made now are signed with the new key: readable once the old one is gone
-    (page,) = [route for path, route in app.routes if path == PATH]
+    (route,) = [route for path, route in app.routes if path == PATH]
+    page = route.app if isinstance(route, Documented) else route
     assert isinstance(page, AnswerPage)
     fresh = page.signer.token(link)
     assert LinkSigner([NEW_KEY]).read(fresh) == LinkSigner([OLD_KEY, NEW_KEY]).read(old)

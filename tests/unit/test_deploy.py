@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from services.notifications.settings import NotificationSettings
+from services.profiles.settings import ProfilesSettings
 from services.registry import NAMES
 from shared.ops.roles import password_variable
 from shared.runtime.settings import KafkaSettings, ServiceSettings
@@ -29,7 +30,13 @@ CONSUMERS = ("matching", "notifications")
 DATABASE_SECRETS = {name: f"mentornet-db-{name}" for name in SERVICES} | {
     "provision": "mentornet-db-migrator"
 }
-SECRETS = {*DATABASE_SECRETS.values(), "mentornet-kafka", "mentornet-smtp", "mentornet-ingress"}
+SECRETS = {
+    *DATABASE_SECRETS.values(),
+    "mentornet-kafka",
+    "mentornet-smtp",
+    "mentornet-ingress",
+    "mentornet-http-ingress",
+}
 PARTITIONS = 6  # per topic: more consumers in one group than this would sit idle
 
 
@@ -171,6 +178,7 @@ def test_secrets_are_referenced_by_name(rendered: dict[str, Any], overlay: str) 
             "one role each"
         )
         assert ("mentornet-smtp" in refs) == (name == "notifications"), name
+        assert ("mentornet-http-ingress" in refs) == (name == "profiles"), name
         assert ("mentornet-ingress" in refs) == (name != "provision"), name  # signing keys
 
 
@@ -191,9 +199,12 @@ def test_configuration_names_real_settings(rendered: dict[str, Any], overlay: st
     unknown = set(config(rendered[overlay])) - shared
     assert not unknown, f"{sorted(unknown)} is no field of ServiceSettings"
     example = ROOT / "deploy" / "k8s" / "base" / "secrets.example.yaml"
-    notifications = {name.upper() for name in NotificationSettings.model_fields}
+    own = {
+        "mentornet-smtp": {name.upper() for name in NotificationSettings.model_fields},
+        "mentornet-http-ingress": {name.upper() for name in ProfilesSettings.model_fields},
+    }
     for secret in yaml.safe_load_all(example.read_text()):
-        known = notifications if secret["metadata"]["name"] == "mentornet-smtp" else shared
+        known = own.get(secret["metadata"]["name"], shared)
         if secret["metadata"]["name"] == "mentornet-db-migrator":  # read by `mentornet db-roles`
             known = known | {password_variable(name) for name in SERVICES}
         unknown = set(secret["stringData"]) - known

@@ -22,10 +22,10 @@ from services.notifications.domain import (
     notification_id,
     session_fate,
 )
-from services.notifications.rate_limit import TokenBucket
 from services.notifications.smtp import classify, tenant_server
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import ExplanationItem, MatchEnded, MatchProposed
+from shared.runtime.rate_limit import TokenBucket
 
 pytestmark = pytest.mark.unit
 

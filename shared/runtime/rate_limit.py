@@ -1,8 +1,9 @@
-"""Token buckets, one per SMTP server and per webhook endpoint.
+"""Token buckets: per SMTP server and webhook endpoint (notifications), per tenant (HTTP ingress).
 
-A bucket never makes a sender sleep for long: `try_acquire` takes a token only if one is free
-within `max_wait`; otherwise the worker puts the delivery back with `retry_in()` as its delay.
-So a slow or throttled endpoint holds no send slot, and other recipients are not held up.
+A bucket never makes anyone sleep for long: `try_acquire` takes tokens only if they are free
+within `max_wait`; otherwise the caller answers later (a delivery put back with `retry_in()` as its
+delay, an HTTP 429 with `Retry-After`). So a slow endpoint holds no send slot, and one tenant's
+bulk load does not hold up the others.
 """
 
 from __future__ import annotations
@@ -25,27 +26,28 @@ class TokenBucket:
         self.clock = clock
         self._paid_until = 0.0
 
-    def retry_in(self) -> float:
-        """Seconds until a token is free, without taking it."""
+    def retry_in(self, tokens: int = 1) -> float:
+        """Seconds until `tokens` tokens are free, without taking them."""
         if not self.interval:
             return 0.0
         now = self.clock()
         paid = max(self._paid_until, now)
-        return max(0.0, paid + self.interval - now - self.burst * self.interval)
+        return max(0.0, paid + tokens * self.interval - now - self.burst * self.interval)
 
-    def try_acquire(self, max_wait: float) -> float | None:
-        """Take a token usable after the returned delay, or None (nothing taken) when the
-        delay would exceed `max_wait`."""
-        wait = self.retry_in()
+    def try_acquire(self, max_wait: float, tokens: int = 1) -> float | None:
+        """Take `tokens` tokens usable after the returned delay, or None (nothing taken) when
+        the delay would exceed `max_wait`."""
+        wait = self.retry_in(tokens)
         if wait > max_wait:
             return None
         if self.interval:
-            self._paid_until = max(self._paid_until, self.clock()) + self.interval
+            self._paid_until = max(self._paid_until, self.clock()) + tokens * self.interval
         return wait
 
 
 class RateLimits:
-    """Buckets created on first use, keyed by "smtp://host:port" or a webhook origin."""
+    """Buckets created on first use, keyed by what is limited ("smtp://host:port", a webhook
+    origin, a tenant)."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
