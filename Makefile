@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test up down status install lock lint typecheck bench-quick clean
+.PHONY: demo test up down status install lock lint typecheck bench-quick clean schemas-snapshot
 
 # Every dependency at the version in requirements.lock (CI and the image install the same).
 $(STAMP): pyproject.toml requirements.lock
@@ -59,8 +59,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy shared services benchmarks
 
+## schemas-snapshot: record the contract's growth in docs/schemas/v1 (refuses a narrowing)
+schemas-snapshot: $(STAMP)
+	$(BIN)/mentornet schemas snapshot
+
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.kafka_baseline --quick
+	$(BIN)/python -m benchmarks.http_ingest --quick
 
 clean:
 	rm -rf .stack/test .stack/test-logs .pytest_cache .mypy_cache .ruff_cache

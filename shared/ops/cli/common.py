@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -21,10 +22,31 @@ BootstrapOption = Annotated[
         help="Kafka (default: KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).",
     ),
 ]
+SigningKeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A file holding the tenant's signing key (as in the services' INGRESS_SIGNING_KEYS): "
+        "every event is signed with it (needed for a tenant whose events must be signed).",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+    ),
+]
 DatabaseOption = Annotated[
     str | None,
     typer.Option("--database-url", help="PostgreSQL (default: DATABASE_URL or the local stack's)."),
 ]
+
+
+def signing_key(path: Path | None) -> bytes | None:
+    """The key as the services read it (the text of INGRESS_SIGNING_KEYS' value), minus the line
+    end an editor adds; raises ValueError for an empty file."""
+    if path is None:
+        return None
+    key = path.read_text(encoding="utf-8").strip()
+    if not key:
+        raise ValueError(f"{path} is empty: it must hold the tenant's signing key")
+    return key.encode()
 
 
 def fail(exc: BaseException) -> None:

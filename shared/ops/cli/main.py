@@ -1,4 +1,4 @@
-"""`mentornet`: stack, migrate, topics, schemas, simulate (and dlq, report).
+"""`mentornet`: stack, migrate, topics, schemas, simulate, import, program (and dlq, report).
 
 Errors are printed in one line and exit non-zero; no traceback for a user's mistake.
 """
@@ -15,6 +15,8 @@ from rich.table import Table
 
 from shared.ops.cli.common import BootstrapOption, DatabaseOption, fail, run
 from shared.ops.cli.dlq import app as dlq_app
+from shared.ops.cli.importer import import_command
+from shared.ops.cli.program import app as program_app
 from shared.ops.cli.report import report_command
 from shared.runtime.settings import KafkaSettings, ServiceSettings
 
@@ -36,6 +38,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(program_app, name="program")
 console = Console()
 err = Console(stderr=True)
 
@@ -187,6 +190,54 @@ def schemas_export(
     console.print(f"wrote {len(written)} files to {directory}")
 
 
+SnapshotDir = Annotated[
+    Path, typer.Argument(help="The committed snapshot of contract v1's JSON Schemas.")
+]
+
+
+@schemas_app.command("snapshot")
+def schemas_snapshot(
+    directory: SnapshotDir = Path("docs/schemas/v1"),
+    allow_narrowing: Annotated[
+        bool, typer.Option(help="Record it even if it narrows v1 (a fix of the snapshot itself).")
+    ] = False,
+) -> None:
+    """Record the contract's JSON Schemas (one per event) after it grew; refuses a narrowing."""
+    from shared.ops.compat import compare, write_snapshot
+
+    problems = compare(directory)[0] if any(directory.glob("*.schema.json")) else []
+    if problems and not allow_narrowing:
+        _narrowed(problems, "not recorded (--allow-narrowing only to fix the snapshot itself)")
+    written = write_snapshot(directory)
+    console.print(f"wrote {len(written)} schemas to {directory}")
+
+
+@schemas_app.command("check")
+def schemas_check(directory: SnapshotDir = Path("docs/schemas/v1")) -> None:
+    """Compare the contract with the snapshot: exit 1 on a narrowing, else print what grew."""
+    from shared.ops.compat import compare, stale_files
+
+    try:
+        problems, growth = compare(directory)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
+        raise typer.Exit(1) from None
+    if problems:
+        _narrowed(problems, "contract v1 only grows")
+    console.print("compatible", highlight=False)
+    for line in growth:
+        console.print(f"  grew: {line}", highlight=False, markup=False)
+    if stale_files(directory):
+        console.print("the snapshot is out of date: record the growth with `make schemas-snapshot`")
+
+
+def _narrowed(problems: list[str], why: str) -> None:
+    for line in problems:
+        console.print(f"narrowed: {line}", highlight=False, markup=False)
+    fail(RuntimeError(f"{len(problems)} narrowing(s): {why}"))
+    raise typer.Exit(1)
+
+
 # --- simulate -------------------------------------------------------------------------------
 
 
@@ -239,6 +290,8 @@ def simulate(
 
 
 app.command("report")(report_command)
+
+app.command("import")(import_command)
 
 
 def main() -> None:
