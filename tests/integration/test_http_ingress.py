@@ -31,7 +31,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from shared.contract.signature import sign
 from shared.local.infra import Endpoints
-from tests.support import Services, fresh_group, topic_partitions, unique, wait_for
+from tests.support import Services, fresh_group, mentor_data, topic_partitions, unique, wait_for
 from tests.support.produce_delay import produce_delay_env
 
 pytestmark = pytest.mark.integration
@@ -114,20 +114,6 @@ async def slow(services: Services) -> AsyncIterator[httpx.AsyncClient]:
 
 
 # --- events ----------------------------------------------------------------------------------
-
-
-def mentor(person: str, program: str = "prog-1", **extra: Any) -> dict[str, Any]:
-    return {
-        "person_id": person,
-        "program_id": program,
-        "display_name": "Ada Lovelace",
-        "email": f"{person}@example.org",
-        "languages": ["en", "fr"],
-        "timezone": "Europe/Paris",
-        "expertise": [{"topic": "public speaking", "level": 4}],
-        "capacity": 2,
-        **extra,
-    }
 
 
 def sdk_event(
@@ -262,7 +248,7 @@ async def test_a_structured_event_is_published_then_applied(
     client: httpx.AsyncClient, db: asyncpg.Pool, registrations: KafkaLog
 ) -> None:
     person = unique("p")
-    event = sdk_event(ACME, mentor(person))
+    event = sdk_event(ACME, mentor_data(person))
     response = await post(client, ce_http.to_structured(event, FORMAT), ACME)
     assert response.status_code == 202, response.text
     assert response.headers["content-type"] == "application/json"
@@ -279,7 +265,7 @@ async def test_a_structured_event_is_published_then_applied(
     read_back = ce_kafka.from_kafka(
         ce_kafka.KafkaMessage(dict(record.headers), record.key, record.value), FORMAT
     )
-    assert read_back.get_id() == event.get_id() and read_back.get_data() == mentor(person)
+    assert read_back.get_id() == event.get_id() and read_back.get_data() == mentor_data(person)
     # And profiles applied it through its usual pipeline.
     await wait_for(
         db,
@@ -295,7 +281,7 @@ async def test_a_binary_event_keeps_its_percent_decoded_attributes(
 ) -> None:
     # The SDK percent-encodes what a header may not hold (the space, the "é").
     person = unique("p")
-    event = sdk_event(ACME, mentor(person), source="hr/acme workday é")
+    event = sdk_event(ACME, mentor_data(person), source="hr/acme workday é")
     message = ce_http.to_binary(event, FORMAT)
     assert message.headers["ce-source"] == "hr/acme%20workday%20%C3%A9"
     assert message.headers["content-type"] == "application/json"
@@ -304,7 +290,7 @@ async def test_a_binary_event_keeps_its_percent_decoded_attributes(
     assert events_of(response) == [{"index": 0, "id": event.get_id(), "status": "accepted"}]
     # Raw UTF-8 in a header, not percent-encoded: read as UTF-8 (never as Latin-1), and a byte
     # that is not UTF-8 is refused by the contract, as in a Kafka header.
-    raw = ce_http.to_binary(sdk_event(ACME, mentor(unique("p"))), FORMAT)
+    raw = ce_http.to_binary(sdk_event(ACME, mentor_data(unique("p"))), FORMAT)
     raw_headers: dict[str, str | bytes] = {**raw.headers, "ce-source": "hr/é".encode()}
     response = await client.post(
         "/events", content=raw.body, headers={**raw_headers, **bearer(ACME)}
@@ -324,7 +310,7 @@ async def test_a_binary_event_keeps_its_percent_decoded_attributes(
     assert events_of(response)[0]["code"] == "invalid_utf8"
     # A hand-written one, with "/" encoded too, as some HTTP clients do.
     other = unique("p")
-    by_hand = sdk_event(ACME, mentor(other), source="hr/acme workday")
+    by_hand = sdk_event(ACME, mentor_data(other), source="hr/acme workday")
     hand = ce_http.to_binary(by_hand, FORMAT)
     hand.headers["ce-source"] = "hr%2Facme%20workday"
     assert (await post(client, hand, ACME)).status_code == 202
@@ -337,14 +323,14 @@ async def test_a_binary_event_keeps_its_percent_decoded_attributes(
     headers = dict(sdk_record.headers)
     assert headers["ce_source"] == "hr/acme workday é".encode()
     assert headers["content-type"] == b"application/json"
-    assert json.loads(sdk_record.value) == mentor(person)
+    assert json.loads(sdk_record.value) == mentor_data(person)
     assert dict(by_id[by_hand.get_id()].headers)["ce_source"] == b"hr/acme workday"
     read_back = ce_kafka.from_kafka(
         ce_kafka.KafkaMessage(headers, sdk_record.key, sdk_record.value), FORMAT
     )
     assert read_back.get_source() == "hr/acme workday é"
     assert read_back.get_extension("tenantid") == ACME
-    assert read_back.get_data() == mentor(person)
+    assert read_back.get_data() == mentor_data(person)
     # Applied, and remembered under the decoded source.
     for who in (person, other):
         await wait_for(
@@ -365,13 +351,13 @@ async def test_a_batch_answers_for_each_event(
     client: httpx.AsyncClient, db: asyncpg.Pool, registrations: KafkaLog
 ) -> None:
     program = unique("prog")
-    good = [sdk_event(ACME, mentor(unique("p"), program)) for _ in range(3)]
-    base = as_json(sdk_event(ACME, mentor(unique("p"), program)))
+    good = [sdk_event(ACME, mentor_data(unique("p"), program)) for _ in range(3)]
+    base = as_json(sdk_event(ACME, mentor_data(unique("p"), program)))
     bad_language = {**base, "id": unique("e"), "data": {**base["data"], "languages": ["xx"]}}
     missing = {k: v for k, v in base.items() if k != "source"} | {"id": unique("e")}
     egress = {**base, "id": unique("e"), "type": "match-proposed"}
     unknown = {**base, "id": unique("e"), "type": "mentor-hired"}
-    foreign = as_json(sdk_event(GLOBEX, mentor(unique("p"), program)))
+    foreign = as_json(sdk_event(GLOBEX, mentor_data(unique("p"), program)))
     posted: list[Any] = [
         good[0],
         bad_language,
@@ -418,7 +404,7 @@ async def test_a_batch_answers_for_each_event(
     assert await enrolments(db, GLOBEX, program) == 0
 
     # All of them another tenant's: 403. All refused, not all foreign: 400.
-    foreign_only = [as_json(sdk_event(GLOBEX, mentor(unique("p"), program))) for _ in range(2)]
+    foreign_only = [as_json(sdk_event(GLOBEX, mentor_data(unique("p"), program))) for _ in range(2)]
     response = await post(client, batch(foreign_only), ACME)
     assert response.status_code == 403, response.text
     assert [e["code"] for e in events_of(response)] == ["forbidden_tenant"] * 2
@@ -436,7 +422,7 @@ async def test_a_batch_answers_for_each_event(
 async def test_a_repeated_request_is_answered_duplicate_and_not_published_again(
     client: httpx.AsyncClient, db: asyncpg.Pool, registrations: KafkaLog
 ) -> None:
-    event = sdk_event(ACME, mentor(unique("p")))
+    event = sdk_event(ACME, mentor_data(unique("p")))
     message = ce_http.to_structured(event, FORMAT)
     first = await post(client, message, ACME)
     assert first.status_code == 202 and events_of(first)[0]["status"] == "accepted"
@@ -448,7 +434,7 @@ async def test_a_repeated_request_is_answered_duplicate_and_not_published_again(
         "events": [{"index": 0, "id": event.get_id(), "status": "duplicate"}],
     }
     # A batch holding it again, once more inside the batch, and a new one.
-    new = sdk_event(ACME, mentor(unique("p")))
+    new = sdk_event(ACME, mentor_data(unique("p")))
     response = await post(client, batch([event, new, new]), ACME)
     assert response.status_code == 202, response.text
     assert [e["status"] for e in events_of(response)] == ["duplicate", "accepted", "duplicate"]
@@ -467,7 +453,7 @@ async def test_a_repeated_request_is_answered_duplicate_and_not_published_again(
     )
     assert remembered == 2
     # Another tenant's event of the same source and id is not a duplicate of this one.
-    twin = sdk_event(GLOBEX, mentor(unique("p")), id=event.get_id())
+    twin = sdk_event(GLOBEX, mentor_data(unique("p")), id=event.get_id())
     twin_answer = await post(client, ce_http.to_structured(twin, FORMAT), GLOBEX)
     assert events_of(twin_answer)[0]["status"] == "accepted", twin_answer.text
 
@@ -478,7 +464,7 @@ async def test_a_repeated_request_is_answered_duplicate_and_not_published_again(
 async def test_a_request_without_a_known_token_is_unauthorized(
     client: httpx.AsyncClient, registrations: KafkaLog
 ) -> None:
-    event = sdk_event(ACME, mentor(unique("p")))
+    event = sdk_event(ACME, mentor_data(unique("p")))
     message = ce_http.to_structured(event, FORMAT)
     for auth in ({}, {"authorization": "Bearer not-a-token"}, {"authorization": TOKENS[ACME]}):
         response = await post(client, message, None, **auth)
@@ -498,7 +484,7 @@ async def test_a_token_sends_its_own_tenants_events_only(
     client: httpx.AsyncClient, db: asyncpg.Pool, registrations: KafkaLog
 ) -> None:
     person = unique("p")
-    event = sdk_event(GLOBEX, mentor(person))
+    event = sdk_event(GLOBEX, mentor_data(person))
     for message in (ce_http.to_structured(event, FORMAT), ce_http.to_binary(event, FORMAT)):
         response = await post(client, message, ACME)
         assert response.status_code == 403, response.text
@@ -517,8 +503,8 @@ async def test_a_token_sends_its_own_tenants_events_only(
 async def test_a_signed_tenant_must_sign_over_http_too(
     client: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:
-    unsigned = sdk_event(SIGNED, mentor(unique("p")))
-    draft = sdk_event(SIGNED, mentor(unique("p")))
+    unsigned = sdk_event(SIGNED, mentor_data(unique("p")))
+    draft = sdk_event(SIGNED, mentor_data(unique("p")))
     forged = CloudEvent(
         {**draft.get_attributes(), "signature": sign(as_json(draft), b"not-the-key")},
         draft.get_data(),
@@ -529,7 +515,7 @@ async def test_a_signed_tenant_must_sign_over_http_too(
     # Signed with the tenant's key (over id, source, type, time, tenantid, data): accepted, in
     # structured and in binary mode.
     person = unique("p")
-    draft = sdk_event(SIGNED, mentor(person), id=unique("e"))
+    draft = sdk_event(SIGNED, mentor_data(person), id=unique("e"))
     signature = sign(as_json(draft), SIGNING_KEY.encode())
     signed = CloudEvent({**draft.get_attributes(), "signature": signature}, draft.get_data())
     for message in (ce_http.to_structured(signed, FORMAT), ce_http.to_binary(signed, FORMAT)):
@@ -547,7 +533,7 @@ async def test_a_signed_tenant_must_sign_over_http_too(
 
 
 async def test_requests_refused_as_a_whole(client: httpx.AsyncClient) -> None:
-    event = sdk_event(ACME, mentor(unique("p")))
+    event = sdk_event(ACME, mentor_data(unique("p")))
     structured = ce_http.to_structured(event, FORMAT)
 
     # Over the body limit, declared (Content-Length) or streamed (chunked).
@@ -608,21 +594,21 @@ async def test_a_full_batch_passes_then_the_tenant_is_held_to_its_rate(
     limited: httpx.AsyncClient, db: asyncpg.Pool, registrations: KafkaLog
 ) -> None:
     program = unique("prog")
-    full = [sdk_event(HASTY, mentor(f"p-{n}", program)) for n in range(1000)]
+    full = [sdk_event(HASTY, mentor_data(f"p-{n}", program)) for n in range(1000)]
     response = await post(limited, batch(full), HASTY)
     assert response.status_code == 202, response.text[:500]
     assert response.json()["accepted"] == 1000
     assert {e["status"] for e in events_of(response)} == {"accepted"}
 
     # The burst is spent: the next event waits for the rate (one a second).
-    late = sdk_event(HASTY, mentor("p-late", program))
+    late = sdk_event(HASTY, mentor_data("p-late", program))
     refused = await post(limited, ce_http.to_structured(late, FORMAT), HASTY)
     assert refused.status_code == 429, refused.text
     assert error_of(refused) == "rate_limited"
     retry_after = refused.headers["retry-after"]
     assert retry_after.isdigit() and int(retry_after) >= 1
     # Another tenant of the same process is not held up.
-    other = sdk_event(PATIENT, mentor(unique("p"), program))
+    other = sdk_event(PATIENT, mentor_data(unique("p"), program))
     assert (await post(limited, ce_http.to_structured(other, FORMAT), PATIENT)).status_code == 202
     # The refused event was not published; after Retry-After it is accepted.
     assert await registrations.held(event_ids(late.get_id())) == []
@@ -647,7 +633,7 @@ async def test_the_answer_comes_once_kafka_holds_the_events(
     """Even on a replica whose produce requests leave late, the answer comes only once Kafka
     holds every accepted event: Kafka's end offsets, read right as the answer arrives, cover
     them (an answer given before the acknowledgement would come before the records)."""
-    events = [sdk_event(ACME, mentor(unique("p"))) for _ in range(3)]
+    events = [sdk_event(ACME, mentor_data(unique("p"))) for _ in range(3)]
     started = time.monotonic()
     single = await post(slow, ce_http.to_structured(events[0], FORMAT), ACME)
     assert single.status_code == 202, single.text

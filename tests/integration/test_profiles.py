@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -17,6 +16,7 @@ from tests.support import (
     TopicReader,
     cloud_event,
     http_status,
+    mentor_data,
     of_tenant,
     outbox_drained,
     publish_raw,
@@ -26,20 +26,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def mentor(person: str, program: str = "prog-1", **extra: Any) -> dict[str, Any]:
-    return {
-        "person_id": person,
-        "program_id": program,
-        "display_name": "Ada Lovelace",
-        "email": f"{person}@example.org",
-        "languages": ["en", "fr"],
-        "timezone": "Europe/Paris",
-        "expertise": [{"topic": "public speaking", "level": 4}],
-        "capacity": 2,
-        **extra,
-    }
 
 
 SIGNED_TENANT, SIGNING_KEY = unique("signed"), "a-tenant-secret"
@@ -58,7 +44,7 @@ async def test_valid_registration_is_stored_and_published_once(
     tenant = unique("acme")
     # Dated five minutes back, as an HR system's batch may be: `received_at` is not that time.
     registered = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
-    event = cloud_event("mentor-registered", tenant, mentor("p-1"), time=registered)
+    event = cloud_event("mentor-registered", tenant, mentor_data("p-1"), time=registered)
     raw = json.dumps(event).encode()
     async with TopicReader(infra.bootstrap_servers, "enrolment-updated") as reader:
         sent_at = datetime.now(UTC)  # profiles cannot have applied it before it was sent
@@ -87,10 +73,10 @@ async def test_latest_time_wins_whatever_the_arrival_order(
 ) -> None:
     tenant = unique("acme")
     newer = cloud_event(
-        "mentor-registered", tenant, mentor("p-2", capacity=5), time="2026-05-02T00:00:00Z"
+        "mentor-registered", tenant, mentor_data("p-2", capacity=5), time="2026-05-02T00:00:00Z"
     )
     older = cloud_event(
-        "mentor-registered", tenant, mentor("p-2", capacity=1), time="2026-05-01T00:00:00Z"
+        "mentor-registered", tenant, mentor_data("p-2", capacity=1), time="2026-05-01T00:00:00Z"
     )
     async with TopicReader(infra.bootstrap_servers, "dlq.profiles") as _:
         await publish_raw(
@@ -117,7 +103,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_with_reason_and_origin(
     infra: Endpoints, db: asyncpg.Pool, profiles: ServiceProcess
 ) -> None:
     tenant = unique("acme")
-    base = cloud_event("mentor-registered", tenant, mentor("p-3"))
+    base = cloud_event("mentor-registered", tenant, mentor_data("p-3"))
     cases = [*BAD_INPUTS]
     cases.append((json.dumps({**base, "specversion": "0.3"}).encode(), "unknown_specversion"))
     cases.append((json.dumps({**base, "type": "mentor-hired"}).encode(), "unknown_type"))
@@ -127,7 +113,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_with_reason_and_origin(
     bad_data = {**base["data"], "languages": ["klingon"], "capacity": 0}
     cases.append((json.dumps({**base, "data": bad_data}).encode(), "invalid_field"))
     cases.append((b'{"pad": "' + b"x" * 300_000 + b'"}', "too_large"))
-    good = cloud_event("mentor-registered", tenant, mentor("p-4"))
+    good = cloud_event("mentor-registered", tenant, mentor_data("p-4"))
     async with TopicReader(infra.bootstrap_servers, "dlq.profiles") as reader:
         await publish_raw(
             infra.bootstrap_servers,
@@ -169,7 +155,7 @@ async def test_offboarding_erases_every_trace_of_personal_data(
         cloud_event(
             "mentor-registered",
             tenant,
-            {**mentor(person, program), "display_name": name, "email": email},
+            {**mentor_data(person, program), "display_name": name, "email": email},
         )
         for program in ("prog-a", "prog-b")
     ]
@@ -205,11 +191,11 @@ async def test_offboarding_erases_every_trace_of_personal_data(
 async def test_a_tenant_with_a_signing_key_must_sign(
     infra: Endpoints, db: asyncpg.Pool, profiles: ServiceProcess
 ) -> None:
-    signed = cloud_event("mentor-registered", SIGNED_TENANT, mentor("p-signed"))
+    signed = cloud_event("mentor-registered", SIGNED_TENANT, mentor_data("p-signed"))
     signed["signature"] = sign(signed, SIGNING_KEY.encode())
-    forged = cloud_event("mentor-registered", SIGNED_TENANT, mentor("p-forged"))
+    forged = cloud_event("mentor-registered", SIGNED_TENANT, mentor_data("p-forged"))
     forged["signature"] = sign(forged, b"not-the-key")
-    unsigned = cloud_event("mentor-registered", SIGNED_TENANT, mentor("p-unsigned"))
+    unsigned = cloud_event("mentor-registered", SIGNED_TENANT, mentor_data("p-unsigned"))
     tampered = {**signed, "id": "other-id", "data": {**signed["data"], "capacity": 9}}
     bad = [json.dumps(e).encode() for e in (forged, unsigned, tampered)]
     async with TopicReader(infra.bootstrap_servers, "dlq.profiles") as reader:

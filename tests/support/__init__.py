@@ -22,7 +22,7 @@ from shared.local.probes import free_port, free_ports, http_status, port_open, w
 from shared.local.processes import ServiceProcess, Services, running
 from shared.local.sinks import SmtpSink
 from tests.support.database import outbox_drained, pool_fixture
-from tests.support.events import cloud_event, enrolment_updated, ingress, of_tenant
+from tests.support.events import cloud_event, enrolment_updated, ingress, mentor_data, of_tenant
 
 __all__ = [
     "ServiceProcess",
@@ -38,6 +38,7 @@ __all__ = [
     "fresh_group",
     "http_status",
     "ingress",
+    "mentor_data",
     "of_tenant",
     "outbox_drained",
     "pool_fixture",

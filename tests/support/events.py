@@ -25,6 +25,21 @@ def cloud_event(type_: str, tenant: str, data: dict[str, Any], **overrides: Any)
     return event
 
 
+def mentor_data(person: str, program: str = "prog-1", **extra: Any) -> dict[str, Any]:
+    """A valid `mentor-registered` payload, as an HR system fills it."""
+    return {
+        "person_id": person,
+        "program_id": program,
+        "display_name": "Ada Lovelace",
+        "email": f"{person}@example.org",
+        "languages": ["en", "fr"],
+        "timezone": "Europe/Paris",
+        "expertise": [{"topic": "public speaking", "level": 4}],
+        "capacity": 2,
+        **extra,
+    }
+
+
 def ingress(
     topic: str, tenant: str, key: str, data: dict[str, Any], **envelope: Any
 ) -> tuple[str, bytes, bytes]:
