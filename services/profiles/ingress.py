@@ -87,7 +87,6 @@ class Outcome:
     status: str = "accepted"  # accepted | duplicate | rejected
     code: str | None = None
     reason: str | None = None
-    forbidden: bool = False  # another tenant's event (403 when it is the only kind)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"index": self.index, "id": self.id, "status": self.status}
@@ -258,7 +257,6 @@ class EventsEndpoint:
                 signature_max_age=self.signature_max_age,
             )
             if event.tenantid != tenant:
-                outcome.forbidden = True
                 raise Rejected(
                     "forbidden_tenant",
                     f"'tenantid' is {event.tenantid!r}; this token may send events of tenant {tenant!r} only",
@@ -431,7 +429,7 @@ def _status(outcomes: list[Outcome]) -> int:
         return 202
     if len(rejected) < len(outcomes):
         return 207
-    return 403 if all(o.forbidden for o in rejected) else 400
+    return 403 if all(o.code == "forbidden_tenant" for o in rejected) else 400
 
 
 async def _accepted_before(

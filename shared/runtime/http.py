@@ -9,6 +9,8 @@ from typing import Any
 from faststream.asgi.handlers import HttpHandler
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 
+from shared.contract.envelope import media_type as content_media_type
+
 
 class TooLarge(Exception):
     """The request's body is over the endpoint's limit (answer 413; the rest is left unread)."""
@@ -28,7 +30,7 @@ def header(scope: Scope, name: bytes) -> str:
 
 def media_type(scope: Scope) -> str:
     """The request's Content-Type without parameters, in lower case."""
-    return header(scope, b"content-type").split(";", 1)[0].strip().lower()
+    return content_media_type(header(scope, b"content-type"))
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
