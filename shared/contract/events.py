@@ -108,12 +108,20 @@ class MentorRegistered(PersonFields):
 
     expertise: list[Expertise] = Field(min_length=1, max_length=50)
     capacity: int = Field(ge=1, le=50, description="mentees at once in this program")
+    learning_interests: list[Topic] | None = Field(
+        default=None,
+        max_length=20,
+        description="what the mentor would like to learn, from a mentee (reverse mentoring)",
+    )
 
 
 class MenteeRegistered(PersonFields):
     """An HR system enrols a person as a mentee in a program (or updates that enrolment)."""
 
     goals: list[Goal] = Field(min_length=1, max_length=20)
+    offers: list[Topic] | None = Field(
+        default=None, max_length=20, description="what the mentee can share with a mentor"
+    )
 
 
 class PersonOffboarded(Payload):
@@ -207,7 +215,14 @@ class MentorAvailability(Payload):
 
 
 Criterion = Literal[
-    "topic_fit", "languages", "timezone", "seniority", "department", "reputation", "load"
+    "topic_fit",
+    "languages",
+    "timezone",
+    "seniority",
+    "department",
+    "reputation",
+    "load",
+    "mutual_learning",
 ]
 
 
@@ -215,6 +230,41 @@ class ProgramRules(Payload):
     max_timezone_difference_hours: float | None = Field(default=None, ge=0, le=24)
     department: Literal["any", "cross", "same"] = "any"
     min_seniority_gap: int | None = Field(default=None, ge=-9, le=9)
+    min_topic_fit: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="the least topic fit of a proposal; above 0, at least one goal must be "
+        "covered (directly or through a related topic); 0 turns the rule off",
+    )
+
+
+class TopicDefinition(Payload):
+    """A topic a program adds to the shipped taxonomy, or more it says of a shipped one.
+    Every name is compared after normalising case, spacing and punctuation."""
+
+    topic: Topic
+    names: dict[Language, Topic] = Field(
+        default_factory=dict, description='its name in other languages, e.g. {"fr": "..."}'
+    )
+    aliases: list[Topic] = Field(default_factory=list, max_length=20, description="synonyms")
+    broader: list[Topic] = Field(
+        default_factory=list, max_length=5, description="topics it is part of"
+    )
+    related: list[Topic] = Field(default_factory=list, max_length=20)
+
+
+class WeightBounds(Payload):
+    min: float = Field(default=0, ge=0, le=10)
+    max: float = Field(default=1, ge=0, le=10)
+
+    @field_validator("max")
+    @classmethod
+    def _ordered(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("min")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least min ({low})")
+        return value
 
 
 class ProgramConfigured(Payload):
@@ -233,6 +283,24 @@ class ProgramConfigured(Payload):
         description="days after the confirmation; absent: 30 and 90, those before the length",
     )
     stall_after_days: float = Field(default=21, gt=0, le=3650)
+    topics: list[TopicDefinition] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="topics added to the shipped taxonomy for this program",
+    )
+    learning: Literal["off", "on"] = Field(
+        default="off",
+        description="on: the weights are learned from the program's outcomes, within weight_bounds",
+    )
+    weight_bounds: dict[Criterion, WeightBounds] = Field(
+        default_factory=dict, description="bounds of each learned weight (default 0 to 1)"
+    )
+    learning_min_outcomes: int = Field(
+        default=200,
+        ge=10,
+        le=1_000_000,
+        description="outcomes needed before learned weights are used",
+    )
 
     @field_validator("checkin_days")
     @classmethod
@@ -270,6 +338,8 @@ class EnrolmentUpdated(Payload):
     expertise: list[Expertise] = Field(default_factory=list)
     goals: list[Goal] = Field(default_factory=list)
     capacity: int = 0
+    learning_interests: list[str] = Field(default_factory=list, description="mentors only")
+    offers: list[str] = Field(default_factory=list, description="mentees only")
     registered_at: Timestamp
     received_at: Timestamp | None = Field(
         default=None,
@@ -375,6 +445,40 @@ class FeedbackRequested(Payload):
     )
 
 
+WaitingReason = Literal[
+    "no_mentor",
+    "no_common_language",
+    "no_topic",
+    "program_rule",
+    "already_proposed",
+    "no_free_place",
+]
+
+
+class MenteeWaiting(Payload):
+    """A waiting mentee got no proposal, and why: published when the reason changes. The
+    reason is the first rule, in this order, that leaves no mentor: `no_mentor` (none enrolled
+    and available), `no_common_language`, `no_topic` (none covers a goal enough, see
+    min_topic_fit), `program_rule` (time zone, department, seniority, the mentee's manager),
+    `already_proposed` (every other one was proposed before), `no_free_place`."""
+
+    program_id: Identifier
+    mentee_id: Identifier
+    reason: WaitingReason
+    waiting_since: Timestamp | None = None
+
+
+class WeightsLearned(Payload):
+    """A program's weights were learned again from its outcomes (`learning: on`)."""
+
+    program_id: Identifier
+    weights: dict[str, float] = Field(description="in force: learned, within the bounds")
+    configured: dict[str, float] = Field(description="the program's own weights")
+    learned: dict[str, float] = Field(description="what the outcomes say, before the bounds")
+    outcomes: int = Field(ge=0, description="outcomes the weights were learned from")
+    in_force: bool = Field(description="false until learning_min_outcomes is reached")
+
+
 # --- events published by notifications ---------------------------------------------------------
 
 
@@ -406,6 +510,8 @@ EVENT_MODELS: dict[str, type[Payload]] = {
     "match-ended": MatchEnded,
     "relationship-stalled": RelationshipStalled,
     "feedback-requested": FeedbackRequested,
+    "mentee-waiting": MenteeWaiting,
+    "weights-learned": WeightsLearned,
     "notification-delivered": NotificationOutcome,
     "notification-failed": NotificationOutcome,
 }

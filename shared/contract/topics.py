@@ -171,6 +171,20 @@ _ALL = [
         "Check-in or closing feedback asked of one person.",
     ),
     Topic(
+        "mentee-waiting",
+        PROGRAM_KEY,
+        "matching",
+        (),
+        "A waiting mentee got no proposal, and why.",
+    ),
+    Topic(
+        "weights-learned",
+        PROGRAM_KEY,
+        "matching",
+        (),
+        "A program's weights learned from its outcomes.",
+    ),
+    Topic(
         "notification-delivered",
         "recipient_id",
         "notifications",
