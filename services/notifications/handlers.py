@@ -269,6 +269,8 @@ def _contact(event: CloudEvent) -> ContactRow:
         d.registered_at,
         [x.model_dump() for x in d.expertise],
         [g.model_dump() for g in d.goals],
+        list(d.offers),
+        list(d.learning_interests),
     )
 
 

@@ -3,8 +3,9 @@
 Emails and the answer page both show the same two things, built here from data (never from
 matching's English sentences): the reasons for the match, from each explanation item's `facts`,
 written to the reader's side (a mentee reads about the mentor, a mentor about the mentee); and
-the other person's profile (a mentee sees the mentor's expertise, a mentor the mentee's goals;
-languages and time zone to both). English and French; another locale reads English.
+the other person's profile (a mentee sees the mentor's expertise and, when known, what they
+would like to learn; a mentor the mentee's goals and, when known, what they can share; languages
+and time zone to both). English and French; another locale reads English.
 
 Language names, lists and numbers come from Babel, so they follow the reader's language
 ("français et anglais", "4,6"). French puts a plain space before ":" and ";", as the templates do.
@@ -37,6 +38,7 @@ CRITERIA: dict[str, dict[str, str]] = {
         "department": "Department",
         "reputation": "Feedback from earlier mentees",
         "load": "Availability",
+        "mutual_learning": "Learning from each other",
     },
     "fr": {
         "topic_fit": "Sujets",
@@ -46,6 +48,7 @@ CRITERIA: dict[str, dict[str, str]] = {
         "department": "Service",
         "reputation": "Avis des mentorés précédents",
         "load": "Disponibilité",
+        "mutual_learning": "Apprendre l'un de l'autre",
     },
 }
 
@@ -72,17 +75,23 @@ PROFILE_LABELS: dict[str, dict[str, str]] = {
     "en": {
         "expertise": "Expertise",
         "goals": "Goals",
+        "offers": "Can share",
+        "learning_interests": "Would like to learn",
         "languages": "Languages",
         "timezone": "Time zone",
     },
     "fr": {
         "expertise": "Expertise",
         "goals": "Objectifs",
+        "offers": "Peut partager",
+        "learning_interests": "Souhaite apprendre",
         "languages": "Langues",
         "timezone": "Fuseau horaire",
     },
 }
 CURRENTLY = {"en": "currently", "fr": "actuellement"}
+# A goal covered through another topic of the mentor's: "python (through django)".
+_VIA = {"en": "through", "fr": "via"}
 
 
 @dataclass(frozen=True)
@@ -148,23 +157,24 @@ Facts = Mapping[str, Any]
 
 def _topic_fit(f: Facts, r: Reader) -> str | None:
     goals = [str(g["topic"]) for g in f["goals"]]
-    covered = [str(t) for t in f["covered"]]
     if not goals:
         return None
     if r.mentor:
-        return _wants_to_learn(goals, len(covered), r)
+        return _wants_to_learn(f["goals"], r)
+    covered = [_with_through(g, r) for g in f["goals"] if g["covered"]]
     n, k = len(goals), len(covered)
     if r.fr:
         if n == 1:
-            verb = "Couvre" if k else "Ne couvre pas"
-            return f"{verb} votre objectif : {goals[0]}"
+            if k:
+                return f"Couvre votre objectif : {covered[0]}"
+            return f"Ne couvre pas votre objectif : {goals[0]}"
         if k == 0:
             return "Ne couvre aucun de vos objectifs"
         if k == n:
             return f"Couvre tous vos objectifs : {r.items(covered)}"
         return f"Couvre {k} de vos {n} objectifs : {r.items(covered)}"
     if n == 1:
-        return f"{'Covers' if k else 'Does not cover'} your goal: {goals[0]}"
+        return f"Covers your goal: {covered[0]}" if k else f"Does not cover your goal: {goals[0]}"
     if k == 0:
         return "Covers none of your goals"
     if k == n:
@@ -172,9 +182,38 @@ def _topic_fit(f: Facts, r: Reader) -> str | None:
     return f"Covers {k} of your {n} goals: {r.items(covered)}"
 
 
-def _wants_to_learn(goals: list[str], k: int, r: Reader) -> str:
-    """To the mentor: what the mentee wants to learn, and how much of it they can teach."""
-    n = len(goals)
+def _through(goal: Facts) -> str | None:
+    """The mentor's topic that covers `goal` when it is another one (related, broader or
+    narrower): "django" for the goal "python". None for facts from before `through`."""
+    through = goal.get("through")
+    if not goal["covered"] or not through or _same(through, goal["topic"]):
+        return None
+    return str(through)
+
+
+def _with_through(goal: Facts, r: Reader) -> str:
+    """A covered goal, and through which topic in brackets: "python (through django)"."""
+    through = _through(goal)
+    return f"{goal['topic']} ({_VIA[r.locale]} {through})" if through else str(goal["topic"])
+
+
+def _same(a: Any, b: Any) -> bool:
+    return " ".join(str(a).split()).casefold() == " ".join(str(b).split()).casefold()
+
+
+def _wants_to_learn(goals: Sequence[Facts], r: Reader) -> str:
+    """To the mentor: what the mentee wants to learn, how much of it they can teach, and in
+    brackets which goals their expertise covers through another of their topics."""
+    topics = [str(g["topic"]) for g in goals]
+    n, k = len(goals), sum(1 for g in goals if g["covered"])
+    via = _VIA[r.locale]
+    throughs = [(g["topic"], t) for g in goals if (t := _through(g))]
+    if not throughs:
+        how = ""
+    elif n == 1:  # the goal was just named: "covers it (through django)"
+        how = f" ({via} {throughs[0][1]})"
+    else:
+        how = f" ({r.items([f'{goal} {via} {t}' for goal, t in throughs])})"
     if r.fr:
         if n == 1:
             share = "le couvre" if k else "ne le couvre pas"
@@ -182,14 +221,14 @@ def _wants_to_learn(goals: list[str], k: int, r: Reader) -> str:
             share = "les couvre tous les deux" if n == 2 else "les couvre tous"
         else:
             share = f"en couvre {k} sur {n}" if k else "n'en couvre aucun"
-        return f"Souhaite apprendre : {r.items(goals)} ; votre expertise {share}"
+        return f"Souhaite apprendre : {r.items(topics)} ; votre expertise {share}{how}"
     if n == 1:
         share = "covers it" if k else "does not cover it"
     elif k == n:
         share = "covers both" if n == 2 else f"covers all {n}"
     else:
         share = f"covers {k} of the {n}" if k else "covers none of them"
-    return f"Wants to learn: {r.items(goals)}; your expertise {share}"
+    return f"Wants to learn: {r.items(topics)}; your expertise {share}{how}"
 
 
 def _languages(f: Facts, r: Reader) -> str:
@@ -280,6 +319,52 @@ def _load(f: Facts, r: Reader) -> str:
     return f"Has {free} of {capacity} mentoring places free"
 
 
+def _mutual_learning(f: Facts, r: Reader) -> str | None:
+    """What the mentee can share that the mentor would like to learn (`shared`: each offer and
+    the mentor's interest it answers). The mentee reads their offers, the mentor their own
+    interests, through the mentee's topic when it is another one. Nothing shared: nothing."""
+    shared = [(str(s["topic"]), str(s["interest"])) for s in f["shared"]]
+    if not shared:
+        return None
+    if r.mentor:
+        return _can_teach(shared, r)
+    offers = list(dict.fromkeys(offer for offer, _ in shared))
+    interests = list(dict.fromkeys(interest for _, interest in shared))
+    as_offered = all(_same(offer, interest) for offer, interest in shared)
+    if r.fr:
+        if as_offered:
+            wish = "l'apprendre" if len(offers) == 1 else "les apprendre"
+        else:
+            wish = f"apprendre {r.items(interests)}"
+        return f"Vous pourrez partager {r.items(offers)} avec votre mentor, qui souhaite {wish}"
+    if as_offered:
+        wish = f"learn {'it' if len(offers) == 1 else 'them'}"
+    else:
+        wish = f"learn {r.items(interests)}"
+    return f"You can share {r.items(offers)} with your mentor, who would like to {wish}"
+
+
+def _can_teach(shared: Sequence[tuple[str, str]], r: Reader) -> str:
+    """To the mentor: each of their interests the mentee answers, once, with the mentee's other
+    topics it comes through when none is the interest itself: "python (through django)"."""
+    through: dict[str, list[str]] = {}
+    for offer, interest in shared:
+        others = through.setdefault(interest, [])
+        if _same(offer, interest):
+            others.append("")  # answered as it is: no "through"
+        elif offer not in others:
+            others.append(offer)
+    taught = r.items(
+        [
+            f"{interest} ({_VIA[r.locale]} {r.items(offers)})" if all(offers) else interest
+            for interest, offers in through.items()
+        ]
+    )
+    if r.fr:
+        return f"Peut vous apprendre {taught}, que vous souhaitez apprendre"
+    return f"Can teach you {taught}, which you would like to learn"
+
+
 _WRITERS: dict[str, Callable[[Facts, Reader], str | None]] = {
     "topic_fit": _topic_fit,
     "languages": _languages,
@@ -288,6 +373,7 @@ _WRITERS: dict[str, Callable[[Facts, Reader], str | None]] = {
     "department": _department,
     "reputation": _reputation,
     "load": _load,
+    "mutual_learning": _mutual_learning,
 }
 
 
@@ -320,7 +406,9 @@ def reasons(explanation: Sequence[Mapping[str, Any]], role: str, locale: str) ->
 
 def profile(person: Mapping[str, Any] | None, locale: str, now: datetime) -> Profile:
     """The other person as the reader needs them to decide: `person` has display_name, role,
-    languages, timezone, expertise (mentors) and goals (mentees); never the email address."""
+    languages, timezone, expertise (mentors), goals and, when known, offers (mentees: what they
+    can share with a mentor) and learning_interests (mentors: what they would like to learn from
+    a mentee); never the email address."""
     if person is None:
         return Profile(None, ())
     r = reader(str(person.get("role") or ""), locale)
@@ -330,6 +418,10 @@ def profile(person: Mapping[str, Any] | None, locale: str, now: datetime) -> Pro
         lines.append((labels["expertise"], expertise))
     if goals := _goals(person.get("goals") or (), r):
         lines.append((labels["goals"], goals))
+    if offers := [str(o) for o in person.get("offers") or () if o]:
+        lines.append((labels["offers"], r.items(offers, "unit")))
+    if interests := [str(i) for i in person.get("learning_interests") or () if i]:
+        lines.append((labels["learning_interests"], r.items(interests, "unit")))
     if languages := person.get("languages"):
         lines.append((labels["languages"], r.languages(languages)))
     if timezone := person.get("timezone"):

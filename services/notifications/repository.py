@@ -53,6 +53,8 @@ class ContactRow:
     registered_at: datetime
     expertise: list[dict[str, Any]] = field(default_factory=list)  # mentors: topic, level
     goals: list[dict[str, Any]] = field(default_factory=list)  # mentees: topic, priority
+    offers: list[str] = field(default_factory=list)  # mentees: topics they can share
+    learning_interests: list[str] = field(default_factory=list)  # mentors: topics to learn
 
 
 async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) -> int:
@@ -73,19 +75,23 @@ async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) 
     )
     changed = await conn.fetch(
         """INSERT INTO contacts AS c (tenant_id, person_id, role, display_name, email, languages,
-                                      timezone, registered_at, expertise, goals)
+                                      timezone, registered_at, expertise, goals, offers,
+                                      learning_interests)
            SELECT n.tenant_id, n.person_id, n.role, n.display_name, n.email,
                   ARRAY(SELECT jsonb_array_elements_text(n.languages::jsonb)), n.timezone,
-                  n.registered_at, n.expertise::jsonb, n.goals::jsonb
+                  n.registered_at, n.expertise::jsonb, n.goals::jsonb, n.offers::jsonb,
+                  n.learning_interests::jsonb
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::timestamptz[], $9::text[], $10::text[])
+                       $7::text[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
+                       $12::text[])
                 AS n(tenant_id, person_id, role, display_name, email, languages, timezone,
-                     registered_at, expertise, goals)
+                     registered_at, expertise, goals, offers, learning_interests)
            ON CONFLICT (tenant_id, person_id) DO UPDATE SET
                role = EXCLUDED.role, display_name = EXCLUDED.display_name,
                email = EXCLUDED.email, languages = EXCLUDED.languages,
                timezone = EXCLUDED.timezone, registered_at = EXCLUDED.registered_at,
-               expertise = EXCLUDED.expertise, goals = EXCLUDED.goals
+               expertise = EXCLUDED.expertise, goals = EXCLUDED.goals,
+               offers = EXCLUDED.offers, learning_interests = EXCLUDED.learning_interests
            WHERE (c.registered_at IS NULL OR c.registered_at < EXCLUDED.registered_at)
              AND (c.erased_at IS NULL OR c.erased_at < EXCLUDED.registered_at)
            RETURNING tenant_id, person_id""",
@@ -102,10 +108,12 @@ async def upsert_contacts(conn: asyncpg.Connection, rows: Sequence[ContactRow]) 
                     r.registered_at,
                     json.dumps(r.expertise),
                     json.dumps(r.goals),
+                    json.dumps(r.offers),
+                    json.dumps(r.learning_interests),
                 )
                 for r in values
             ),
-            10,
+            12,
         ),
     )
     if changed:
@@ -137,7 +145,8 @@ async def erase_contacts(
            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
            ON CONFLICT (tenant_id, person_id) DO UPDATE SET
                role = NULL, display_name = NULL, email = NULL, languages = '{}',
-               timezone = NULL, expertise = NULL, goals = NULL,
+               timezone = NULL, expertise = NULL, goals = NULL, offers = NULL,
+               learning_interests = NULL,
                erased_at = GREATEST(c.erased_at, EXCLUDED.erased_at)
            WHERE c.registered_at IS NULL OR c.registered_at <= EXCLUDED.erased_at""",
         tenants,
@@ -569,7 +578,8 @@ SELECT c.id, c.tenant_id, c.source_event_id, c.recipient_id, c.channel, c.kind, 
        p.person_id IS NOT NULL AS partner_known, p.display_name AS partner_name,
        p.email AS partner_email, p.languages AS partner_languages,
        p.timezone AS partner_timezone, p.expertise AS partner_expertise,
-       p.goals AS partner_goals,
+       p.goals AS partner_goals, p.offers AS partner_offers,
+       p.learning_interests AS partner_learning_interests,
        ch.endpoint, ch.secret,
        EXISTS (SELECT 1 FROM opt_outs o
                WHERE o.tenant_id = c.tenant_id AND o.person_id = c.recipient_id
@@ -676,6 +686,8 @@ class PageContact:
     timezone: str | None
     expertise: list[dict[str, Any]]
     goals: list[dict[str, Any]]
+    offers: list[str]
+    learning_interests: list[str]
 
     def as_person(self, role: str) -> dict[str, Any]:
         """For reading.profile, with their side of this match as the role."""
@@ -686,6 +698,8 @@ class PageContact:
             "timezone": self.timezone,
             "expertise": self.expertise,
             "goals": self.goals,
+            "offers": self.offers,
+            "learning_interests": self.learning_interests,
         }
 
 
@@ -731,8 +745,10 @@ async def answer_view(
                   m.mentor_id, m.state, m.confirmed, m.outcome, m.expires_at, m.explanation,
                   r.display_name AS r_name, r.languages AS r_languages,
                   r.timezone AS r_timezone, r.expertise AS r_expertise, r.goals AS r_goals,
+                  r.offers AS r_offers, r.learning_interests AS r_learning_interests,
                   o.display_name AS o_name, o.languages AS o_languages,
                   o.timezone AS o_timezone, o.expertise AS o_expertise, o.goals AS o_goals,
+                  o.offers AS o_offers, o.learning_interests AS o_learning_interests,
                   a.answer, a.answered_at, rs.person_id IS NOT NULL AS responded, rs.decision,
                   ro.decision AS other_decision
            FROM (VALUES ($1::text, $2::text, $3::text, $4::text))
@@ -786,6 +802,9 @@ def contact_shown(row: asyncpg.Record | Mapping[str, Any], prefix: str) -> PageC
         row[f"{prefix}timezone"],
         _json_list(row[f"{prefix}expertise"]),
         _json_list(row[f"{prefix}goals"]),
+        # optional, like the events' fields: a row without them (one built by hand) shows none
+        _topics(row.get(f"{prefix}offers")),
+        _topics(row.get(f"{prefix}learning_interests")),
     )
 
 
@@ -796,6 +815,10 @@ def jsonb(value: Any) -> Any:
 
 def _json_list(value: Any) -> list[dict[str, Any]]:
     return list(jsonb(value) or [])
+
+
+def _topics(value: Any) -> list[str]:
+    return [str(topic) for topic in jsonb(value) or []]
 
 
 async def record_answer(

@@ -39,7 +39,8 @@ TOPICS: dict[Role, str] = {"mentor": "mentor-registered", "mentee": "mentee-regi
 FORMATS: dict[str, Format] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 SEPARATOR = ";"  # between the items of a list cell: "en;fr", "python:4;public speaking:3"
-LIST_COLUMNS = frozenset({"languages"})
+# plain lists: languages, and the topics a mentor would like to learn or a mentee can share
+LIST_COLUMNS = frozenset({"languages", "learning_interests", "offers"})
 # columns of `topic:number` pairs: the number's field, and an example for messages
 PAIR_COLUMNS = {"expertise": ("level", "python:4"), "goals": ("priority", "leadership:1")}
 

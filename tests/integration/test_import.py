@@ -1,6 +1,7 @@
 """`mentornet import`, run as a process against the real broker, PostgreSQL and profiles: a file
 with bad rows publishes nothing; --skip-invalid enrols every other row; importing the same file
-again changes nothing; the docs' sample files enrol as they are."""
+again changes nothing; the docs' sample files enrol as they are, with what people would learn
+or share."""
 
 from __future__ import annotations
 
@@ -238,11 +239,21 @@ async def test_the_docs_sample_files_enrol_as_they_are(
 ) -> None:
     tenant = unique("sample")
     samples = REPO_ROOT / "docs" / "samples"
-    for role in ("mentor", "mentee"):
-        result = await import_file(infra, samples / f"{role}s.csv", tenant, role=role)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stderr == ""  # no warning either: the columns are the contract's
-        assert f"for tenant {tenant}, program {PROGRAM} (0 rows skipped)" in result.stdout
+    async with TopicReader(infra.bootstrap_servers, "enrolment-updated") as updates:
+        for role in ("mentor", "mentee"):
+            result = await import_file(infra, samples / f"{role}s.csv", tenant, role=role)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert result.stderr == ""  # no warning either: the columns are the contract's
+            assert f"for tenant {tenant}, program {PROGRAM} (0 rows skipped)" in result.stdout
+        announced = Announced()
+        published = await updates.collect(
+            lambda rs: len(announced.add(rs)) >= 12, keep=of_tenant(tenant), timeout=60
+        )
+    # what people would learn (mentors) or share (mentees) goes on to matching and notifications
+    data = {d["person_id"]: d for d in (json.loads(r.value)["data"] for r in published)}
+    assert data["p-1001"]["learning_interests"] == ["data visualisation", "spanish"]
+    assert data["p-2001"]["offers"] == ["data visualisation", "spanish"]
+    assert "learning_interests" not in data["p-1002"] and "offers" not in data["p-2002"]
     await wait_for(db, "SELECT count(*) = 12 FROM profiles.enrolments WHERE tenant_id = $1", tenant)
     rows = await db.fetch(
         """SELECT person_id, role, display_name, languages, expertise, goals, capacity

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
@@ -47,6 +50,7 @@ NAMES = (
     "flaky",
     "flaky-hook",
     "erase",
+    "offers",
     "remind",
     "refused",
     "unconfirmed",
@@ -177,6 +181,7 @@ def enrolment(
     languages: list[str],
     name: str | None = None,
     registered_at: datetime | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     return event(
         tenant,
@@ -190,6 +195,7 @@ def enrolment(
             "languages": languages,
             "timezone": "Europe/Paris",
             "registered_at": (registered_at or datetime.now(UTC)).isoformat(),
+            **extra,
         },
     )
 
@@ -621,6 +627,72 @@ async def test_offboarded_person_gets_nothing_and_keeps_no_personal_data(
             p,
         )
         assert states and {r["state"] for r in states} == {"cancelled"}, states
+
+
+async def test_what_each_side_can_share_or_would_learn_is_shown_until_they_leave(
+    service: AsgiFastStream, smtp: SmtpSink, db: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """enrolment-updated's offers (mentee) and learning_interests (mentor) reach the other
+    side's proposal email and answer page, and are erased with the rest when they leave."""
+    tenant = TENANT["offers"]
+    mentee, mentor, match = person(), person(), f"m-{uuid.uuid4().hex[:8]}"
+    key = f"{tenant}:prog-1"
+    # the mentee says what they can share in a later enrolment-updated
+    earlier = datetime.now(UTC) - timedelta(minutes=1)
+    first = await publish(
+        producer,
+        enrolment(tenant, mentee, role="mentee", languages=["fr"], registered_at=earlier),
+        key,
+    )
+    await eventually(lambda: consumed(db, first))  # stored before the next one comes
+    offers = {"offers": ["sql", "prise de notes"]}
+    later = await publish(
+        producer, enrolment(tenant, mentee, role="mentee", languages=["fr"], **offers), key
+    )
+    interests = {"learning_interests": ["tiktok"]}
+    await publish(
+        producer, enrolment(tenant, mentor, role="mentor", languages=["en"], **interests), key
+    )
+    await eventually(lambda: consumed(db, later))  # the proposal must not find the first only
+    await publish(producer, proposed(tenant, match, mentee, mentor, timedelta(days=3)), match)
+
+    await eventually(lambda: smtp.to(address(mentee)) and smtp.to(address(mentor)))
+    to_mentor = parsed(smtp.to(address(mentor))[0].content)
+    text = to_mentor.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "- Can share: sql, prise de notes" in text
+    to_mentee = parsed(smtp.to(address(mentee))[0].content)
+    assert "- Souhaite apprendre : tiktok" in (
+        to_mentee.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    )
+    # the answer page behind the mentor's Accept link shows it too
+    link = re.search(r"Accept: (\S+)", text)
+    assert link, text
+    accept = urlsplit(link[1])
+    transport = httpx.ASGITransport(app=service)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
+        page = await browser.get(f"{accept.path}?{accept.query}")
+    assert page.status_code == 200
+    assert "<dt>Can share</dt>" in page.text and "sql, prise de notes" in page.text
+
+    for p in (mentee, mentor):
+        await publish(
+            producer,
+            event(
+                tenant, "enrolment-ended", {"program_id": "prog-1", "person_id": p, "erase": True}
+            ),
+            key,
+        )
+
+    async def erased() -> list[asyncpg.Record]:
+        rows = await db.fetch(
+            """SELECT offers, learning_interests FROM contacts
+               WHERE tenant_id = $1 AND erased_at IS NOT NULL""",
+            tenant,
+        )
+        return rows if len(rows) == 2 else []
+
+    rows = await eventually(erased)
+    assert [(r["offers"], r["learning_interests"]) for r in rows] == [(None, None)] * 2
 
 
 async def test_reminder_goes_only_to_who_has_not_answered(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from shared.contract.events import EnrolmentUpdated
 from shared.contract.signature import sign
 from shared.local.infra import Endpoints
 from tests.support import (
@@ -66,6 +67,42 @@ async def test_valid_registration_is_stored_and_published_once(
     # When profiles applied it, by its own clock (the HR event's `time` may lie in the past).
     assert sent_at <= datetime.fromisoformat(body["data"]["received_at"]) <= datetime.now(UTC)
     assert len(published) + len(more) == 1
+
+
+async def test_what_people_would_learn_or_share_reaches_enrolment_updated(
+    infra: Endpoints, profiles: ServiceProcess
+) -> None:
+    """Reverse mentoring: a mentor's `learning_interests` and a mentee's `offers` go on to
+    matching and notifications in `enrolment-updated`; left out, they read as empty."""
+    tenant = unique("acme")
+    mentee = {k: v for k, v in mentor_data("n-1").items() if k not in ("expertise", "capacity")}
+    mentee |= {"goals": [{"topic": "python", "priority": 1}], "offers": ["tiktok", "excel"]}
+    registrations = [
+        cloud_event(
+            "mentor-registered",
+            tenant,
+            mentor_data("p-1", learning_interests=["tiktok", "data visualisation"]),
+        ),
+        cloud_event("mentor-registered", tenant, mentor_data("p-2")),
+        cloud_event("mentee-registered", tenant, mentee),
+    ]
+    async with TopicReader(infra.bootstrap_servers, "enrolment-updated") as reader:
+        await publish_raw(
+            infra.bootstrap_servers,
+            [
+                (e["type"], e["data"]["person_id"].encode(), json.dumps(e).encode())
+                for e in registrations
+            ],
+        )
+        published = await reader.collect(
+            lambda rs: len({json.loads(r.value)["data"]["person_id"] for r in rs}) >= 3,
+            keep=of_tenant(tenant),
+        )
+    updated = [EnrolmentUpdated.model_validate(json.loads(r.value)["data"]) for r in published]
+    by_person = {u.person_id: u for u in updated}
+    assert by_person["p-1"].learning_interests == ["tiktok", "data visualisation"]
+    assert by_person["n-1"].offers == ["tiktok", "excel"] and by_person["n-1"].role == "mentee"
+    assert by_person["p-2"].learning_interests == [] and by_person["p-1"].offers == []
 
 
 async def test_latest_time_wins_whatever_the_arrival_order(

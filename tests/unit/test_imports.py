@@ -142,6 +142,38 @@ def test_mentee_goals_are_topic_priority_pairs() -> None:
     ]
 
 
+def test_what_people_would_learn_or_share_are_optional_topic_lists() -> None:
+    """Reverse mentoring: a mentor's `learning_interests` and a mentee's `offers`, `;`-separated
+    like the other lists; a blank cell (or only separators) is an absent field."""
+    result = checked(csv_file(mentor("p-1", learning_interests=" tiktok ; data viz;")))
+    assert data_of(result)[0]["learning_interests"] == ["tiktok", "data viz"]
+    result = checked(csv_file(mentee("n-1", offers="spanish;excel")), role="mentee")
+    assert data_of(result)[0]["offers"] == ["spanish", "excel"]
+    for blank in ("", " ; "):
+        (data,) = data_of(checked(csv_file(mentee("n-2", offers=blank)), role="mentee"))
+        assert "offers" not in data
+    # each is its role's own: in the other role's file, an unknown column, ignored
+    other = checked(csv_file(mentor("p-2", offers="spanish")))
+    assert other.ignored_columns == ("offers",) and "offers" not in data_of(other)[0]
+
+
+@pytest.mark.parametrize(
+    ("role", "column", "cell", "reason"),
+    [
+        ("mentor", "learning_interests", "x" * 101, "is longer than 100 characters"),
+        ("mentee", "offers", ";".join(f"t{i}" for i in range(21)), "21 items; at most 20"),
+    ],
+)
+def test_a_bad_learning_interest_or_offer_is_named_by_line_and_column(
+    role: Role, column: str, cell: str, reason: str
+) -> None:
+    row = (mentor if role == "mentor" else mentee)("x-1", **{column: cell})
+    result = checked(csv_file(row), role=role)
+    [problem] = problems(result)
+    assert problem.startswith(f"line 2, column {column}: ") and problem.endswith(reason)
+    assert result.records == ()
+
+
 # --- bad cells: each named by line and column ------------------------------------------------------
 
 BAD_MENTOR_CELLS = [
@@ -343,9 +375,16 @@ def test_json_lines_take_native_json_or_the_csv_texts() -> None:
         "department": None,  # null: absent
         "seniority": 2,
         "goals": [{"topic": "python", "priority": 1}, "leadership:2"],
+        "offers": ["spanish", "excel"],
         "hobbies": ["chess"],  # unknown: ignored, reported
     }
-    texts = {**native, "person_id": "n-2", "languages": "fr;en", "goals": "python:1;leadership:2"}
+    texts = {
+        **native,
+        "person_id": "n-2",
+        "languages": "fr;en",
+        "goals": "python:1;leadership:2",
+        "offers": "spanish;excel",
+    }
     raw = "\n".join([json.dumps(native), "", json.dumps(texts, ensure_ascii=False)]).encode()
     result = checked(raw, "jsonl", role="mentee")
     assert result.problems == () and [r.line for r in result.records] == [1, 3]
@@ -359,6 +398,7 @@ def test_json_lines_take_native_json_or_the_csv_texts() -> None:
             {"topic": "leadership", "priority": 2},
         ]
     )
+    assert first["offers"] == second["offers"] == ["spanish", "excel"]
     assert "department" not in first and result.ignored_columns == ("hobbies",)
 
 
@@ -466,6 +506,10 @@ def test_the_sample_files_of_the_docs_are_valid(role: Role) -> None:
     assert header == list(columns(role))  # every column of the contract, in its order
     names = [d["display_name"] for d in data_of(result)]
     assert any(not name.isascii() for name in names)  # accents survive the trip
+    # some people say what they would learn (mentors) or share (mentees), some do not
+    optional = "learning_interests" if role == "mentor" else "offers"
+    said = [d.get(optional) for d in data_of(result)]
+    assert ["data visualisation", "spanish"] in said and None in said
 
 
 # --- the command, without a broker (--dry-run, or refused before publishing) -------------------------

@@ -56,9 +56,15 @@ LINKS = {
 TOPICS = ("négociation", "prise de parole", "comptabilité")
 
 
-def fit(covered: int) -> dict[str, Any]:
+def fit(covered: int, through: str | None = None) -> dict[str, Any]:
+    """The first `covered` goals covered, the first through the mentor's `through` topic."""
     goals = [
-        {"topic": topic, "priority": min(i + 1, 3), "covered": i < covered}
+        {
+            "topic": topic,
+            "priority": min(i + 1, 3),
+            "covered": i < covered,
+            "through": through if i == 0 < covered else None,
+        }
         for i, topic in enumerate(TOPICS)
     ]
     return {
@@ -72,13 +78,17 @@ def explanation(variant: int) -> list[dict[str, Any]]:
     """Every criterion, with facts that take each sentence down another branch per variant."""
     facts = [
         {
-            "topic_fit": fit(2),
+            "topic_fit": fit(2, through="médiation"),
             "languages": {"shared": ["fr", "en"]},
             "timezone": {"hours_apart": 1.0},
             "seniority": {"gap": 3},
             "department": {"relation": "different"},
             "reputation": {"rating_mean": 4.57, "rating_count": 12, "provisional": False},
             "load": {"free_places": 1, "capacity": 2},
+            "mutual_learning": {
+                "shared": [{"topic": "tableur", "interest": "tableur"}],
+                "not_wanted": [],
+            },
         },
         {
             "topic_fit": fit(3),
@@ -88,6 +98,13 @@ def explanation(variant: int) -> list[dict[str, Any]]:
             "department": {"relation": "same"},
             "reputation": {"rating_mean": None, "rating_count": 0, "provisional": True},
             "load": {"free_places": 3, "capacity": 4},
+            "mutual_learning": {
+                "shared": [
+                    {"topic": "tableur", "interest": "bureautique"},
+                    {"topic": "dessin", "interest": "dessin"},
+                ],
+                "not_wanted": ["cuisine"],
+            },
         },
         {
             "topic_fit": fit(0),
@@ -97,6 +114,7 @@ def explanation(variant: int) -> list[dict[str, Any]]:
             "department": {"relation": "unknown"},
             "reputation": {"rating_mean": 5.0, "rating_count": 1, "provisional": True},
             "load": {"free_places": 0, "capacity": 1},
+            "mutual_learning": {"shared": [], "not_wanted": ["cuisine"]},
         },
     ][variant]
     return [

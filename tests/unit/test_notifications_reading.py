@@ -3,12 +3,14 @@ reader's side, and the other person's profile, in English and in French."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from services.notifications.reading import Profile, Reason, profile, reasons
+from services.notifications.reading import CRITERIA, Profile, Reason, profile, reasons
+from shared.contract.events import Criterion
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +29,28 @@ def goals(*topics: tuple[str, bool]) -> dict[str, Any]:
     }
 
 
+def through(*topics: tuple[str, str | None]) -> dict[str, Any]:
+    """topic_fit's facts as matching writes them now: each goal (topic, the mentor's topic
+    covering it when another one), None for a goal not covered at all."""
+    facts = goals(*((t, via is not None) for t, via in topics))
+    for goal, (topic, via) in zip(facts["goals"], topics, strict=True):
+        goal["through"] = None if via in (None, topic) else via
+        goal["credit"] = 0.0 if via is None else 1.0 if via == topic else 0.5
+    return facts
+
+
+def mutual(*shared: tuple[str, str], not_wanted: tuple[str, ...] = ()) -> dict[str, Any]:
+    """mutual_learning's facts: each (mentee's offer, the mentor's interest it answers)."""
+    return {
+        "shared": [{"topic": t, "interest": i} for t, i in shared],
+        "not_wanted": list(not_wanted),
+    }
+
+
 TWO_OF_THREE = goals(("python", True), ("sql", True), ("négociation", False))
+# python covered through the mentor's django, sql directly, négociation not at all
+VIA_DJANGO = through(("python", "django"), ("sql", "sql"), ("négociation", None))
+SQL = mutual(("sql", "sql"), not_wanted=("excel",))
 RATED = {"rating_mean": 4.57, "rating_count": 12, "provisional": False}
 
 
@@ -107,6 +130,95 @@ CASES = [
         "mentor",
         "en",
         "Wants to learn: sql and python; your expertise covers none of them",
+    ),
+    # covered through a related topic: the mentee reads it by each goal, the mentor after
+    (
+        "topic_fit",
+        VIA_DJANGO,
+        "mentee",
+        "en",
+        "Covers 2 of your 3 goals: python (through django) and sql",
+    ),
+    (
+        "topic_fit",
+        VIA_DJANGO,
+        "mentee",
+        "fr",
+        "Couvre 2 de vos 3 objectifs : python (via django) et sql",
+    ),
+    (
+        "topic_fit",
+        VIA_DJANGO,
+        "mentor",
+        "en",
+        "Wants to learn: python, sql, and négociation; your expertise covers 2 of the 3 "
+        "(python through django)",
+    ),
+    (
+        "topic_fit",
+        VIA_DJANGO,
+        "mentor",
+        "fr",
+        "Souhaite apprendre : python, sql et négociation ; votre expertise en couvre 2 sur 3 "
+        "(python via django)",
+    ),
+    (
+        "topic_fit",
+        through(("python", "django")),
+        "mentee",
+        "en",
+        "Covers your goal: python (through django)",
+    ),
+    (
+        "topic_fit",
+        through(("python", "django")),
+        "mentee",
+        "fr",
+        "Couvre votre objectif : python (via django)",
+    ),
+    (
+        "topic_fit",
+        through(("python", "django")),
+        "mentor",
+        "en",
+        "Wants to learn: python; your expertise covers it (through django)",
+    ),
+    (
+        "topic_fit",
+        through(("python", "django")),
+        "mentor",
+        "fr",
+        "Souhaite apprendre : python ; votre expertise le couvre (via django)",
+    ),
+    (
+        "topic_fit",
+        through(("python", "django"), ("sql", "postgresql")),
+        "mentor",
+        "fr",
+        "Souhaite apprendre : python et sql ; votre expertise les couvre tous les deux "
+        "(python via django et sql via postgresql)",
+    ),
+    (
+        "topic_fit",
+        through(("python", "django"), ("sql", "postgresql")),
+        "mentee",
+        "en",
+        "Covers all your goals: python (through django) and sql (through postgresql)",
+    ),
+    # the same topic, however matching spelled it, is no "through"
+    (
+        "topic_fit",
+        through(("python", "Python")),
+        "mentee",
+        "en",
+        "Covers your goal: python",
+    ),
+    (
+        "topic_fit",
+        through(("sql", None)),
+        "mentor",
+        "en",
+        "Wants to learn: sql; your expertise does not cover it",
     ),
     ("languages", {"shared": ["fr", "en"]}, "mentee", "en", "You both speak French and English"),
     (
@@ -204,6 +316,77 @@ CASES = [
     ("load", ONLY_PLACE, "mentor", "en", "Your one mentoring place is free"),
     ("load", ONLY_PLACE, "mentee", "fr", "Sa seule place de mentorat est libre"),
     ("load", ONLY_PLACE, "mentor", "fr", "Votre seule place de mentorat est libre"),
+    (
+        "mutual_learning",
+        SQL,
+        "mentee",
+        "en",
+        "You can share sql with your mentor, who would like to learn it",
+    ),
+    (
+        "mutual_learning",
+        SQL,
+        "mentee",
+        "fr",
+        "Vous pourrez partager sql avec votre mentor, qui souhaite l'apprendre",
+    ),
+    ("mutual_learning", SQL, "mentor", "en", "Can teach you sql, which you would like to learn"),
+    (
+        "mutual_learning",
+        SQL,
+        "mentor",
+        "fr",
+        "Peut vous apprendre sql, que vous souhaitez apprendre",
+    ),
+    (
+        "mutual_learning",
+        mutual(("sql", "sql"), ("excel", "excel")),
+        "mentee",
+        "en",
+        "You can share sql and excel with your mentor, who would like to learn them",
+    ),
+    (
+        "mutual_learning",
+        mutual(("sql", "sql"), ("excel", "excel")),
+        "mentee",
+        "fr",
+        "Vous pourrez partager sql et excel avec votre mentor, qui souhaite les apprendre",
+    ),
+    # an offer answering another interest (django for python): each side reads its own topics
+    (
+        "mutual_learning",
+        mutual(("django", "python"), ("sql", "sql")),
+        "mentee",
+        "en",
+        "You can share django and sql with your mentor, who would like to learn python and sql",
+    ),
+    (
+        "mutual_learning",
+        mutual(("django", "python"), ("sql", "sql")),
+        "mentee",
+        "fr",
+        "Vous pourrez partager django et sql avec votre mentor, qui souhaite apprendre python "
+        "et sql",
+    ),
+    (
+        "mutual_learning",
+        mutual(("django", "python"), ("sql", "sql")),
+        "mentor",
+        "en",
+        "Can teach you python (through django) and sql, which you would like to learn",
+    ),
+    (
+        "mutual_learning",
+        mutual(("django", "python"), ("flask", "python")),
+        "mentor",
+        "fr",
+        "Peut vous apprendre python (via django et flask), que vous souhaitez apprendre",
+    ),
+    # nothing the mentor wants: nothing to read, on either side
+    ("mutual_learning", mutual(not_wanted=("sql",)), "mentee", "en", None),
+    ("mutual_learning", mutual(not_wanted=("sql",)), "mentee", "fr", None),
+    ("mutual_learning", mutual(not_wanted=("sql",)), "mentor", "en", None),
+    ("mutual_learning", mutual(), "mentor", "fr", None),
 ]
 
 
@@ -217,15 +400,7 @@ def test_each_criterion_is_written_to_the_readers_side(
 def test_every_criterion_is_covered_for_both_roles_and_locales() -> None:
     seen = {(c, r, loc) for c, _, r, loc, text in CASES if text or c == "reputation"}
     criteria = {c for c, *_ in CASES}
-    assert criteria == {
-        "topic_fit",
-        "languages",
-        "timezone",
-        "seniority",
-        "department",
-        "reputation",
-        "load",
-    }
+    assert criteria == set(get_args(Criterion))
     assert seen == {
         (c, r, loc) for c in criteria for r in ("mentee", "mentor") for loc in ("en", "fr")
     }
@@ -294,8 +469,11 @@ def test_nothing_written_to_a_mentor_says_your_mentor() -> None:
             goals(("sql", False)),
             goals(("a", True), ("b", True), ("c", True)),
             goals(("a", False), ("b", False)),
+            VIA_DJANGO,
+            through(("python", "django")),
         )
     ]
+    variants += [item("mutual_learning", f) for f in (SQL, mutual(("django", "python")))]
     variants += [item("seniority", {"gap": gap}) for gap in (-2, -1, 0, 1, 4)]
     variants += [item("department", {"relation": r}) for r in ("same", "different")]
     variants += [item("timezone", {"hours_apart": h}) for h in (0.0, 1.0, 5.5)]
@@ -311,7 +489,25 @@ def test_nothing_written_to_a_mentor_says_your_mentor() -> None:
             assert wrong not in written
         # and a mentee never reads about their own goals as if they were someone else's
         to_mentee = " ".join(r.text for r in reasons(variants, "mentee", locale)).lower()
-        assert "wants to learn" not in to_mentee and "souhaite apprendre" not in to_mentee
+        # (their mentor "souhaite apprendre" what they can share: that is about the mentor)
+        assert "wants to learn:" not in to_mentee and "souhaite apprendre :" not in to_mentee
+
+
+def test_every_criterion_of_the_contract_has_a_label_in_both_languages() -> None:
+    assert set(CRITERIA["en"]) == set(CRITERIA["fr"]) == set(get_args(Criterion))
+
+
+@pytest.mark.parametrize("locale", ["en", "fr"])
+def test_colons_and_semicolons_follow_each_languages_typography(locale: str) -> None:
+    """French puts a space before ":" and ";", English none; a French reason names no English
+    word ("through")."""
+    texts = [t for c, f, role, loc, _ in CASES if loc == locale and (t := one(c, f, role, loc))]
+    assert any(":" in t for t in texts) and any(";" in t for t in texts)
+    for text in texts:
+        for before in re.findall(r"(.)[:;]", text):
+            assert (before == " ") == (locale == "fr"), text
+        if locale == "fr":
+            assert "through" not in text, text
 
 
 # --- profile ------------------------------------------------------------------------------------
@@ -381,6 +577,35 @@ def test_a_mentor_reads_the_mentees_goals_by_priority() -> None:
         ("Objectifs", "negotiation (prioritaire), sql et python"),
         ("Langues", "anglais"),
     )
+
+
+def test_a_mentor_reads_what_the_mentee_can_share_when_known() -> None:
+    sharing = {**MENTEE, "offers": ["sql", "prise de notes"]}
+    assert profile(sharing, "en", WINTER).lines[:2] == (
+        ("Goals", "negotiation (top priority), sql, python"),
+        ("Can share", "sql, prise de notes"),
+    )
+    assert profile(sharing, "fr", WINTER).lines[1] == ("Peut partager", "sql et prise de notes")
+    for silent in ({**MENTEE, "offers": []}, {**MENTEE, "offers": None}):  # none said: no line
+        assert profile(silent, "fr", WINTER) == profile(MENTEE, "fr", WINTER)
+
+
+def test_a_mentee_reads_what_the_mentor_would_like_to_learn_when_known() -> None:
+    learning = {**MENTOR, "learning_interests": ["tiktok", "prise de notes"]}
+    assert profile(learning, "en", WINTER).lines[1] == (
+        "Would like to learn",
+        "tiktok, prise de notes",
+    )
+    assert profile(learning, "fr", WINTER).lines[:2] == (
+        (
+            "Expertise",
+            "prise de parole (expert reconnu), conception de formations (niveau avancé) "
+            "et sql (premières expériences)",
+        ),
+        ("Souhaite apprendre", "tiktok et prise de notes"),
+    )
+    for silent in ({**MENTOR, "learning_interests": []}, {**MENTOR, "learning_interests": None}):
+        assert profile(silent, "fr", WINTER) == profile(MENTOR, "fr", WINTER)
 
 
 def test_every_level_has_words_in_both_languages() -> None:
