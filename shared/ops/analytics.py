@@ -2,8 +2,8 @@
 
 The input is decoded CloudEvents as dicts (`type`, `tenantid`, `source`, `id`, `time`, `data`)
 from `enrolment-updated`, `enrolment-ended`, `match-proposed`, `match-confirmed`, `match-ended`,
-`relationship-stalled`, `feedback-requested`, `session-completed`, `match-responded` and
-`feedback-given`, in any order (topics and partitions interleave freely, so every rule below uses
+`relationship-stalled`, `feedback-requested`, `session-completed`, `match-responded`,
+`feedback-given` and `mentee-waiting`, in any order (topics and partitions interleave freely, so every rule below uses
 event times, never arrival order). Nothing reads a database: these are the figures anyone with
 read access to the topics can reproduce. Each definition is stated in docs/analytics-guide.md;
 change both together.
@@ -27,6 +27,25 @@ TIME_EDGES = (HOUR, 6 * HOUR, DAY, 3 * DAY, 7 * DAY, 30 * DAY)
 TIME_LABELS = ("< 1 h", "1-6 h", "6-24 h", "1-3 d", "3-7 d", "7-30 d", ">= 30 d")
 LOAD_EDGES = (1e-9, 0.5, 1.0 - 1e-9, 1.0 + 1e-9)
 LOAD_LABELS = ("idle", "under half", "half or more", "full", "over capacity")
+
+# Why mentees wait (`mentee-waiting`), in plain words, for the report and `program show`.
+NOT_TRIED = "not_tried"  # a waiting mentee matching has not said why of (not tried since)
+WAITING_REASONS = {
+    "no_mentor": "no mentor enrolled and available",
+    "no_common_language": "no mentor speaks their language",
+    "no_topic": "no mentor covers a goal",
+    "program_rule": "the program's rules leave no mentor",
+    "already_proposed": "every fitting mentor was proposed before",
+    "no_free_place": "no free place",
+    NOT_TRIED: "not tried yet",
+}
+
+
+def waiting_because(reasons: Mapping[str, int]) -> str:
+    """'7 no mentor covers a goal, 5 no free place': the most frequent first ('-': none)."""
+    ordered = sorted(((r, n) for r, n in reasons.items() if n), key=lambda rn: (-rn[1], rn[0]))
+    return ", ".join(f"{n} {WAITING_REASONS.get(r, r)}" for r, n in ordered) or "-"
+
 
 WIN_RATING = 4  # a closing feedback rated at or above this (out of 5) is a win for that side
 REACHED = frozenset({"yes", "partly"})  # a goal reached at least partly
@@ -145,6 +164,7 @@ class ProgramHealth:
     mentors: int
     mentees: int
     mentees_waiting: int
+    waiting_reasons: dict[str, int]  # why the waiting mentees wait ("not_tried": not said yet)
     time_to_proposal: Summary
     time_to_confirmation: Summary
     response_time: Summary
@@ -220,6 +240,7 @@ class ProgramHealth:
             "mentors": self.mentors,
             "mentees": self.mentees,
             "mentees_waiting": self.mentees_waiting,
+            "waiting_reasons": self.waiting_reasons,
             "time_to_proposal": self.time_to_proposal.as_dict(),
             "time_to_confirmation": self.time_to_confirmation.as_dict(),
             "response_time": self.response_time.as_dict(),
@@ -276,6 +297,7 @@ class _Enrolment:
     updated_at: datetime  # event time of the latest enrolment-updated
     first_mentee_received: datetime | None = None  # when mentornet first had them as mentee
     ended_at: datetime | None = None
+    waiting: tuple[datetime, str] | None = None  # the latest mentee-waiting: (time, reason)
 
     @property
     def active(self) -> bool:
@@ -405,6 +427,7 @@ def program_health(
     matches: dict[tuple[str, str], _Match] = {}
     responses: list[tuple[str, Mapping[str, Any], datetime]] = []
     app_events: list[tuple[str, Event, datetime]] = []  # sessions and feedback, once all is read
+    waiting: list[tuple[str, Mapping[str, Any], datetime]] = []  # mentee-waiting, once all is read
 
     for event in events:
         tenant_id = event.get("tenantid")
@@ -431,6 +454,8 @@ def program_health(
             _match_event(match, kind, data, at)
         elif kind == "match-responded":
             responses.append((tenant_id, data, at))
+        elif kind == "mentee-waiting":
+            waiting.append((tenant_id, data, at))
         elif kind in ("session-completed", "feedback-given"):
             app_events.append((tenant_id, event, at))
 
@@ -446,6 +471,11 @@ def program_health(
             relationship.checkins_given.append((data["person_id"], at))
         else:
             _closing_feedback(relationship, event, at)
+
+    for tenant_id, data, at in waiting:
+        enrolment = enrolments.get((tenant_id, data["program_id"], data["mentee_id"]))
+        if enrolment is not None and (enrolment.waiting is None or at >= enrolment.waiting[0]):
+            enrolment.waiting = (at, data["reason"])
 
     first_answers: dict[tuple[str, str, str], float] = {}
     for tenant_id, data, at in responses:
@@ -477,6 +507,16 @@ def program_health(
         for t, p in sorted(programs)
         if program is None or p == program
     ]
+
+
+def _waiting_reason(enrolment: _Enrolment, matches: Sequence[_Match]) -> str:
+    """Why a waiting mentee waits: the latest `mentee-waiting` said after their latest proposal
+    ended ("not_tried" when none was: matching has not tried since, e.g. in cohort mode)."""
+    if enrolment.waiting is None:
+        return NOT_TRIED
+    at, reason = enrolment.waiting
+    ended = [m.ended_at for m in matches if m.ended_at is not None]
+    return reason if not ended or at >= max(ended) else NOT_TRIED
 
 
 def _enrolment_updated(
@@ -578,13 +618,11 @@ def _program(
         if confirmed:
             to_confirmation.append(_seconds(received, min(confirmed)))
 
-    waiting = sum(
-        1
-        for person in active_mentees
-        if not any(
-            m.open_proposal or m.open_relationship or m.mentee_done for m in by_mentee[person]
-        )
-    )
+    reasons: defaultdict[str, int] = defaultdict(int)
+    for person in active_mentees:
+        if any(m.open_proposal or m.open_relationship or m.mentee_done for m in by_mentee[person]):
+            continue
+        reasons[_waiting_reason(people[person], by_mentee[person])] += 1
     outcomes: defaultdict[str, int] = defaultdict(int)
     for m in ours:
         outcomes["accepted" if m.confirmed else (m.outcome or "pending")] += 1
@@ -612,7 +650,8 @@ def _program(
         program=program_id,
         mentors=len(active_mentors),
         mentees=len(active_mentees),
-        mentees_waiting=waiting,
+        mentees_waiting=sum(reasons.values()),
+        waiting_reasons=dict(sorted(reasons.items())),
         time_to_proposal=Summary(tuple(sorted(to_proposal))),
         time_to_confirmation=Summary(tuple(sorted(to_confirmation))),
         response_time=Summary(tuple(sorted(answers))),

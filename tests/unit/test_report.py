@@ -481,6 +481,30 @@ def test_a_mentee_done_with_the_program_is_not_waiting() -> None:
     assert only(s.events).mentees_waiting == 2
 
 
+def test_waiting_mentees_by_the_latest_reason_said_since_their_last_proposal() -> None:
+    s = Stream("acme")
+    for mentee in ("e1", "e2", "e3", "e4"):
+        s.enrol(mentee, "mentee", 0)
+
+    def waits(mentee: str, hours: float, reason: str) -> None:
+        data = {"program_id": "p1", "mentee_id": mentee, "reason": reason}
+        s.add("mentee-waiting", at(hours), data, source="mentornet/matching")
+
+    waits("e1", 1, "no_free_place")
+    waits("e1", 3, "no_topic")  # the latest counts
+    waits("e2", 1, "no_topic")
+    s.propose("m1", "e3", "M1", 1)  # proposed: not waiting, whatever was said before
+    waits("e3", 0.5, "no_topic")
+    waits("e4", 1, "no_common_language")  # said before a proposal that was declined since:
+    s.propose("m2", "e4", "M1", 2)  # matching has not said why since
+    s.end("m2", "e4", "M1", 3, "declined", ended_by="e4")
+    health = only(s.events)
+    assert health.mentees_waiting == 3
+    assert health.waiting_reasons == {"no_topic": 2, "not_tried": 1}
+    assert health.as_dict()["waiting_reasons"] == {"no_topic": 2, "not_tried": 1}
+    assert dict(rows(health))["waiting because"] == "2 no mentor covers a goal, 1 not tried yet"
+
+
 def test_relationships_by_outcome_and_their_length() -> None:
     s = Stream("acme")
     for match in ("m1", "m2", "m4", "m5"):

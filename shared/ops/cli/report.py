@@ -31,6 +31,7 @@ from shared.ops.analytics import (
     Summary,
     histogram,
     program_health,
+    waiting_because,
 )
 from shared.ops.cli.common import BootstrapOption, run
 from shared.ops.cli.dlq import kafka_settings, read_topics
@@ -47,6 +48,7 @@ REPORT_TOPICS = (
     "session-completed",
     "match-responded",
     "feedback-given",
+    "mentee-waiting",
 )
 
 INGRESS = frozenset(t for t in REPORT_TOPICS if TOPICS[t].ingress)  # may hold rejected records
@@ -141,6 +143,7 @@ def rows(h: ProgramHealth) -> list[tuple[str, str]]:
     return [
         ("mentors enrolled", str(h.mentors)),
         ("mentees enrolled", f"{h.mentees} ({h.mentees_waiting} waiting)"),
+        ("waiting because", waiting_because(h.waiting_reasons)),
         ("time to first proposal", _summary(h.time_to_proposal, "mentee")),
         ("time to confirmation", _summary(h.time_to_confirmation, "mentee")),
         ("time to answer a proposal", _summary(h.response_time, "answer")),
