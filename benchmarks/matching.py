@@ -4,13 +4,18 @@
 
 Sections of the report (one JSON object, last line), each under `sections`:
   cohort  100,000 mentees x 20,000 mentors (quick: 5,000 x 1,000) assigned at once by the
-          candidate-list min-cost flow, against the greedy baseline on the same instance ("scale");
-          then both against the exact optimum, a min-cost flow over every eligible pair built from
-          `criteria_values` and `eligible` mentee by mentee, on 10,000 x 2,000 (quick: 2,000 x 400,
-          "quality") and on 4,000 x 2,000 (quick: 800 x 400, "quality_roomy": more places than
-          mentees). Capacities 1-5 give about 0.55 places per mentee in the first two.
+          candidate-list min-cost flow, against the greedy and deferred-acceptance baselines on
+          the same instance ("scale"); then all three against the exact optimum, a min-cost flow
+          over every eligible pair built from `criteria_values` and `eligible` mentee by mentee, on
+          10,000 x 2,000 (quick: 2,000 x 400, "quality") and on 4,000 x 2,000 (quick: 800 x 400,
+          "quality_roomy": more places than mentees). Capacities 1-5 give about 0.55 places per
+          mentee in the first two. Blocking pairs of the flow's and deferred acceptance's
+          assignments are counted exactly, for every mentee or (at scale) a seeded sample.
+Goals, expertise, offers and learning interests are names of the shipped taxonomy; some goals are
+nobody's expertise and are covered only through related, broader or narrower topics, and the
+program keeps the default `min_topic_fit`.
 Every assignment is checked by `check`, which reads the Mentor and Mentee records directly and
-shares no code with the matcher.
+shares no code with the matcher (the topic fit rule reads the taxonomy's credits).
 """
 
 from __future__ import annotations
@@ -35,15 +40,20 @@ from benchmarks._common import arguments, emit, machine, peak_rss_mb
 from services.matching.cpus import usable_cpus
 from services.matching.domain.candidates import BatchScorer
 from services.matching.domain.cohort import (
+    DEFERRED_K,
     PER_MENTOR,
+    DeferredStats,
     SolveStats,
     assign_greedy,
+    blocking_pairs,
     commit,
+    deferred_acceptance,
     min_cost_assignment,
     solve,
 )
 from services.matching.domain.config import ProgramConfig
-from services.matching.domain.criteria import utc_offset_hours
+from services.matching.domain.criteria import Ints, utc_offset_hours
+from services.matching.domain.default_topics import DEFAULT_TOPICS
 from services.matching.domain.scoring import (
     Candidate,
     Mentee,
@@ -56,7 +66,83 @@ from services.matching.domain.scoring import (
 from shared.contract.events import ProgramRules
 
 NOW = datetime(2026, 3, 2, 9, tzinfo=UTC)
-TOPICS = [f"topic {i:02d}" for i in range(30)]
+# goals, most popular first; the first ONLY_RELATED of these below are nobody's expertise
+GOALS = [
+    "leadership",
+    "public speaking",
+    "python",
+    "management",
+    "machine learning",
+    "career development",
+    "storytelling",
+    "product management",
+    "negotiation",
+    "data analytics",
+    "first-time management",
+    "strategy",
+    "cloud",
+    "django",
+    "feedback",
+    "project management",
+    "sales",
+    "deep learning",
+    "javascript",
+    "time management",
+    "coaching",
+    "writing",
+    "data visualisation",
+    "kubernetes",
+    "confidence",
+    "career change",
+    "java",
+    "kotlin",
+    "user experience",
+    "marketing",
+    "presentation design",
+    "react",
+    "sql",
+    "stress management",
+    "finance",
+    "agile",
+]
+ONLY_RELATED = {
+    "storytelling",  # related: public speaking, writing
+    "first-time management",  # broader: management
+    "django",  # broader: python
+    "deep learning",  # broader: machine learning
+    "data visualisation",  # broader: data analytics
+    "career change",  # broader: career development
+    "kotlin",  # related: java
+    "presentation design",  # related: public speaking
+}
+# mentors' expertise: the goals but those, and broader topics
+EXPERTISE = [g for g in GOALS if g not in ONLY_RELATED] + [
+    "communication",
+    "software engineering",
+    "data science",
+    "human resources",
+]
+OFFERS = [  # what mentees can share, newest skills first
+    "generative ai",
+    "react",
+    "typescript",
+    "data analytics",
+    "digital marketing",
+    "diversity and inclusion",
+    "design thinking",
+    "kubernetes",
+]
+INTERESTS = [  # what mentors would like to learn
+    "artificial intelligence",
+    "generative ai",
+    "javascript",
+    "data science",
+    "marketing",
+    "diversity and inclusion",
+    "innovation",
+    "cloud",
+]
+FRENCH = {row[0]: row[1] for row in DEFAULT_TOPICS}  # some people type the French name
 LANGUAGES = (["en", "fr", "de", "es", "pt"], [0.80, 0.07, 0.06, 0.05, 0.02])
 ZONES = (
     [
@@ -74,6 +160,7 @@ ZONES = (
 DEPARTMENTS = [f"department {i}" for i in range(12)]
 RULES = ProgramRules(max_timezone_difference_hours=8, department="any", min_seniority_gap=1)
 UNASSIGNED_CHECKED = 1000  # unassigned mentees checked, at most, for an eligible mentor still free
+BLOCKING_SCORED = 40_000_000  # pairs scored to count blocking pairs: a sample of mentees above
 
 Pairs = list[tuple[Mentee, Candidate]]
 
@@ -84,18 +171,25 @@ Pairs = list[tuple[Mentee, Candidate]]
 def instance(
     mentees: int, mentors: int, seed: int
 ) -> tuple[MentorPool, list[Mentee], dict[str, set[str]]]:
-    """A program: ~30 topics with skewed popularity, 5 languages, 8 time zones, 12 departments,
+    """A program: ~40 topics of the taxonomy with skewed popularity (8 goals covered only through
+    related topics, a tenth typed in French), 5 languages, 8 time zones, 12 departments,
     capacities 1-5, some mentors with load or ratings, some mentees reporting to a mentor,
-    some mentees who are mentors themselves, and some past refusals."""
+    some mentees who are mentors themselves, some past refusals, a third of the mentees offering
+    what a quarter of the mentors would like to learn."""
     rng = random.Random(seed)
-    popularity = [1 / (i + 1) ** 0.7 for i in range(len(TOPICS))]
+
+    def skewed(names: list[str]) -> list[float]:
+        return [1 / (i + 1) ** 0.7 for i in range(len(names))]
 
     def speaks() -> tuple[str, ...]:
         spoken = {rng.choices(*LANGUAGES)[0] for _ in range(rng.choice((1, 1, 2, 3)))}
         return tuple(sorted(spoken))
 
-    def topics(count: int) -> list[str]:
-        return list(dict.fromkeys(rng.choices(TOPICS, popularity, k=count)))
+    def topics(names: list[str], count: int) -> list[str]:
+        return list(dict.fromkeys(rng.choices(names, skewed(names), k=count)))
+
+    def typed(topic: str) -> str:
+        return FRENCH[topic] if rng.random() < 0.1 else topic
 
     mentor_list = []
     for j in range(mentors):
@@ -107,11 +201,16 @@ def instance(
                 timezone=rng.choices(*ZONES)[0],
                 department=None if rng.random() < 0.05 else rng.choice(DEPARTMENTS),
                 seniority=None if rng.random() < 0.05 else rng.randint(3, 10),
-                expertise=tuple((t, rng.randint(2, 5)) for t in topics(rng.randint(2, 5))),
+                expertise=tuple(
+                    (typed(t), rng.randint(2, 5)) for t in topics(EXPERTISE, rng.randint(2, 5))
+                ),
                 capacity=rng.randint(1, 5),
                 load=rng.choice((0, 0, 0, 1)),
                 rating_sum=round(ratings * rng.uniform(3.0, 5.0)),
                 rating_count=ratings,
+                learning_interests=tuple(
+                    topics(INTERESTS, rng.randint(1, 3)) if rng.random() < 0.25 else ()
+                ),
             )
         )
     pool = MentorPool(mentor_list, NOW)
@@ -120,7 +219,8 @@ def instance(
         is_mentor = rng.random() < 0.02
         person_id = f"p{rng.randrange(mentors):07d}" if is_mentor else f"q{i:07d}"
         manager = f"p{rng.randrange(mentors):07d}" if rng.random() < 0.10 else None
-        goals = topics(rng.randint(1, 3))
+        goals = topics(GOALS, rng.randint(1, 3))
+        offers = topics(OFFERS, rng.randint(1, 2)) if rng.random() < 0.3 else []
         mentee_list.append(
             Mentee(
                 person_id=person_id,
@@ -129,7 +229,8 @@ def instance(
                 department=None if rng.random() < 0.05 else rng.choice(DEPARTMENTS),
                 seniority=None if rng.random() < 0.05 else rng.randint(1, 6),
                 manager_id=manager,
-                goals=tuple((t, p + 1) for p, t in enumerate(goals)),
+                goals=tuple((typed(t), p + 1) for p, t in enumerate(goals)),
+                offers=tuple(offers),
             )
         )
         if rng.random() < 0.05:
@@ -151,9 +252,22 @@ def check(
     rules, problems = config.rules, Counter[str]()
     taken = Counter(c.mentor.person_id for _, c in pairs)
     offsets: dict[str, float] = {}
+    credits: dict[tuple[str, str], float] = {}
 
     def offset(zone: str) -> float:
         return offsets.setdefault(zone, utc_offset_hours(zone, NOW))
+
+    def topic_fit(mentee: Mentee, mentor: Mentor) -> float:
+        """Goal weight (4 - priority) times the best level / 5 x credit, over the weights."""
+        weights = [4 - priority for _, priority in mentee.goals]
+        covered = []
+        for goal, _ in mentee.goals:
+            for topic, _ in mentor.expertise:
+                if (goal, topic) not in credits:
+                    credits[goal, topic] = config.taxonomy.credit(goal, topic)
+            best = (credits[goal, t] * level / 5 for t, level in mentor.expertise)
+            covered.append(max(best, default=0.0))
+        return sum(w * c for w, c in zip(weights, covered, strict=True)) / (sum(weights) or 1)
 
     for mentee, candidate in pairs:
         mentor = candidate.mentor
@@ -174,6 +288,9 @@ def check(
             and rules.min_seniority_gap is not None
             and mentor.seniority - mentee.seniority < rules.min_seniority_gap  # type: ignore[operator]
         )
+        if rules.min_topic_fit > 0:
+            fit = topic_fit(mentee, mentor)
+            problems["topic_fit"] += not (fit > 0 and fit >= rules.min_topic_fit - 1e-12)
     problems["capacity"] = sum(
         taken[m.person_id] > m.capacity - initial_load[m.person_id] for m in pool.mentors
     )
@@ -267,8 +384,8 @@ def run_flow(
     config: ProgramConfig,
     excluded: Mapping[str, set[str]],
     k: int | None = None,
-) -> tuple[Pairs, dict[str, Any]]:
-    """`cohort.assign`, step by step so each step is timed."""
+) -> tuple[Pairs, dict[str, Any], BatchScorer, Ints]:
+    """`cohort.assign`, step by step so each step is timed; its scorer and choices too."""
     seconds: dict[str, float] = {}
     stats = SolveStats()
     started, cpu = time.perf_counter(), time.process_time()
@@ -283,7 +400,7 @@ def run_flow(
     seconds["candidates"] = round(seconds["prepare"] + stats.candidate_seconds, 3)
     seconds["flow"] = round(stats.flow_seconds, 3)
     seconds["greedy_leftovers"] = round(stats.greedy_seconds, 3)
-    return pairs, {
+    report = {
         "seconds": seconds,
         "k": stats.k,
         "per_mentor": PER_MENTOR,
@@ -292,12 +409,58 @@ def run_flow(
         "eligible_mentees": stats.eligible_mentees,
         "placed_by_greedy_leftovers": stats.greedy_placed,
     }
+    return pairs, report, scorer, chosen
+
+
+def run_deferred_acceptance(
+    pool: MentorPool,
+    mentees: Sequence[Mentee],
+    config: ProgramConfig,
+    excluded: Mapping[str, set[str]],
+) -> tuple[Pairs, dict[str, Any], Ints]:
+    """`cohort.assign_deferred_acceptance`, timed, with its choices."""
+    seconds: dict[str, float] = {}
+    stats = DeferredStats()
+    with timed(seconds, "total"):
+        scorer = BatchScorer(pool, mentees, config, excluded, usable_cpus())
+        chosen = deferred_acceptance(scorer, DEFERRED_K, stats)
+        pairs = commit(pool, scorer, chosen)
+    report = {
+        "seconds": seconds,
+        "k": DEFERRED_K,
+        "rounds": stats.rounds,
+        "searches": stats.searches,
+        "proposals": stats.proposals,
+    }
+    return pairs, report, chosen
+
+
+def blocking(scorer: BatchScorer, assignments: Mapping[str, Ints], seed: int) -> dict[str, Any]:
+    """Blocking pairs of each assignment, exact for every mentee or a seeded sample of them
+    (BLOCKING_SCORED pairs against every mentor), with the estimate for all mentees."""
+    mentees, mentors = len(scorer.mentees), len(scorer.pool)
+    size = min(mentees, BLOCKING_SCORED // max(mentors, 1))
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(mentees, size, replace=False)) if size < mentees else None
+    started = time.perf_counter()
+    counts = blocking_pairs(scorer, list(assignments.values()), sample)
+    scale = mentees / max(size, 1)
+    return {
+        "mentees_checked": size,
+        "of_mentees": mentees,
+        "seconds": round(time.perf_counter() - started, 3),
+        **{
+            name: {"found": count, "estimate_all_mentees": round(count * scale)}
+            for name, count in zip(assignments, counts, strict=True)
+        },
+    }
 
 
 def compare(
     mentees: int, mentors: int, seed: int, config: ProgramConfig, full_checks: bool
 ) -> dict[str, Any]:
-    """Flow and greedy on one instance, checked; with `full_checks`, the exact optimum too."""
+    """Flow, greedy and deferred acceptance on one instance, checked, with the blocking pairs of
+    the flow's and deferred acceptance's; with `full_checks`, the exact optimum too."""
     pool, mentee_list, excluded = instance(mentees, mentors, seed)
     initial = pool.load.copy()
     initial_load = {m.person_id: int(pool.load[j]) for j, m in enumerate(pool.mentors)}
@@ -307,7 +470,7 @@ def compare(
     }
     exact = optimum(pool, mentee_list, config, excluded) if full_checks else None
 
-    pairs, flow = run_flow(pool, mentee_list, config, excluded)
+    pairs, flow, scorer, flow_chosen = run_flow(pool, mentee_list, config, excluded)
     flow.update(summary(pairs, pool))
     bound = min(flow["eligible_mentees"], places)
     flow["coverage"] = round(len(pairs) / max(flow["eligible_mentees"], 1), 4)
@@ -327,10 +490,25 @@ def compare(
     greedy["violations"] = check(pool, initial_load, greedy_pairs, config, excluded)
     result["greedy"] = greedy
     result["flow_over_greedy"] = round(flow["total_score"] / max(greedy["total_score"], 1e-9), 4)
+
+    pool.load[:] = initial
+    stable_pairs, stable, stable_chosen = run_deferred_acceptance(
+        pool, mentee_list, config, excluded
+    )
+    stable.update(summary(stable_pairs, pool))
+    stable["violations"] = check(pool, initial_load, stable_pairs, config, excluded)
+    result["deferred_acceptance"] = stable
+    result["deferred_acceptance_over_flow"] = round(
+        stable["total_score"] / max(flow["total_score"], 1e-9), 4
+    )
+    result["blocking_pairs"] = blocking(
+        scorer, {"flow": flow_chosen, "deferred_acceptance": stable_chosen}, seed
+    )
     if exact is not None:
         best = exact["total_score"]
         exact["flow_ratio"] = round(flow["total_score"] / best, 5)
         exact["greedy_ratio"] = round(greedy["total_score"] / best, 5)
+        exact["deferred_acceptance_ratio"] = round(stable["total_score"] / best, 5)
         result["optimum"] = exact
     return result
 
@@ -356,6 +534,12 @@ def cohort(quick: bool) -> dict[str, Any]:
             "violations": "broken hard rules counted by an independent checker: must all be 0",
             "optimum": "min-cost flow over every eligible pair, scored mentee by mentee with"
             " criteria_values",
+            "deferred_acceptance": "mentee-proposing deferred acceptance, both sides ranking by"
+            " the pair's score: a stable assignment, the best stable one for every mentee",
+            "blocking_pairs": "eligible (mentee, mentor) pairs who would both rather be together"
+            " than with their assignment (the pair scores more than the mentee's own, and the"
+            " mentor has a free place or a mentee scoring less), counted exactly for the"
+            " mentees_checked (all, or a seeded sample against every mentor) and scaled to all",
         },
         "rules": RULES.model_dump(),
         "scale": compare(*big, seed=1, config=config, full_checks=False),

@@ -1,4 +1,5 @@
-"""Composition root of matching: runtime, pipeline, expiry job, flow process, ASGI app."""
+"""Composition root of matching: runtime, pipeline, expiry, relationship and learning jobs, flow
+process, ASGI app."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from services.matching.handlers import (
     apply_events,
     expire_proposals,
     follow_relationships,
+    learn_weights,
 )
 from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
@@ -27,6 +29,7 @@ class MatchingSettings(ServiceSettings):
     http_port: int = 8002
     expiry_interval_seconds: float = 1.0  # how often unanswered proposals are checked
     relationship_interval_seconds: float = 1.0  # how often check-ins, stalls and ends are checked
+    learning_interval_seconds: float = 30.0  # how often programs' outcomes are looked at (learning)
 
 
 def build(settings: ServiceSettings) -> AsgiFastStream:
@@ -47,6 +50,11 @@ def build(settings: ServiceSettings) -> AsgiFastStream:
         "relationships",
         getattr(settings, "relationship_interval_seconds", 1.0),
         functools.partial(follow_relationships, replica=replica),
+    )
+    runtime.every(
+        "learning",
+        getattr(settings, "learning_interval_seconds", 30.0),
+        functools.partial(learn_weights, replica=replica),
     )
 
     async def stop_flows(_: Runtime) -> None:

@@ -13,6 +13,7 @@ transaction's `UnitOfWork` (what it decided: records to publish, programs to rem
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from services.matching import repository as repo
 from services.matching.cpus import usable_cpus
 from services.matching.domain.config import ProgramConfig
 from services.matching.domain.explain import explain
+from services.matching.domain.learning import learn
 from services.matching.domain.match import Match, MatchStatus, Side
 from services.matching.domain.relationship import (
     DAY,
@@ -34,7 +36,7 @@ from services.matching.domain.relationship import (
     due,
     ending,
 )
-from services.matching.domain.scoring import Candidate, Mentee, MentorPool, rank
+from services.matching.domain.scoring import Candidate, Mentee, MentorPool, best_or_reason
 from services.matching.flows import FlowProcess
 from services.matching.metrics import MatchingMetrics
 from services.matching.pools import PoolCache
@@ -44,7 +46,10 @@ from shared.contract.events import (
     MatchConfirmed,
     MatchEnded,
     MatchProposed,
+    MenteeWaiting,
     RelationshipStalled,
+    WaitingReason,
+    WeightsLearned,
 )
 from shared.runtime.db import inbox
 from shared.runtime.db.outbox import OutboxRecord, enqueue
@@ -464,12 +469,16 @@ async def rematch(conn: asyncpg.Connection, replica: Replica, work: UnitOfWork) 
             conn, tenant_id, program_id, [m.person_id for m in mentees]
         )
         pairs: Pairs = []
+        reasons: list[tuple[Mentee, WaitingReason]] = []
         for mentee in mentees:
-            best = rank(pool, mentee, config, excluded.get(mentee.person_id, ()), limit=1)
-            if best:
-                pool.take_slot(best[0].mentor.person_id)
-                pairs.append((mentee, best[0]))
+            best = best_or_reason(pool, mentee, config, excluded.get(mentee.person_id, ()))
+            if isinstance(best, Candidate):
+                pool.take_slot(best.mentor.person_id)
+                pairs.append((mentee, best))
+            elif best != mentee.waiting_reason:
+                reasons.append((mentee, best))
         cause = work.cause[(tenant_id, program_id)]
+        await _still_waiting(conn, work, tenant_id, program_id, reasons, cause)
         await _propose(
             conn,
             replica,
@@ -477,6 +486,32 @@ async def rematch(conn: asyncpg.Connection, replica: Replica, work: UnitOfWork) 
             _proposals(tenant_id, cause, program_id, config, pairs, work.now),
             config.mode,
         )
+
+
+async def _still_waiting(
+    conn: asyncpg.Connection,
+    work: UnitOfWork,
+    tenant_id: str,
+    program_id: str,
+    reasons: list[tuple[Mentee, WaitingReason]],
+    cause: CloudEvent | None,
+) -> None:
+    """Mentees who got no proposal, and why, where the reason changed since the last try:
+    stored (program show reads it) and announced (`mentee-waiting`, for the report)."""
+    if not reasons:
+        return
+    await repo.record_waiting_reasons(
+        conn, tenant_id, program_id, [(m.person_id, reason) for m, reason in reasons]
+    )
+    for mentee, reason in reasons:
+        waiting = MenteeWaiting(
+            program_id=program_id,
+            mentee_id=mentee.person_id,
+            reason=reason,
+            waiting_since=mentee.waiting_since,
+        )
+        event = CloudEvent.new("mentee-waiting", SOURCE, tenant_id, waiting, cause=cause)
+        work.publish("mentee-waiting", f"{tenant_id}:{program_id}", event)
 
 
 @dataclass(frozen=True)
@@ -512,6 +547,7 @@ def _proposals(
             score=score,
             explanation=repo.explanation_json(items),
             expires_at=expires_at,
+            criteria=json.dumps({c: round(v, 6) for c, v in candidate.values.items()}),
         )
         made.rows.append(proposal)
         proposed = MatchProposed(
@@ -645,6 +681,52 @@ async def _follow(
     await repo.record_follow_up(
         conn, match, relationship.checkins_done + len(step.checkins), stalled_at, step.next_at
     )
+
+
+async def learn_weights(runtime: Runtime, replica: Replica) -> None:
+    """The learning job: every replica runs it. Each program learns in a transaction of its own,
+    so a fit holds up no other program's matching."""
+    async with runtime.pool.acquire() as conn:
+        programs = await repo.learning_due(conn)
+    for program in programs:
+        async with transaction(runtime.pool) as conn:
+            await enqueue(conn, SERVICE, await learn_due(conn, replica, program))
+
+
+async def learn_due(
+    conn: asyncpg.Connection, replica: Replica, program: Program, now: datetime | None = None
+) -> list[OutboxRecord]:
+    """Learn a program's weights from its outcomes (`learning.learn`), keep them and announce
+    them (`weights-learned`); proposals read them with the configuration from then on.
+
+    Under the program's lock, and only if still due once it is held: another replica may have
+    just learned them. The event's id derives from the program and the run's number, so a run
+    retried after a rollback is announced under the same id."""
+    now = now or datetime.now(UTC)
+    await repo.lock_programs(conn, [program])
+    if not await repo.learning_due(conn, [program]):
+        return []
+    tenant_id, program_id = program
+    config = await repo.load_config(conn, tenant_id, program_id)
+    run = await repo.read_outcomes(conn, tenant_id, program_id)
+    # in a worker thread, as a cohort's solve: the event loop keeps serving meanwhile
+    learned = await asyncio.to_thread(learn, run.outcomes, config)
+    await repo.record_learning(conn, tenant_id, program_id, run, learned, now)
+    if learned is None:
+        return []
+    replica.metrics.weights_learned.labels(str(learned.in_force).lower()).inc()
+    taught = WeightsLearned(
+        program_id=program_id,
+        weights=learned.weights,
+        configured=dict(config.weights),
+        learned=learned.learned,
+        outcomes=learned.outcomes,
+        in_force=learned.in_force,
+    )
+    event_id = str(uuid.uuid5(_IDS, f"{tenant_id}|{program_id}|weights-learned|{run.number}"))
+    event = CloudEvent.new("weights-learned", SOURCE, tenant_id, taught, id=event_id)
+    log.info("weights learned", program_id=program_id, outcomes=learned.outcomes)
+    return [OutboxRecord.of_event("weights-learned", f"{tenant_id}:{program_id}", event)]
 
 
 async def _close_relationship(

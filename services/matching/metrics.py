@@ -16,6 +16,7 @@ class MatchingMetrics:
     stale_pools: Counter
     repeated_sessions: Counter
     stalled: Counter
+    weights_learned: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MatchingMetrics:
@@ -49,6 +50,12 @@ class MatchingMetrics:
             stalled=Counter(
                 "mentornet_relationships_stalled",
                 "Relationships reported stalled (no session for stall_after_days)",
+                registry=registry,
+            ),
+            weights_learned=Counter(
+                "mentornet_weights_learned",
+                "Programs' weights learned from their outcomes; in_force: enough outcomes",
+                ["in_force"],
                 registry=registry,
             ),
         )

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-from services.matching.domain.config import ProgramConfig
+from services.matching.domain.config import LearnedWeights, ProgramConfig
+from services.matching.domain.learning import Outcome, succeeded
 from services.matching.domain.match import Match, MatchStatus, Side
 from services.matching.domain.relationship import Relationship
 from services.matching.domain.scoring import Mentee, Mentor
@@ -27,12 +28,16 @@ async def lock_programs(conn: asyncpg.Connection, programs: Sequence[tuple[str, 
 
 
 async def load_config(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> ProgramConfig:
-    raw = await conn.fetchval(
-        "SELECT config FROM programs WHERE tenant_id = $1 AND program_id = $2",
+    """The program's configuration with the weights its outcomes taught (see `learned_of`)."""
+    row = await conn.fetchrow(
+        f"""SELECT p.config, {_LEARNED}
+            FROM (VALUES ($1::text, $2::text)) AS k(tenant_id, program_id)
+            LEFT JOIN programs p USING (tenant_id, program_id)
+            LEFT JOIN learned_weights l USING (tenant_id, program_id)""",
         tenant_id,
         program_id,
     )
-    return ProgramConfig.from_json(raw)
+    return ProgramConfig.from_json(row["config"]).with_learned(learned_of(row))
 
 
 async def save_config(
@@ -65,7 +70,10 @@ _SHARED_COLUMNS = {
     "seniority": "int",
     "manager_id": "text",
 }
-_ROLE_COLUMNS = {"mentor": {"expertise": "jsonb", "capacity": "int"}, "mentee": {"goals": "jsonb"}}
+_ROLE_COLUMNS = {
+    "mentor": {"expertise": "jsonb", "capacity": "int", "learning_interests": "jsonb"},
+    "mentee": {"goals": "jsonb", "offers": "jsonb"},
+}
 
 
 async def departures(conn: asyncpg.Connection, people: Sequence[Person]) -> dict[Person, datetime]:
@@ -162,7 +170,7 @@ def _person_fields(r: asyncpg.Record) -> dict[str, Any]:
 async def load_mentors(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> list[Mentor]:
     rows = await conn.fetch(
         """SELECT m.person_id, m.languages, m.timezone, m.department, m.seniority, m.manager_id,
-                  m.expertise, m.capacity, m.load,
+                  m.expertise, m.capacity, m.load, m.learning_interests,
                   coalesce(r.rating_sum, 0) AS rating_sum, coalesce(r.rating_count, 0) AS rating_count
            FROM mentors m
            LEFT JOIN mentor_ratings r ON r.tenant_id = m.tenant_id AND r.mentor_id = m.person_id
@@ -182,6 +190,7 @@ async def load_mentors(conn: asyncpg.Connection, tenant_id: str, program_id: str
             load=r["load"],
             rating_sum=r["rating_sum"],
             rating_count=r["rating_count"],
+            learning_interests=tuple(r["learning_interests"]),
         )
         for r in rows
     ]
@@ -202,7 +211,8 @@ async def waiting_mentees(
     Read READ_CHUNK at a time (a cohort may have 100,000): between two chunks the event loop
     runs, instead of stalling while every row is decoded at once."""
     cursor = await conn.cursor(
-        """SELECT person_id, languages, timezone, department, seniority, manager_id, goals, waiting_since
+        """SELECT person_id, languages, timezone, department, seniority, manager_id, goals, offers,
+                  waiting_since, waiting_reason
            FROM mentees
            WHERE tenant_id = $1 AND program_id = $2 AND status = 'waiting'
              AND ($3::text[] IS NULL OR person_id = ANY($3::text[]))
@@ -220,6 +230,8 @@ async def waiting_mentees(
                 **_person_fields(r),
                 goals=tuple((g["topic"], g["priority"]) for g in r["goals"]),
                 waiting_since=r["waiting_since"],
+                offers=tuple(r["offers"]),
+                waiting_reason=r["waiting_reason"],
             )
             for r in rows
         ]
@@ -246,6 +258,20 @@ async def past_pairs(
     return pairs
 
 
+async def record_waiting_reasons(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, reasons: Sequence[tuple[str, str]]
+) -> None:
+    """Why each of these waiting mentees got no proposal at the last try."""
+    await conn.execute(
+        """UPDATE mentees m SET waiting_reason = r.reason
+           FROM unnest($3::text[], $4::text[]) AS r(person_id, reason)
+           WHERE m.tenant_id = $1 AND m.program_id = $2 AND m.person_id = r.person_id""",
+        tenant_id,
+        program_id,
+        *columns(reasons, 2),
+    )
+
+
 @dataclass(frozen=True)
 class NewProposal:
     match_id: str
@@ -256,6 +282,7 @@ class NewProposal:
     score: float
     explanation: str  # JSON text: see `explanation_json`
     expires_at: datetime
+    criteria: str | None = None  # JSON text: each criterion's value, what learning reads
 
 
 def explanation_json(items: Sequence[ExplanationItem]) -> str:
@@ -309,12 +336,13 @@ async def insert_proposals(
         row = await conn.fetchrow(
             """WITH proposed AS (
                    INSERT INTO matches (match_id, tenant_id, program_id, mentee_id, mentor_id,
-                        status, score, explanation, expires_at)
+                        status, score, explanation, expires_at, criteria)
                    SELECT p.match_id, $1, $2, p.mentee_id, p.mentor_id, 'proposed', p.score,
-                          p.explanation::jsonb, p.expires_at
+                          p.explanation::jsonb, p.expires_at, p.criteria::jsonb
                    FROM unnest($3::text[], $4::text[], $5::text[], $6::float8[], $7::text[],
-                               $8::timestamptz[])
-                        AS p(match_id, mentee_id, mentor_id, score, explanation, expires_at)
+                               $8::timestamptz[], $9::text[])
+                        AS p(match_id, mentee_id, mentor_id, score, explanation, expires_at,
+                             criteria)
                ), slots AS (
                    UPDATE mentors m SET load = m.load + n.count
                    FROM (SELECT mentor_id, count(*)::int AS count
@@ -323,7 +351,7 @@ async def insert_proposals(
                      AND m.load + n.count <= m.capacity
                    RETURNING m.person_id
                ), waiting AS (
-                   UPDATE mentees SET status = 'proposed'
+                   UPDATE mentees SET status = 'proposed', waiting_reason = NULL
                    WHERE tenant_id = $1 AND program_id = $2 AND person_id = ANY($4::text[])
                ), version AS (
                    INSERT INTO pool_versions AS v (tenant_id, program_id, version)
@@ -336,10 +364,18 @@ async def insert_proposals(
             first.program_id,
             *columns(
                 (
-                    (p.match_id, p.mentee_id, p.mentor_id, p.score, p.explanation, p.expires_at)
+                    (
+                        p.match_id,
+                        p.mentee_id,
+                        p.mentor_id,
+                        p.score,
+                        p.explanation,
+                        p.expires_at,
+                        p.criteria,
+                    )
                     for p in proposals
                 ),
-                6,
+                7,
             ),
         )
     except asyncpg.CheckViolationError as refused:
@@ -750,4 +786,144 @@ async def erase_free_text(conn: asyncpg.Connection, person: Person) -> None:
         tenant_id,
         program_id,
         person_id,
+    )
+
+
+# --- weights learned from outcomes (`learning: on`) --------------------------------------------
+
+# A match is an outcome once its verdict is known; `learning.succeeded` says which statuses are.
+OUTCOME_STATUSES = [s.value for s in MatchStatus if succeeded(s.value, None, None) is not None]
+LEARNING_STEP = 10  # new (or lost) outcomes before a program learns again: at least this many,
+LEARNING_STEP_SHARE = 0.05  # or this share of the outcomes last read, when that is more
+LEARNING_BATCH = 20  # programs one round of the learning job looks at, at most
+
+_LEARNED = "l.weights, l.learned, l.outcomes, l.in_force, l.learned_at"
+
+
+def learned_of(row: asyncpg.Record) -> LearnedWeights | None:
+    """The learned weights in a row read with `_LEARNED` (None: never learned)."""
+    if row["weights"] is None:
+        return None
+    return LearnedWeights(
+        weights=dict(row["weights"]),
+        learned=dict(row["learned"]),
+        outcomes=row["outcomes"],
+        in_force=row["in_force"],
+    )
+
+
+async def learning_due(
+    conn: asyncpg.Connection,
+    programs: Sequence[tuple[str, str]] | None = None,
+    limit: int = LEARNING_BATCH,
+) -> list[tuple[str, str]]:
+    """Programs with `learning: on` to learn again (of `programs`, when given): never read yet,
+    configured anew since the last run, or whose outcomes moved by a step since (see
+    LEARNING_STEP). Feedback given since (a low closing rating) is read at the next step."""
+    tenants, ids = columns(programs, 2) if programs is not None else (None, None)
+    rows = await conn.fetch(
+        """SELECT p.tenant_id, p.program_id
+           FROM programs p
+           LEFT JOIN learning_runs r USING (tenant_id, program_id)
+           CROSS JOIN LATERAL (
+               SELECT count(*) AS outcomes FROM matches m
+               WHERE m.tenant_id = p.tenant_id AND m.program_id = p.program_id
+                 AND m.criteria IS NOT NULL AND m.status = ANY($1::text[])) o
+           WHERE p.config->>'learning' = 'on'
+             AND ($5::text[] IS NULL OR (p.tenant_id, p.program_id) IN
+                  (SELECT * FROM unnest($5::text[], $6::text[])))
+             AND o.outcomes >= $2
+             AND (r.tenant_id IS NULL OR r.config_at IS DISTINCT FROM p.updated_at
+                  OR abs(o.outcomes - r.outcomes) >= greatest($2, ceil(r.outcomes * $3)))
+           ORDER BY r.ran_at NULLS FIRST, p.tenant_id, p.program_id
+           LIMIT $4""",
+        OUTCOME_STATUSES,
+        LEARNING_STEP,
+        LEARNING_STEP_SHARE,
+        limit,
+        tenants,
+        ids,
+    )
+    return [(r["tenant_id"], r["program_id"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class LearningRun:
+    """What one learning run reads: the program's outcomes, and which run it is."""
+
+    outcomes: list[Outcome]
+    number: int  # 1 for the program's first run
+    config_at: datetime | None  # the configuration's time (programs.updated_at)
+
+
+async def read_outcomes(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> LearningRun:
+    """Every outcome of the program, oldest first, with its verdict: the match's status and end,
+    and the mentee's closing rating."""
+    rows = await conn.fetch(
+        """SELECT m.criteria, m.status, m.end_reason, f.rating AS mentee_rating
+           FROM matches m
+           LEFT JOIN feedback f ON f.tenant_id = m.tenant_id AND f.match_id = m.match_id
+                AND f.person_id = m.mentee_id AND f.kind = 'closing' AND f.checkin = 0
+           WHERE m.tenant_id = $1 AND m.program_id = $2
+             AND m.criteria IS NOT NULL AND m.status = ANY($3::text[])
+           ORDER BY m.proposed_at, m.match_id""",
+        tenant_id,
+        program_id,
+        OUTCOME_STATUSES,
+    )
+    outcomes = []
+    for r in rows:
+        success = succeeded(r["status"], r["end_reason"], r["mentee_rating"])
+        if success is not None:
+            outcomes.append(Outcome(values=r["criteria"], success=success))
+    state = await conn.fetchrow(
+        """SELECT coalesce(r.runs, 0) + 1 AS number, p.updated_at AS config_at
+           FROM (VALUES ($1::text, $2::text)) AS k(tenant_id, program_id)
+           LEFT JOIN programs p USING (tenant_id, program_id)
+           LEFT JOIN learning_runs r USING (tenant_id, program_id)""",
+        tenant_id,
+        program_id,
+    )
+    return LearningRun(outcomes, state["number"], state["config_at"])
+
+
+async def record_learning(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    run: LearningRun,
+    learned: LearnedWeights | None,
+    at: datetime,
+) -> None:
+    """Note the run (so the job waits for the next step), and keep what it taught, if anything:
+    weights learned before stay in force while the outcomes teach nothing new."""
+    await conn.execute(
+        """INSERT INTO learning_runs AS r (tenant_id, program_id, runs, outcomes, config_at, ran_at)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (tenant_id, program_id) DO UPDATE SET runs = EXCLUDED.runs,
+               outcomes = EXCLUDED.outcomes, config_at = EXCLUDED.config_at,
+               ran_at = EXCLUDED.ran_at""",
+        tenant_id,
+        program_id,
+        run.number,
+        len(run.outcomes),
+        run.config_at,
+        at,
+    )
+    if learned is None:
+        return
+    await conn.execute(
+        """INSERT INTO learned_weights (tenant_id, program_id, weights, learned, outcomes,
+                                        in_force, learned_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (tenant_id, program_id) DO UPDATE SET weights = EXCLUDED.weights,
+               learned = EXCLUDED.learned, outcomes = EXCLUDED.outcomes,
+               in_force = EXCLUDED.in_force, learned_at = EXCLUDED.learned_at""",
+        tenant_id,
+        program_id,
+        learned.weights,
+        learned.learned,
+        learned.outcomes,
+        learned.in_force,
+        at,
     )

@@ -126,6 +126,7 @@ class Population:
         self.tenant = tenant
         self.programs = [f"program-{i + 1}" for i in range(programs)]
         self.random = random.Random(seed)
+        self.seed = seed
         self.source = source
         self.clock = datetime.now(UTC) - timedelta(minutes=5)
         self.mentor_ids: list[tuple[str, str]] = []  # (program, person)
@@ -165,6 +166,8 @@ class Population:
         topics = self.random.sample(TOPICS, self.random.randint(2, 5))
         person["expertise"] = [{"topic": t, "level": self.random.randint(2, 5)} for t in topics]
         person["capacity"] = self.random.randint(1, 4)
+        if wishes := self._two_sided(person["person_id"], topics):
+            person["learning_interests"] = wishes
         self.mentor_ids.append((program, person["person_id"]))
         return person
 
@@ -173,7 +176,18 @@ class Population:
         person = self._person("mentee", index, program)
         topics = self.random.sample(TOPICS, self.random.randint(1, 3))
         person["goals"] = [{"topic": t, "priority": p + 1} for p, t in enumerate(topics)]
+        if offers := self._two_sided(person["person_id"], topics):
+            person["offers"] = offers
         return person
+
+    def _two_sided(self, person_id: str, own: Sequence[str]) -> list[str]:
+        """Four in ten people say what they would learn (mentors) or can share (mentees): one
+        or two topics besides their own. Drawn apart from the main stream, so adding them left
+        everyone else's draws as they were."""
+        r = random.Random(f"{self.seed}:{person_id}:two-sided")
+        if r.random() >= 0.4:
+            return []
+        return r.sample([t for t in TOPICS if t not in own], r.randint(1, 2))
 
     def changed(self, role: str, person: Mapping[str, Any]) -> dict[str, Any]:
         """`person` as HR sends it again after a change: another name, department and seniority."""

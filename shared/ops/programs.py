@@ -13,13 +13,14 @@ import asyncio
 import dataclasses
 import difflib
 import json
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import asyncpg
 import yaml
@@ -28,9 +29,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from services.matching.domain.config import CRITERIA, ProgramConfig
+from services.matching.repository import learned_of
 from shared.contract.envelope import CloudEvent, Rejected, decode_record, record_key
-from shared.contract.events import ProgramConfigured, ProgramRules
+from shared.contract.events import (
+    ProgramConfigured,
+    ProgramRules,
+    TopicDefinition,
+    WaitingReason,
+    WeightBounds,
+)
 from shared.contract.topics import TOPICS, dead_letter_topic
+from shared.ops.analytics import NOT_TRIED, waiting_because
 from shared.runtime.kafka import client_options
 from shared.runtime.settings import KafkaSettings
 
@@ -73,6 +82,17 @@ def _no_duplicate_keys(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+# Booleans as YAML 1.2 reads them, true and false only: YAML 1.1 also reads on, off, yes and no
+# as booleans, and `learning: on` must stay the word the contract expects.
+_BOOL = "tag:yaml.org,2002:bool"
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 @dataclass(frozen=True)
@@ -195,6 +215,14 @@ def validate(document: Document) -> ProgramConfigured:
     problems = _unknown_fields(data, ProgramConfigured, ())
     if isinstance(data.get("rules"), dict):
         problems += _unknown_fields(data["rules"], ProgramRules, ("rules",))
+    if isinstance(data.get("weight_bounds"), dict):
+        for criterion, bounds in data["weight_bounds"].items():
+            if isinstance(bounds, dict):
+                problems += _unknown_fields(bounds, WeightBounds, ("weight_bounds", criterion))
+    if isinstance(data.get("topics"), list):
+        for i, topic in enumerate(data["topics"]):
+            if isinstance(topic, dict):
+                problems += _unknown_fields(topic, TopicDefinition, ("topics", i))
     configured: ProgramConfigured | None = None
     try:
         configured = ProgramConfigured.model_validate(data)
@@ -291,19 +319,38 @@ class Change:
     new: Any
 
 
-def settings_of(config: ProgramConfig) -> dict[str, Any]:
-    """Every setting matching applies, flat (`weights.topic_fit`, `rules.department`), in a
+NOT_SETTINGS = ("taxonomy", "learned")  # the topics are listed as written (`topics`); learned
+# weights are what the outcomes taught, not a setting
+
+
+def settings_of(config: ProgramConfig, topics: Sequence[TopicDefinition] = ()) -> dict[str, Any]:
+    """Every setting matching applies, flat (`weights.topic_fit`, `rules.department`,
+    `weight_bounds.timezone`), then the program's `topics`, each as `topics.<topic>`: in a
     stable order; new fields of ProgramConfig appear without a change here."""
     flat: dict[str, Any] = {}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
+        if field.name in NOT_SETTINGS:
+            continue
         if field.name == "weights":
             flat |= {f"weights.{c}": value.get(c, 0.0) for c in CRITERIA}
+        elif field.name == "weight_bounds":  # every criterion's, as matching applies them
+            flat |= {f"weight_bounds.{c}": _bounds(config, c) for c in CRITERIA}
         elif isinstance(value, ProgramRules):
             flat |= {f"rules.{k}": v for k, v in value.model_dump().items()}
         else:
             flat[field.name] = list(value) if isinstance(value, tuple) else value
-    return flat
+    defined: dict[str, list[dict[str, Any]]] = {}
+    for topic in topics:
+        said = topic.model_dump(mode="json", exclude={"topic"}, exclude_defaults=True)
+        defined.setdefault(f"topics.{topic.topic}", []).append(said)
+    # a topic defined twice (the definitions add up): its definitions, in order
+    return flat | {name: said[0] if len(said) == 1 else said for name, said in defined.items()}
+
+
+def _bounds(config: ProgramConfig, criterion: str) -> dict[str, float]:
+    low, high = config.bounds(criterion)
+    return {"min": low, "max": high}
 
 
 def diff(in_force: ProgramConfig, new: ProgramConfig) -> list[Change]:
@@ -312,15 +359,21 @@ def diff(in_force: ProgramConfig, new: ProgramConfig) -> list[Change]:
     Compared as matching applies them: an unnamed weight is its default, check-ins left out are
     the defaults below the relationship's length. Raw weights are compared, not their scaled
     shares, so changing one weight lists that weight only."""
-    old, now = settings_of(in_force), settings_of(new)
-    return [
-        Change(name, old.get(name), value) for name, value in now.items() if old.get(name) != value
-    ]
+    return _changes(settings_of(in_force), settings_of(new))
 
 
 def changes_against(in_force: InForce, configured: ProgramConfigured) -> list[Change]:
-    """What publishing `configured` changes in the program's configuration in force."""
-    return diff(in_force.config, ProgramConfig.of(configured))
+    """What publishing `configured` changes in the program's configuration in force, its topics
+    included (one dropped is listed as new `none`)."""
+    return _changes(
+        settings_of(in_force.config, in_force.topics),
+        settings_of(ProgramConfig.of(configured), configured.topics),
+    )
+
+
+def _changes(old: dict[str, Any], now: dict[str, Any]) -> list[Change]:
+    changed = [Change(k, old.get(k), v) for k, v in now.items() if old.get(k) != v]
+    return changed + [Change(k, v, None) for k, v in old.items() if k not in now]
 
 
 def show_value(value: Any) -> str:
@@ -333,6 +386,8 @@ def show_value(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, list | tuple):
         return ", ".join(show_value(v) for v in value) if value else "none"
+    if isinstance(value, dict):  # weight bounds, a topic's definition
+        return "; ".join(f"{k}: {show_value(v)}" for k, v in value.items()) or "none"
     return str(value)
 
 
@@ -374,6 +429,17 @@ SELECT count(*) AS enrolled,
 FROM matching.mentees
 WHERE tenant_id = $1 AND program_id = $2"""
 
+WAITING_SQL = """
+SELECT waiting_reason AS reason, count(*) AS mentees
+FROM matching.mentees
+WHERE tenant_id = $1 AND program_id = $2 AND status = 'waiting'
+GROUP BY waiting_reason"""
+
+LEARNED_SQL = """
+SELECT weights, learned, outcomes, in_force, learned_at
+FROM matching.learned_weights
+WHERE tenant_id = $1 AND program_id = $2"""
+
 MATCHES_SQL = """
 SELECT count(*) AS matches,
        count(*) FILTER (WHERE status = 'proposed') AS open_proposals,
@@ -406,10 +472,12 @@ async def connect(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @dataclass(frozen=True)
 class InForce:
-    """The configuration matching applies to a program; `updated_at` None: its defaults."""
+    """The configuration matching applies to a program; `updated_at` None: its defaults. Its
+    topics as written: the configuration holds them merged into the shipped taxonomy."""
 
     config: ProgramConfig
     updated_at: datetime | None
+    topics: tuple[TopicDefinition, ...] = ()
 
     @property
     def configured(self) -> bool:
@@ -420,7 +488,35 @@ async def read_in_force(conn: asyncpg.Connection, tenant: str, program_id: str) 
     row = await conn.fetchrow(IN_FORCE_SQL, tenant, program_id)
     if row is None:
         return InForce(ProgramConfig(), None)
-    return InForce(ProgramConfig.from_json(row["config"]), row["updated_at"])
+    configured = ProgramConfigured.model_validate(row["config"])
+    return InForce(ProgramConfig.of(configured), row["updated_at"], tuple(configured.topics))
+
+
+# --- words for a program manager ------------------------------------------------------------------
+
+
+def waiting_words(reasons: Mapping[str, int]) -> str:
+    """`12 waiting: 7 no mentor covers a goal, 5 no free place` (by `waiting_reasons`)."""
+    total = sum(reasons.values())
+    said = waiting_because(reasons)
+    return f"{total} waiting: {said}" if total else "0 waiting"
+
+
+def weights_words(config: ProgramConfig) -> str:
+    """Which weights score proposals, and how many outcomes are behind them."""
+    learned, needed = config.learned, config.learning_min_outcomes
+    if config.learns and learned is not None:
+        return (
+            f"weights in force: learned from {learned.outcomes} outcomes, within the bounds "
+            f"(learning on; {needed} needed)"
+        )
+    if config.learning != "on":
+        ignored = (
+            f"; what {learned.outcomes} outcomes taught is ignored" if learned is not None else ""
+        )
+        return f"weights in force: as configured (learning off{ignored})"
+    so_far = "none learned from yet" if learned is None else f"{learned.outcomes} so far"
+    return f"weights in force: as configured (learning on: {needed} outcomes needed, {so_far})"
 
 
 @dataclass(frozen=True)
@@ -434,6 +530,13 @@ class Overview:
     top_mentors: list[dict[str, Any]]
     mentees: dict[str, Any]
     matches: dict[str, Any]
+    waiting_reasons: dict[str, int]  # by `mentees.waiting_reason` (NOT_TRIED: none yet)
+    learned_at: datetime | None = None  # when its weights were last learned (see config.learned)
+
+    @property
+    def config(self) -> ProgramConfig:
+        """The configuration with its learned weights: what matching scores with."""
+        return self.in_force.config
 
     @property
     def known(self) -> bool:
@@ -447,7 +550,7 @@ class Overview:
 
     def as_json(self) -> dict[str, Any]:
         """For scripts: plain JSON types, times in RFC 3339."""
-        config = self.in_force.config
+        config, learned = self.config, self.config.learned
         return _jsonable(
             {
                 "tenant": self.tenant,
@@ -455,11 +558,21 @@ class Overview:
                 "configuration": {
                     "configured": self.in_force.configured,
                     "updated_at": self.in_force.updated_at,
-                    "settings": settings_of(config),
+                    "settings": settings_of(config, self.in_force.topics),
+                    "weights_in_force": config.weights_in_force(),
                     "weight_shares": config.normalised_weights(),
                 },
+                "learning": {
+                    "learning": config.learning,
+                    "learned_weights_in_force": config.learns,
+                    "min_outcomes": config.learning_min_outcomes,
+                    "outcomes": None if learned is None else learned.outcomes,
+                    "learned_at": self.learned_at,
+                    "weights": None if learned is None else learned.weights,
+                    "learned": None if learned is None else learned.learned,
+                },
                 "mentors": {**self.mentors, "top": self.top_mentors},
-                "mentees": self.mentees,
+                "mentees": {**self.mentees, "waiting_reasons": self.waiting_reasons},
                 "proposals": {
                     "open": self.matches["open_proposals"],
                     "oldest_proposed_at": self.matches["oldest_proposed_at"],
@@ -493,7 +606,14 @@ async def read_overview(
         mentors = await conn.fetchrow(MENTORS_SQL, tenant, program_id)
         top_mentors = await conn.fetch(TOP_MENTORS_SQL, tenant, program_id, top)
         mentees = await conn.fetchrow(MENTEES_SQL, tenant, program_id)
+        waiting = await conn.fetch(WAITING_SQL, tenant, program_id)
         matches = await conn.fetchrow(MATCHES_SQL, tenant, program_id)
+        learned = await conn.fetchrow(LEARNED_SQL, tenant, program_id)
+    reasons = dict.fromkeys([*get_args(WaitingReason), NOT_TRIED], 0)
+    reasons |= {r["reason"] or NOT_TRIED: r["mentees"] for r in waiting}
+    if learned is not None:
+        taught = in_force.config.with_learned(learned_of(learned))
+        in_force = dataclasses.replace(in_force, config=taught)
     return Overview(
         tenant,
         program_id,
@@ -502,6 +622,8 @@ async def read_overview(
         [dict(r) for r in top_mentors],
         dict(mentees),
         dict(matches),
+        reasons,
+        None if learned is None else learned["learned_at"],
     )
 
 

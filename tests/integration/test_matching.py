@@ -134,6 +134,71 @@ async def test_proposals_respect_capacity_and_rules_and_move_on_after_a_decline(
         )
 
 
+async def test_no_empty_matches_mentees_wait_and_say_why_then_related_topics_cover_them(
+    infra: Endpoints, db: asyncpg.Pool, matching: ServiceProcess
+) -> None:
+    """A mentor covering none of a mentee's goals is never proposed: the mentee waits, and
+    matching says why (`mentee-waiting`, and the reason stored for `program show`), once per
+    reason. A mentor whose expertise covers the goal through a related topic is proposed, and the
+    explanation says through which."""
+    tenant = unique("acme")
+    bootstrap = infra.bootstrap_servers
+
+    async def reasons() -> dict[str, str | None]:
+        rows = await db.fetch(
+            "SELECT person_id, waiting_reason FROM matching.mentees WHERE tenant_id = $1", tenant
+        )
+        return {r["person_id"]: r["waiting_reason"] for r in rows}
+
+    async with TopicReader(bootstrap, "match-proposed", "mentee-waiting") as reader:
+        await publish_raw(
+            bootstrap,
+            [
+                enrolment_updated(
+                    tenant, "mentor", "sales", expertise=[{"topic": "sales", "level": 5}]
+                ),
+                enrolment_updated(tenant, "mentee", "nina"),  # wants python
+                enrolment_updated(tenant, "mentee", "hans", languages=["de"]),
+            ],
+        )
+        waited = bodies(await reader.collect(lambda rs: len(rs) >= 2, keep=of_tenant(tenant)))
+        assert {(e["type"], e["data"]["mentee_id"], e["data"]["reason"]) for e in waited} == {
+            ("mentee-waiting", "nina", "no_topic"),
+            ("mentee-waiting", "hans", "no_common_language"),
+        }
+        assert await reasons() == {"nina": "no_topic", "hans": "no_common_language"}
+        # another mentor who covers nothing: tried again, the same reasons are not announced again
+        await publish_raw(
+            bootstrap,
+            [
+                enrolment_updated(
+                    tenant, "mentor", "sales2", expertise=[{"topic": "sales", "level": 3}]
+                )
+            ],
+        )
+        await publish_raw(
+            bootstrap,
+            [
+                enrolment_updated(
+                    tenant, "mentor", "dj", expertise=[{"topic": "Django", "level": 5}]
+                )
+            ],
+        )
+        found = bodies(
+            await reader.collect(
+                lambda rs: any(json.loads(r.value)["type"] == "match-proposed" for r in rs),
+                keep=of_tenant(tenant),
+            )
+        )
+    assert [e["type"] for e in found] == ["match-proposed"]  # no mentee-waiting repeated
+    proposed = found[0]["data"]
+    assert (proposed["mentee_id"], proposed["mentor_id"]) == ("nina", "dj")
+    topic_fit = next(i for i in proposed["explanation"] if i["criterion"] == "topic_fit")
+    assert topic_fit["reason"] == "Covers your goal: python (through Django)"
+    assert topic_fit["facts"]["goals"][0]["through"] == "Django"
+    assert await reasons() == {"nina": None, "hans": "no_common_language"}
+
+
 async def test_unanswered_proposals_expire_and_the_mentee_gets_the_next_best(
     infra: Endpoints, db: asyncpg.Pool, matching: ServiceProcess
 ) -> None:

@@ -337,7 +337,7 @@ async def test_show_tells_where_a_program_stands(
     text = ok(await cli(infra, "show", program, "--tenant", tenant))
     assert f"program {program} of tenant {tenant}: configuration in force since" in text
     assert re.search(r"^\s*response_deadline_hours\s+48\s*$", text, re.MULTILINE)
-    assert re.search(r"weights\.topic_fit\s+0\.4 \(40% of the score\)", text)
+    assert re.search(r"weights\.topic_fit\s+0\.4 \(38% of the score\)", text)
     assert (
         "mentors: 2 (1 paused), 4 places: 3 taken, 1 free (1 of them held by paused mentors)"
         in text

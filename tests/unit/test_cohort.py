@@ -33,7 +33,20 @@ from shared.contract.events import ProgramRules
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-TOPICS = ["public speaking", "Python", "ML", "machine learning", "leadership", "sales", "k8s"]
+# names of the shipped taxonomy: aliases ("ML", "k8s") and related, broader or narrower topics
+TOPICS = [
+    "public speaking",
+    "storytelling",
+    "Python",
+    "django",
+    "ML",
+    "machine learning",
+    "leadership",
+    "management",
+    "sales",
+    "k8s",
+    "docker",
+]
 ZONES = ["Europe/Paris", "America/New_York", "Asia/Tokyo", "Europe/London", "Asia/Kolkata"]
 LANGUAGES = ["en", "fr", "de", "es"]
 DEPARTMENTS = [None, "eng", "sales", "hr"]
@@ -59,6 +72,7 @@ def program(seed: int, mentors: int, mentees: int, rules: bool = True) -> Progra
             load=rng.randint(0, 1),
             rating_sum=rng.randint(0, 40),
             rating_count=rng.randint(0, 8),
+            learning_interests=tuple(rng.sample(TOPICS, rng.choice([0, 0, 1, 2]))),
         )
         for j in range(mentors)
     ]
@@ -74,6 +88,7 @@ def program(seed: int, mentors: int, mentees: int, rules: bool = True) -> Progra
                 (rng.choice([*TOPICS, "cooking"]), rng.randint(1, 3))
                 for _ in range(rng.randint(0, 3))
             ),
+            offers=tuple(rng.choices([*TOPICS, "cooking"], k=rng.choice([0, 0, 1, 2, 3]))),
         )
         for i in range(mentees)
     ]
@@ -91,9 +106,10 @@ def program(seed: int, mentors: int, mentees: int, rules: bool = True) -> Progra
             max_timezone_difference_hours=rng.choice([None, 4, 9]),
             department=rng.choice(["any", "cross", "same"]),
             min_seniority_gap=rng.choice([None, 0, 1]),
+            min_topic_fit=rng.choice([0.0, 0.01, 0.2, 0.45]),
         )
         if rules
-        else ProgramRules(),
+        else ProgramRules(min_topic_fit=rng.choice([0.0, 0.01])),
     )
     return mentor_list, mentee_list, config, excluded
 
@@ -130,10 +146,26 @@ def broken_rules(
             and mentor.seniority - mentee.seniority < rules.min_seniority_gap
         ):
             problems.append("seniority")
+        fit = record_topic_fit(mentee, mentor, config)
+        if rules.min_topic_fit > 0 and not (fit > 0 and fit >= rules.min_topic_fit - 1e-12):
+            problems.append("topic fit")
     taken = Counter(c.mentor.person_id for _, c in pairs)
     problems += ["capacity" for m in mentors if taken[m.person_id] > max(m.capacity - m.load, 0)]
     problems += ["twice" for n in Counter(id(m) for m, _ in pairs).values() if n > 1]
     return problems
+
+
+def record_topic_fit(mentee: Mentee, mentor: Mentor, config: ProgramConfig) -> float:
+    """The topic fit from the records and the taxonomy's credits, in plain Python."""
+    weights = [4 - priority for _, priority in mentee.goals]
+    covered = [
+        max(
+            (level / 5 * config.taxonomy.credit(goal, topic) for topic, level in mentor.expertise),
+            default=0.0,
+        )
+        for goal, _ in mentee.goals
+    ]
+    return sum(w * c for w, c in zip(weights, covered, strict=True)) / (sum(weights) or 1)
 
 
 def eligible_pairs(
@@ -276,6 +308,13 @@ def test_batched_search_scores_equal_rank(seed: int, k: int) -> None:
     options = eligible_pairs(pool, mentee_list, config, excluded)
     for i, j, score in zip(found.mentee_rows, found.mentor_rows, found.scores, strict=True):
         assert options[i][j] == pytest.approx(score, abs=1e-12)  # mentors' lists: eligible pairs
+    # exact lists: the very mentors, ties by id, even where the float32 product cannot tell
+    exact = scorer.top_k(k, exact=True)
+    for i, mentors in enumerate(options):
+        ids = {j: pool.mentors[j].person_id for j in mentors}
+        best = sorted(mentors, key=lambda j: (-mentors[j], ids[j]))[:k]
+        assert exact.mentors[i][exact.mentors[i] >= 0].tolist() == best
+        assert exact.scores[i][: len(best)].tolist() == [mentors[j] for j in best]
 
 
 def test_candidates_explain_and_carry_the_load_they_were_scored_with() -> None:
@@ -299,6 +338,57 @@ def test_the_same_input_gives_the_same_assignment_on_any_number_of_threads() -> 
     assert [(id(m), c.mentor.person_id, c.score) for m, c in first] == [
         (id(m), c.mentor.person_id, c.score) for m, c in second
     ]
+
+
+def test_min_topic_fit_holds_in_the_search_when_the_best_mentors_cover_no_goal() -> None:
+    """Mentors best by every other criterion cover none of the goals: the search skips them for
+    the mentors covering a goal through a related topic, and without such mentors nobody is
+    assigned."""
+    config = ProgramConfig(
+        weights={"topic_fit": 0.05, "reputation": 0.5, "timezone": 0.3, "seniority": 0.15},
+        rules=ProgramRules(min_topic_fit=0.1),
+    )
+    stars = [  # in the mentees' time zone, senior enough and highly rated: sales is no python
+        Mentor(
+            f"s{i}",
+            ("en",),
+            "Europe/Paris",
+            seniority=6,
+            expertise=(("sales", 5),),
+            rating_sum=50,
+            rating_count=10,
+        )
+        for i in range(10)
+    ]
+    weak = [  # java covers python as a sibling: 0.3 x 1/5 = 0.06, under the minimum
+        Mentor(f"w{i}", ("en",), "Europe/Paris", seniority=6, expertise=(("java", 1),))
+        for i in range(2)
+    ]
+    covering = [  # django is narrower than python: 0.8 x 2/5 = 0.32
+        Mentor(f"c{i}", ("en",), "Asia/Tokyo", expertise=(("Django", 2),)) for i in range(3)
+    ]
+    elsewhere = [Mentor("f0", ("fr",), "Europe/Paris", expertise=(("python", 5),))]
+    learners = [
+        Mentee(f"e{i}", ("en",), "Europe/Paris", seniority=3, goals=(("Python", 1),))
+        for i in range(3)
+    ]
+    cook = Mentee("cook", ("en",), "Europe/Paris", goals=(("cooking", 1),))
+
+    pool = MentorPool([*stars, *weak, *covering, *elsewhere], NOW)
+    listed = BatchScorer(pool, [*learners, cook], config).top_k(2)
+    for i, mentee in enumerate(learners):
+        names = [pool.mentors[j].person_id for j in listed.mentors[i] if j >= 0]
+        assert len(names) == 2 and set(names) <= {"c0", "c1", "c2"}
+        assert listed.scores[i].tolist() == [c.score for c in rank(pool, mentee, config, limit=2)]
+    assert listed.mentors[3].tolist() == [-1, -1] and listed.complete[3]  # nobody covers cooking
+    pairs = assign(pool, [*learners, cook], config, k=1)
+    assert sorted(m.person_id for m, _ in pairs) == ["e0", "e1", "e2"]  # the cook is left out
+    assert sorted(c.mentor.person_id for _, c in pairs) == ["c0", "c1", "c2"]
+
+    pool = MentorPool([*stars, *weak, *elsewhere], NOW)  # python only in French
+    listed = BatchScorer(pool, learners, config).top_k(2)
+    assert (listed.mentors == -1).all() and listed.complete.all()
+    assert assign(pool, learners, config, k=1) == []
 
 
 def test_empty_and_full_programs() -> None:

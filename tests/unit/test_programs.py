@@ -1,17 +1,21 @@
 """`mentornet program configure`'s pure side: reading YAML and JSON, the contract's errors named by
-field (and line), the event it would publish, and the diff against the configuration in force."""
+field (and line), the event it would publish, and the diff against the configuration in force;
+and `show`'s words for the weights in force and why mentees wait."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from services.matching.domain.config import DEFAULT_WEIGHTS, ProgramConfig
+from services.matching.domain.config import DEFAULT_WEIGHTS, LearnedWeights, ProgramConfig
 from shared.contract.envelope import STRUCTURED, decode_record
-from shared.contract.events import ProgramConfigured
+from shared.contract.events import ProgramConfigured, WaitingReason
+from shared.ops.analytics import NOT_TRIED, WAITING_REASONS
 from shared.ops.programs import (
     SOURCE,
     TOPIC,
@@ -19,6 +23,7 @@ from shared.ops.programs import (
     Document,
     InForce,
     Kind,
+    Overview,
     ProgramError,
     changes_against,
     diff,
@@ -28,6 +33,8 @@ from shared.ops.programs import (
     settings_of,
     show_value,
     validate,
+    waiting_words,
+    weights_words,
 )
 
 pytestmark = pytest.mark.unit
@@ -148,7 +155,8 @@ def test_contract_errors_name_each_field_path_and_its_line() -> None:
     problems = message.removeprefix("program.yaml: ").split("; ")
     assert problems == [
         "line 3: 'weights.topic_fitt': not a criterion: Input should be 'topic_fit', "
-        "'languages', 'timezone', 'seniority', 'department', 'reputation' or 'load'",
+        "'languages', 'timezone', 'seniority', 'department', 'reputation', 'load' or "
+        "'mutual_learning'",
         "line 4: 'weights.load': Input should be a valid number, unable to parse string as a number",
         "line 6: 'rules.department': Input should be 'any', 'cross' or 'same'",
         "line 8: 'checkin_days': every check-in must come before relationship_length_days (100.0)",
@@ -274,3 +282,174 @@ def test_a_document_finds_lines_of_nested_fields() -> None:
     assert document.line_of(("rules", "department")) == 5
     assert document.line_of(("checkin_days", 1)) == 6
     assert document.line_of(("nowhere",)) is None
+
+
+# --- topics, learning and waiting -----------------------------------------------------------------
+
+
+def uncommented(text: str) -> str:
+    """The sample with its commented settings in use: below its header, `# key:` and indented
+    `#   ...` lines lose their `# `; prose comments (a word then a space) stay."""
+    header, settings = text.split("\nprogram_id:", 1)
+    return f"{header}\nprogram_id:" + re.sub(
+        r"^(\s*)# (?=[a-z_]+:|\s)", r"\1", settings, flags=re.MULTILINE
+    )
+
+
+def test_the_sample_s_commented_settings_are_valid_and_change_what_they_say() -> None:
+    sample = validate(parse(uncommented(SAMPLE.read_text()), "yaml", "program.yaml"))
+    assert sample.learning == "on" and sample.rules.min_topic_fit == 0.2
+    (topic,) = sample.topics
+    in_force = InForce(ProgramConfig.of(validate(load_file(SAMPLE))), datetime.now(UTC))
+    assert {c.setting: c.new for c in changes_against(in_force, sample)} == {
+        "rules.min_topic_fit": 0.2,
+        "learning": "on",
+        "weight_bounds.topic_fit": {"min": 0.3, "max": 0.7},
+        "weight_bounds.timezone": {"min": 0.05, "max": 0.3},
+        "learning_min_outcomes": 300,
+        f"topics.{topic.topic}": {
+            "names": {"fr": "systèmes de design"},
+            "aliases": ["component libraries"],
+            "broader": ["design"],
+            "related": ["user interface"],
+        },
+    }
+
+
+def test_bounds_are_compared_as_matching_applies_them() -> None:
+    """A bound left out is 0 to 1: naming it changes nothing; one changed is listed alone."""
+    assert diff(configured(), configured(weight_bounds={"load": {"min": 0, "max": 1}})) == []
+    old = configured(learning="on", weight_bounds={"timezone": {"min": 0.1}})
+    assert diff(old, configured(learning="on", weight_bounds={"timezone": {"min": 0.2}})) == [
+        Change("weight_bounds.timezone", {"min": 0.1, "max": 1}, {"min": 0.2, "max": 1})
+    ]
+
+
+def test_topics_are_compared_one_by_one_and_a_dropped_one_is_listed() -> None:
+    talks = {"topic": "talks", "related": ["public speaking"]}
+    old = InForce(
+        configured(topics=[talks]),
+        datetime.now(UTC),
+        tuple(ProgramConfigured.model_validate({"program_id": "p", "topics": [talks]}).topics),
+    )
+    same = ProgramConfigured.model_validate({"program_id": "p", "topics": [talks]})
+    assert changes_against(old, same) == []
+    other = {"topic": "design systems", "broader": ["design"]}
+    changed = ProgramConfigured.model_validate(
+        {"program_id": "p", "topics": [{**talks, "aliases": ["keynotes"]}, other]}
+    )
+    assert changes_against(old, changed) == [
+        Change(
+            "topics.talks",
+            {"related": ["public speaking"]},
+            {"aliases": ["keynotes"], "related": ["public speaking"]},
+        ),
+        Change("topics.design systems", None, {"broader": ["design"]}),
+    ]
+    dropped = ProgramConfigured.model_validate({"program_id": "p"})
+    assert changes_against(old, dropped) == [
+        Change("topics.talks", {"related": ["public speaking"]}, None)
+    ]
+
+
+def test_unknown_fields_of_bounds_and_topics_are_refused() -> None:
+    message = error_of(
+        "program_id: p\n"  # 1
+        "weight_bounds:\n"  # 2
+        "  timezone: {mn: 0.1}\n"  # 3
+        "  load: {min: 0.5, max: 0.2}\n"  # 4
+        "topics:\n"  # 5
+        "  - topic: talks\n"  # 6
+        "    alias: [keynotes]\n"  # 7
+    )
+    assert "line 3: 'weight_bounds.timezone.mn': not a setting (did you mean 'min'?)" in message
+    assert "line 4: 'weight_bounds.load.max': must be at least min (0.5)" in message
+    assert "line 7: 'topics.0.alias': not a setting (did you mean 'aliases'?)" in message
+
+
+def test_learned_weights_and_the_taxonomy_are_not_settings() -> None:
+    taught = LearnedWeights(dict(DEFAULT_WEIGHTS), dict(DEFAULT_WEIGHTS), 50, True)
+    flat = settings_of(configured(learning="on", topics=[{"topic": "talks"}]).with_learned(taught))
+    assert not {"learned", "taxonomy"} & set(flat)
+    assert [k for k in flat if k.startswith("weight_bounds.")] == [
+        f"weight_bounds.{c}" for c in DEFAULT_WEIGHTS
+    ]
+    assert flat["learning"] == "on" and flat["learning_min_outcomes"] == 200
+    assert show_value(flat["weight_bounds.load"]) == "min: 0; max: 1"
+
+
+def test_waiting_mentees_are_counted_by_reason_in_plain_words() -> None:
+    reasons = dict.fromkeys(get_args(WaitingReason), 0) | {NOT_TRIED: 0}
+    assert waiting_words(reasons) == "0 waiting"
+    reasons |= {"no_free_place": 5, "no_topic": 7}
+    assert waiting_words(reasons) == "12 waiting: 7 no mentor covers a goal, 5 no free place"
+    assert set(WAITING_REASONS) == set(reasons), "every reason has its words"
+
+
+def learned(outcomes: int, in_force: bool) -> LearnedWeights:
+    weights = dict.fromkeys(DEFAULT_WEIGHTS, 0.0) | {"timezone": 1.0}
+    return LearnedWeights(weights, weights, outcomes, in_force)
+
+
+def test_the_weights_in_force_are_named_with_the_outcomes_behind_them() -> None:
+    on = configured(learning="on", learning_min_outcomes=40)
+    assert weights_words(configured()) == "weights in force: as configured (learning off)"
+    assert weights_words(on) == (
+        "weights in force: as configured (learning on: 40 outcomes needed, none learned from yet)"
+    )
+    assert weights_words(on.with_learned(learned(25, False))) == (
+        "weights in force: as configured (learning on: 40 outcomes needed, 25 so far)"
+    )
+    assert weights_words(on.with_learned(learned(60, True))) == (
+        "weights in force: learned from 60 outcomes, within the bounds (learning on; 40 needed)"
+    )
+    assert weights_words(configured().with_learned(learned(60, True))) == (
+        "weights in force: as configured (learning off; what 60 outcomes taught is ignored)"
+    )
+
+
+def overview(config: ProgramConfig, reasons: dict[str, int]) -> Overview:
+    return Overview(
+        "acme",
+        "p",
+        InForce(config, datetime(2026, 5, 4, tzinfo=UTC)),
+        {"enrolled": 0},
+        [],
+        {"enrolled": 3, "waiting": 3},
+        {"matches": 0, "open_proposals": 0, "oldest_proposed_at": None, "next_expiry": None}
+        | {"active_relationships": 0, "ended_relationships": 0},
+        reasons,
+        datetime(2026, 5, 5, tzinfo=UTC),
+    )
+
+
+def test_show_s_json_has_the_weights_in_force_the_learning_and_the_waiting_reasons() -> None:
+    on = configured(learning="on", learning_min_outcomes=40).with_learned(learned(60, True))
+    figures = overview(on, {"no_topic": 2, NOT_TRIED: 1}).as_json()
+    assert figures["configuration"]["weights_in_force"]["timezone"] == 1.0
+    assert figures["configuration"]["weight_shares"]["timezone"] == 1.0
+    assert figures["configuration"]["settings"]["weights.timezone"] == 0.1  # as configured
+    assert figures["learning"] == {
+        "learning": "on",
+        "learned_weights_in_force": True,
+        "min_outcomes": 40,
+        "outcomes": 60,
+        "learned_at": "2026-05-05T00:00:00Z",
+        "weights": learned(60, True).weights,
+        "learned": learned(60, True).learned,
+    }
+    assert figures["mentees"]["waiting_reasons"] == {"no_topic": 2, NOT_TRIED: 1}
+    off = overview(configured().with_learned(learned(60, True)), {}).as_json()
+    assert off["learning"]["learned_weights_in_force"] is False
+    assert off["configuration"]["weights_in_force"] == configured().weights
+
+
+def test_on_and_off_are_words_in_yaml_not_booleans() -> None:
+    """YAML 1.1 reads `on` as true: `learning: on` would be refused as not 'off' or 'on'."""
+    assert config("program_id: p\nlearning: on\n").learning == "on"
+    assert config("program_id: p\nlearning: off\n").learning == "off"
+    assert parse("a: true\nb: False\nc: yes\n", "yaml", "x.yaml").data == {
+        "a": True,
+        "b": False,
+        "c": "yes",
+    }

@@ -14,7 +14,7 @@ from services.matching.domain import criteria
 from services.matching.domain.config import ProgramConfig
 from services.matching.domain.explain import explain
 from services.matching.domain.scoring import Mentee, Mentor, MentorPool, rank
-from services.matching.domain.topics import normalise_topic
+from services.matching.domain.topics import DEFAULT
 from shared.contract.events import ProgramConfigured, ProgramRules
 
 pytestmark = pytest.mark.unit
@@ -38,6 +38,7 @@ mentors = st.builds(
     capacity=st.integers(1, 3),
     load=st.integers(0, 3),
     rating_count=st.integers(0, 10),
+    learning_interests=st.lists(st.sampled_from(TOPICS), max_size=2).map(tuple),
 ).flatmap(  # a sum each rating of which is 1..5
     lambda m: st.integers(m.rating_count, 5 * m.rating_count).map(
         lambda total: replace(m, rating_sum=total)
@@ -45,6 +46,7 @@ mentors = st.builds(
 )
 mentees = st.builds(
     Mentee,
+    offers=st.lists(st.sampled_from(TOPICS), max_size=2).map(tuple),
     person_id=st.sampled_from(["n1", "m1"]),  # sometimes also enrolled as a mentor
     languages=languages,
     timezone=st.sampled_from(ZONES),
@@ -59,6 +61,7 @@ rules = st.builds(
     ProgramRules,
     max_timezone_difference_hours=st.one_of(st.none(), st.sampled_from([0, 3, 8])),
     department=st.sampled_from(["any", "cross", "same"]),
+    min_topic_fit=st.sampled_from([0.0, 0.01, 0.3]),
 )
 
 
@@ -88,6 +91,11 @@ def test_hard_rules_are_never_broken(
             assert mentor.department == mentee.department is not None
         if rule.department == "cross":
             assert mentor.department != mentee.department
+        if rule.min_topic_fit > 0:
+            assert any(
+                config.taxonomy.credit(g, t) for g, _ in mentee.goals for t, _ in mentor.expertise
+            )
+            assert candidate.values["topic_fit"] >= rule.min_topic_fit
         assert 0.0 <= candidate.score <= 1.0
 
 
@@ -131,7 +139,10 @@ def test_reasons_read_like_sentences() -> None:
     (candidate,) = rank(MentorPool([mentor], NOW), mentee, ProgramConfig())
     _, items = explain(candidate, mentee, ProgramConfig(), NOW)
     reasons = {i.criterion: i.reason for i in items}
-    assert reasons["topic_fit"] == "Covers 2 of your 3 goals: training design, public speaking"
+    assert reasons["topic_fit"] == (
+        "Covers 3 of your 3 goals: training design, public speaking,"
+        " negotiation (through public speaking)"
+    )
     assert reasons["languages"] == "You both speak French"
     assert reasons["timezone"] == "You are in the same time zone"
     assert reasons["seniority"] == "Your mentor is 4 levels more senior"
@@ -141,12 +152,30 @@ def test_reasons_read_like_sentences() -> None:
     facts = {i.criterion: i.facts for i in items}
     assert facts["topic_fit"] == {
         "goals": [
-            {"topic": "training design", "priority": 1, "covered": True},
-            {"topic": "public speaking", "priority": 2, "covered": True},
-            {"topic": "negotiation", "priority": 3, "covered": False},
+            {
+                "topic": "training design",
+                "priority": 1,
+                "covered": True,
+                "through": None,
+                "credit": 1.0,
+            },
+            {
+                "topic": "public speaking",
+                "priority": 2,
+                "covered": True,
+                "through": None,
+                "credit": 1.0,
+            },
+            {  # the shipped taxonomy: both are parts of communication (siblings)
+                "topic": "negotiation",
+                "priority": 3,
+                "covered": True,
+                "through": "public speaking",
+                "credit": 0.3,
+            },
         ],
-        "covered": ["training design", "public speaking"],
-        "not_covered": ["negotiation"],
+        "covered": ["training design", "public speaking", "negotiation"],
+        "not_covered": [],
     }
     assert facts["languages"] == {"shared": ["fr"]}
     assert facts["timezone"] == {"hours_apart": 0.0}
@@ -174,8 +203,8 @@ def test_the_farthest_offsets_are_two_hours_apart() -> None:
     baker = criteria.utc_offset_hours("Etc/GMT+12", NOW)
     assert (kiritimati, baker) == (14, -12)
     assert float(criteria.gap_hours(kiritimati, baker)) == 2
-    mentor = Mentor("m1", ("en",), "Pacific/Kiritimati")
-    mentee = Mentee("n1", ("en",), "Etc/GMT+12")
+    mentor = Mentor("m1", ("en",), "Pacific/Kiritimati", expertise=(("sales", 3),))
+    mentee = Mentee("n1", ("en",), "Etc/GMT+12", goals=(("sales", 1),))
     (candidate,) = rank(MentorPool([mentor], NOW), mentee, ProgramConfig())
     assert candidate.values["timezone"] == pytest.approx(1 - 2 / 12)
     _, items = explain(candidate, mentee, ProgramConfig(), NOW)
@@ -214,7 +243,7 @@ def test_few_ratings_are_shrunk_towards_the_prior() -> None:
 
 
 def test_program_weights_change_the_ranking() -> None:
-    near = Mentor("near", ("en",), "Europe/Paris", expertise=(("sales", 2),))
+    near = Mentor("near", ("en",), "Europe/Paris", expertise=(("django", 1),))
     expert = Mentor("expert", ("en",), "Asia/Tokyo", expertise=(("python", 5),))
     mentee = Mentee("n1", ("en",), "Europe/Paris", goals=(("python", 1),))
     pool = MentorPool([near, expert], NOW)
@@ -236,8 +265,10 @@ def test_program_weights_change_the_ranking() -> None:
         ("ML", "machine learning"),
         ("public_speaking", "public speaking"),
         ("Presentation skills", "public speaking"),
+        ("Prise de parole en public", "public speaking"),
         ("K8s", "kubernetes"),
+        ("Underwater Basket-Weaving", "underwater basket weaving"),  # unknown: its own topic
     ],
 )
 def test_topic_names_are_normalised(typed: str, canonical: str) -> None:
-    assert normalise_topic(typed) == canonical
+    assert DEFAULT.key(typed) == canonical

@@ -6,16 +6,33 @@ product, the hard rules become penalties or left-out columns, and only two kinds
 kept: each mentee's best k mentors, and each mentor's best l mentees (ranked by score less half
 the mentee's own best score, so that mentees wanted everywhere do not fill every mentor's list).
 No mentees x mentors matrix is ever held. The kept pairs are then scored again exactly, pair by
-pair, with the functions of `criteria` that `criteria_values` and `eligible` use.
+pair, with the functions of `criteria` that `criteria_values` and `eligible` use, on the very
+same floats: coverage and wants rows come from `MentorPool.coverage` and `MentorPool.wants`.
 
 The product's features, mentee side x mentor side:
-  goal weight / total per topic          x  topic_fit weight x expertise level / 5
+  goal weight / total per distinct goal  x  topic_fit weight x the mentor's coverage of the goal
+  1 / offer count per distinct offer     x  mutual_learning weight x the mentor's wish to learn it
   one-hot time zone offset               x  timezone weight x value, or a penalty past the limit
   one-hot seniority                      x  seniority weight x value, or a penalty under the gap
   one-hot department                     x  department weight x value, or a penalty against the rule
   1                                      x  languages + reputation + load for the language group
 Mentees are grouped by the languages they speak; a group only sees the mentors sharing one of
-them and having a free place.
+them and having a free place. Goals and offers are distinct by taxonomy topic (two names of one
+topic share a column); a goal no mentor covers has no column.
+
+The hard rule `min_topic_fit` is a threshold on a sum, so it cannot be a term of the product. It is
+applied lazily but exactly, row by row: a mentee's picks are checked with the exact topic fit;
+when one fails, that mentee's whole row is swept once (its goal part of the product, recomputed
+alone, marks every pair surely under the minimum) and the failing picks themselves are struck
+out, then the row is picked again, until every pick passes. So a pair failing the rule is never
+among a mentee's best k while an eligible mentor lies below it, and rows whose best mentors all
+cover their goals (nearly all) cost nothing more. Mentees with no goal any mentor covers are not
+searched at all. Pairs offered for the mentors' best mentees are checked exactly the same way.
+
+Deferred acceptance (`cohort`) asks more of a search: pairs surely under their mentor's `bar`
+are sunk, the pairs a mentee has proposed are left out, and `exact` lists also score every pair
+within the product's error of the k-th pick, so that they follow `rank`'s order exactly, ties by
+mentor id, wherever the float32 product cannot tell two pairs apart.
 
 Blocks are scored on `workers` threads at once (numpy releases the GIL), so numpy's BLAS should
 use one thread per process (OPENBLAS_NUM_THREADS=1 in the environment): with more, its threads and
@@ -24,7 +41,7 @@ ours fight for the cores.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -36,13 +53,18 @@ from services.matching.domain import criteria
 from services.matching.domain.config import CRITERIA, ProgramConfig
 from services.matching.domain.criteria import Bools, Floats, Ints, Values
 from services.matching.domain.scoring import Candidate, Mentee, MentorPool
-from services.matching.domain.topics import normalise_topic
 
 CHUNK = 32  # columns per chunk: a block's top k lies in the k chunks with the highest maxima
 BLOCK_SCORES = 1 << 22  # float32 scores per block (16 MiB), so a block stays in the CPU's cache
 FALLBACK = 16  # above this many pairs per kept one, a block's best mentees are partitioned out
 ROW_CHUNK = 64  # rows per chunk when looking for each mentor's best mentees in a block
 COMPACT_AT = 1 << 20  # pairs kept for the mentors' best mentees before trimming them
+# a valid pair's float32 product is within TOLERANCE x the scores' span of its exact score (a
+# dozen nonzero terms, each rounded to ~6e-8 of itself: ~2e-6), and its goal part within
+# FIT_TOLERANCE of the exact topic fit; only pairs missing a bar by more are dropped on its word
+TOLERANCE = 1e-5
+FIT_TOLERANCE = 1e-5
+RAMP = 2.0  # a pair missing its bar by the tolerance loses RAMP penalties (see `_under_bar`)
 
 REGRET = 0.5  # a mentor's best mentees: score - REGRET x the mentee's own best score
 
@@ -73,7 +95,22 @@ class _Group:
     cols: Ints  # mentor rows
     column_of: Ints  # mentor row -> column, -1 when not in the group
     features: NDArray[np.float32]  # (features, width), padded with hopeless columns
+    coverage: NDArray[np.float32]  # (goal columns, width): each mentor's coverage, for sweeps
     width: int
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What every block of one search shares."""
+
+    rows_all: Ints  # the searched mentees
+    k: int
+    best_mentees: _BestMentees
+    free: Ints
+    found: TopK
+    bar: Floats | None  # per mentor: pairs scoring under it are of no use to the caller
+    exclude: Ints  # sorted keys mentee row x mentors + mentor row never to pick (beside forbidden)
+    exact: bool  # lists exactly in `rank`'s order, ties by mentor id (near ties scored too)
 
 
 class BatchScorer:
@@ -95,6 +132,7 @@ class BatchScorer:
         self.pool, self.mentees, self.config = pool, list(mentees), config
         self.workers = workers
         self.weights = config.normalised_weights()
+        self.minimum = config.rules.min_topic_fit
         n, m = len(self.mentees), len(pool)
         self.load = pool.load.copy()
         self.free = np.maximum(pool.capacity - pool.load, 0)
@@ -102,28 +140,33 @@ class BatchScorer:
         self.id_rank = np.empty(m, dtype=np.int64)
         self.id_rank[sorted(range(m), key=lambda j: pool.mentors[j].person_id)] = np.arange(m)
 
-        topics = {t: i for i, t in enumerate(sorted(pool.expertise))}
-        self.expertise = np.zeros((len(topics) + 1, m))  # the last row: a topic nobody offers
-        for topic, (mentor_rows, levels) in pool.expertise.items():
-            self.expertise[topics[topic], mentor_rows] = levels
-        topic_of: dict[str, int] = {}  # as typed -> row of self.expertise
-        goal_mentee, goal_topic, goal_weight = [], [], []
-        for i, me in enumerate(self.mentees):
-            for topic, priority in me.goals:
-                if topic not in topic_of:
-                    topic_of[topic] = topics.get(normalise_topic(topic), len(topics))
-                goal_mentee.append(i)
-                goal_topic.append(topic_of[topic])
-                goal_weight.append(criteria.goal_weight(priority))
-        flat = np.array(goal_mentee, dtype=np.int64)
-        starts = np.searchsorted(flat, np.arange(n))
-        position = np.arange(len(flat)) - starts[flat]  # the goal's place among its mentee's
-        width = int(position.max()) + 1 if len(flat) else 0
-        self.goal_topic = np.full((n, width), len(topics), dtype=np.int64)
-        self.goal_weight = np.zeros((n, width), dtype=np.int64)
-        self.goal_topic[flat, position] = goal_topic
-        self.goal_weight[flat, position] = goal_weight
+        taxonomy = config.taxonomy
+        # each distinct goal's coverage, each distinct offer's wants: the rows criteria_values reads
+        self.coverage, self.goal_row, self.goal_weight = _distinct(
+            (
+                (i, topic, criteria.goal_weight(p))
+                for i, me in enumerate(self.mentees)
+                for topic, p in me.goals
+            ),
+            n,
+            partial(pool.coverage, taxonomy=taxonomy),
+            taxonomy.key,
+            m,
+        )
         self.goal_total = criteria.total_weight(self.goal_weight.sum(axis=1))
+        self.wanted, self.offer_row, _ = _distinct(
+            ((i, offer, 1) for i, me in enumerate(self.mentees) for offer in me.offers),
+            n,
+            partial(pool.wants, taxonomy=taxonomy),
+            taxonomy.key,
+            m,
+        )
+        self.offer_count = np.array(
+            [criteria.offer_count(me.offers) for me in self.mentees], dtype=np.int64
+        )
+        # with the rule on, a mentee whose goals no mentor covers has no eligible mentor at all
+        uncovered = (self.goal_row == len(self.coverage) - 1).all(axis=1)
+        self.hopeless = uncovered if self.minimum > 0 else np.zeros(n, dtype=bool)
 
         codes = {c: i for i, c in enumerate(sorted(pool.languages))}
         self.mentor_languages = np.array([pool.languages[c] for c in codes], dtype=float)
@@ -162,7 +205,6 @@ class BatchScorer:
             }
         )
         self.forbidden = np.array(forbidden, dtype=np.int64)
-        self.forbidden_start = np.searchsorted(self.forbidden, np.arange(n + 1) * m)
 
         negative = sum(min(w, 0.0) for w in self.weights.values())
         positive = sum(max(w, 0.0) for w in self.weights.values())
@@ -170,6 +212,7 @@ class BatchScorer:
         self.lowest, self.highest = negative, positive  # every eligible pair scores in between
         self.penalty = 4 * span  # one broken rule sinks a pair below any eligible one
         self.threshold = negative - span  # float32 scores above this are eligible
+        self.tolerance = TOLERANCE * span
         self._build_features()
 
     # --- exact scores, pair by pair --------------------------------------------------------------
@@ -178,9 +221,8 @@ class BatchScorer:
         """`criteria_values` for mentee rows x mentor cols (broadcast): the same functions."""
         pool = self.pool
         shape = np.broadcast_shapes(rows.shape, cols.shape)
-        goals = (
-            (self.goal_weight[rows, g], self.expertise[self.goal_topic[rows, g], cols])
-            for g in range(self.goal_topic.shape[1])
+        wanted = (
+            self.wanted[self.offer_row[rows, o], cols] for o in range(self.offer_row.shape[1])
         )
         shared = (self.mentee_languages[rows] * self.mentor_languages.T[cols]).sum(-1)
         shared = np.broadcast_to(shared, shape) if shared.shape != shape else shared
@@ -192,19 +234,29 @@ class BatchScorer:
             mentee_department, mentor_department, self.config.rules.department == "same"
         )
         return Values(
-            topic_fit=criteria.topic_fit(goals, self.goal_total[rows], shape),
+            topic_fit=self.topic_fit(rows, cols),
             languages=criteria.languages(shared, self.language_count[rows]),
             timezone=np.broadcast_to(criteria.timezone(gap), shape),
             seniority=np.broadcast_to(criteria.seniority(seniority_gap), shape),
             department=np.broadcast_to(department, shape),
             reputation=np.broadcast_to(pool.reputation[cols], shape),
             load=np.broadcast_to(self.load_value[cols], shape),
+            mutual_learning=criteria.mutual_learning(wanted, self.offer_count[rows], shape),
             shared_languages=shared,
             gap_hours=np.broadcast_to(gap, shape),
             seniority_gap=np.broadcast_to(seniority_gap, shape),
             mentee_department=np.broadcast_to(mentee_department, shape),
             mentor_department=np.broadcast_to(mentor_department, shape),
         )
+
+    def topic_fit(self, rows: Ints, cols: Ints) -> Floats:
+        """The `topic_fit` criterion alone, for mentee rows x mentor cols (broadcast)."""
+        goals = (
+            (self.goal_weight[rows, g], self.coverage[self.goal_row[rows, g], cols])
+            for g in range(self.goal_row.shape[1])
+        )
+        shape = np.broadcast_shapes(rows.shape, cols.shape)
+        return criteria.topic_fit(goals, self.goal_total[rows], shape)
 
     def eligible(self, rows: Ints, cols: Ints, values: Values, free: Ints) -> Bools:
         """`eligible` for the pairs, with `free` places per mentor instead of capacity - load."""
@@ -232,30 +284,57 @@ class BatchScorer:
 
     # --- blocked top-k search --------------------------------------------------------------------
 
-    def top_k(self, k: int, mentees: Ints | None = None, free: Ints | None = None) -> TopK:
+    def top_k(
+        self,
+        k: int,
+        mentees: Ints | None = None,
+        free: Ints | None = None,
+        bar: Floats | None = None,
+        exclude: Ints | None = None,
+        exact: bool = False,
+    ) -> TopK:
         """The best k eligible mentors of each mentee (rows of `mentees`, default all of them)."""
-        return self.search(k, 0, mentees, free).best_mentors
+        return self.search(k, 0, mentees, free, bar, exclude, exact).best_mentors
 
     def search(
-        self, k: int, per_mentor: int, mentees: Ints | None = None, free: Ints | None = None
+        self,
+        k: int,
+        per_mentor: int,
+        mentees: Ints | None = None,
+        free: Ints | None = None,
+        bar: Floats | None = None,
+        exclude: Ints | None = None,
+        exact: bool = False,
     ) -> Shortlist:
         """Each mentee's best k eligible mentors and each mentor's best `per_mentor` mentees.
 
         `mentees` are rows of the scorer's mentees (default: all); `free` the places per mentor.
+        For deferred acceptance: mentors are left out where the pair's score is surely under
+        `bar` (per mentor), and so are the pairs of `exclude` (sorted keys mentee row x pool
+        size + mentor row); `complete` then means every other eligible mentor is listed.
+        The float32 product may misorder pairs closer than its error at the k-th place; `exact`
+        lists are exactly the best k by exact score, ties by mentor id, at the cost of scoring
+        those near ties too.
         """
         rows_all = np.arange(len(self.mentees)) if mentees is None else np.asarray(mentees)
         free = self.free if free is None else free
         found = TopK(
             np.full((len(rows_all), k), -1, dtype=np.int64),
             np.full((len(rows_all), k), -np.inf),
-            np.zeros(len(rows_all), dtype=bool),
+            self.hopeless[rows_all].copy(),
         )
         best_mentees = _BestMentees(
             per_mentor, len(self.pool), self.threshold - REGRET * self.highest
         )
-        groups = self.language_group[rows_all]
-        order = np.argsort(groups, kind="stable")
-        bounds = np.flatnonzero(np.diff(groups[order])) + 1
+        none = np.zeros(0, dtype=np.int64)
+        search = _Search(
+            rows_all, k, best_mentees, free, found, bar, none if exclude is None else exclude, exact
+        )
+        searched = np.flatnonzero(~found.complete)  # not the hopeless
+        groups = self.language_group[rows_all[searched]]
+        by_group = np.argsort(groups, kind="stable")
+        order = searched[by_group]
+        bounds = np.flatnonzero(np.diff(groups[by_group])) + 1
         with ThreadPoolExecutor(self.workers) as workers:
             for positions in np.split(order, bounds) if len(order) else []:
                 group = self._group(rows_all[positions[0]], free)
@@ -264,8 +343,7 @@ class BatchScorer:
                     continue
                 block = max(ROW_CHUNK, BLOCK_SCORES // group.width // ROW_CHUNK * ROW_CHUNK)
                 blocks = [positions[s : s + block] for s in range(0, len(positions), block)]
-                run = partial(self._block, group, rows_all, k, best_mentees, free, found)
-                for pairs in workers.map(run, blocks):
+                for pairs in workers.map(partial(self._block, group, search), blocks):
                     best_mentees.add(*pairs)
         rows, cols, _ = best_mentees.pairs()
         values = self.values(rows, cols)
@@ -289,36 +367,39 @@ class BatchScorer:
         features[:-1, : len(cols)] = self.mentor_features[:, cols]
         features[-1, : len(cols)] = group_value[cols]
         features[-1, len(cols) :] = -2 * self.penalty
+        goals = self.goal_columns if self.minimum > 0 else 0  # only sweeps read it
+        coverage = np.zeros((goals, width), dtype=np.float32)
+        coverage[:, : len(cols)] = self.coverage[:goals, cols]
         column_of = np.full(len(self.pool), -1, dtype=np.int64)
         column_of[cols] = np.arange(len(cols))
-        return _Group(cols, column_of, features, width)
+        return _Group(cols, column_of, features, coverage, width)
 
     def _block(
-        self,
-        group: _Group,
-        rows_all: Ints,
-        k: int,
-        best_mentees: _BestMentees,
-        free: Ints,
-        found: TopK,
-        at: Ints,
+        self, group: _Group, search: _Search, at: Ints
     ) -> tuple[Ints, Ints, NDArray[np.float32]]:
-        """One block of mentees: their best k mentors into `found`; returned, pairs that may be
-        among the mentors' best mentees."""
-        cols, rows = group.cols, rows_all[at]
+        """One block of mentees: their best k mentors into `search.found`; returned, pairs that
+        may be among the mentors' best mentees."""
+        cols, rows, found, k = group.cols, search.rows_all[at], search.found, search.k
         scores = self.mentee_features[rows] @ group.features
-        self._forbid(scores, rows, group.column_of)
-        chunk_max = scores.reshape(len(rows), CHUNK, group.width // CHUNK).max(axis=1)
-        picked, approx = _select(scores, chunk_max, k)
+        self._strike(scores, rows, group.column_of, self.forbidden)
+        self._strike(scores, rows, group.column_of, search.exclude)
+        if search.bar is not None:
+            self._under_bar(scores, search.bar[cols])
+        picked, approx, chunk_max = self._pick(group, rows, scores, k)
         valid = approx > self.threshold
-        mentors = np.where(valid, cols[np.minimum(picked, len(cols) - 1)], 0)
-        values = self.values(rows[:, None], mentors)
-        ok = valid & self.eligible(rows[:, None], mentors, values, free)
-        exact = np.where(ok, values.score(self.weights), -np.inf)
-        best = np.lexsort((self.id_rank[mentors], -exact), axis=-1)
-        found.mentors[at, : best.shape[1]] = np.take_along_axis(np.where(ok, mentors, -1), best, 1)
-        found.scores[at, : best.shape[1]] = np.take_along_axis(exact, best, 1)
+        if search.exact:
+            self._exact_lists(group, search, at, scores, chunk_max, picked, approx)
+        else:
+            mentors = np.where(valid, cols[np.minimum(picked, len(cols) - 1)], 0)
+            values = self.values(rows[:, None], mentors)
+            ok = valid & self.eligible(rows[:, None], mentors, values, search.free)
+            exact = np.where(ok, values.score(self.weights), -np.inf)
+            best = np.lexsort((self.id_rank[mentors], -exact), axis=-1)
+            listed = np.take_along_axis(np.where(ok, mentors, -1), best, 1)
+            found.mentors[at, : best.shape[1]] = listed
+            found.scores[at, : best.shape[1]] = np.take_along_axis(exact, best, 1)
         found.complete[at] = (group.width <= k) | (valid.sum(axis=1) < k)
+        best_mentees = search.best_mentees
         if not best_mentees.size:
             return _NO_PAIRS
         # a mentor's best mentees are those losing least against their own best mentor
@@ -327,30 +408,129 @@ class BatchScorer:
         bar = np.full(group.width, np.inf, dtype=np.float32)
         bar[: len(cols)] = best_mentees.bar[cols]
         local_rows, local_cols, approx = _above(scores, bar, best_mentees.size)
+        if self.minimum > 0:  # rows never swept may offer pairs under the minimum: not those
+            fits = criteria.fits_topics(
+                self.topic_fit(rows[local_rows], cols[local_cols]), self.minimum
+            )
+            local_rows, local_cols, approx = local_rows[fits], local_cols[fits], approx[fits]
         return rows[local_rows], cols[local_cols], approx
 
-    def _forbid(self, scores: NDArray[np.float32], rows: Ints, column_of: Ints) -> None:
-        """Self, own manager and excluded pairs of these mentees can never be picked."""
-        starts, ends = self.forbidden_start[rows], self.forbidden_start[rows + 1]
-        counts = ends - starts
+    def _under_bar(self, scores: NDArray[np.float32], bar: Floats) -> None:
+        """Sink the pairs scoring more than the tolerance under their mentor's `bar` (-inf: none):
+        s + RAMP x min(s - bar, 0), in four passes without a mask (masks are slow on random
+        data); those within it keep a lower valid score, and their exact one decides."""
+        width = scores.shape[1]
+        finite = np.full(width, self.threshold - self.penalty, dtype=np.float32)  # no inf - inf
+        finite[: len(bar)] = np.maximum(bar - self.tolerance, self.threshold - self.penalty)
+        drop = scores - finite
+        np.minimum(drop, 0, out=drop)
+        drop *= np.float32(RAMP * self.penalty / self.tolerance)
+        scores += drop
+
+    def _exact_lists(
+        self,
+        group: _Group,
+        search: _Search,
+        at: Ints,
+        scores: NDArray[np.float32],
+        chunk_max: NDArray[np.float32],
+        picked: Ints,
+        approx: NDArray[np.float32],
+    ) -> None:
+        """Rows `at` of `search.found`: the picks and every pair of the block within twice the
+        product's error of a row's k-th pick, scored exactly, the k best kept (ties by mentor id)."""
+        k, rows, cols = search.k, search.rows_all[at], group.cols
+        valid = approx > self.threshold
+        full = valid.sum(axis=1) >= k  # others hold every valid column already
+        lowest = approx.min(axis=1, initial=np.inf) - 2 * self.tolerance
+        floor = np.where(full, lowest, np.inf).astype(np.float32)
+        # near pairs lie in the chunks whose maximum reaches the floor (see `_select`)
+        chunks = chunk_max.shape[1]
+        hit_row, hit_chunk = np.nonzero(chunk_max >= floor[:, None])
+        columns = hit_chunk[:, None] + np.arange(CHUNK) * chunks
+        near = scores[hit_row[:, None], columns] >= floor[hit_row, None]
+        near_row, near_col = np.broadcast_to(hit_row[:, None], near.shape)[near], columns[near]
+        pick_row, slot = np.nonzero(valid & ~full[:, None])
+        local = np.concatenate([near_row, pick_row])
+        mentors = cols[np.concatenate([near_col, picked[pick_row, slot]])]
+        values = self.values(rows[local], mentors)
+        ok = self.eligible(rows[local], mentors, values, search.free)
+        exact = np.where(ok, values.score(self.weights), -np.inf)
+        order = np.lexsort((self.id_rank[mentors], -exact, local))
+        local, mentors, exact, ok = local[order], mentors[order], exact[order], ok[order]
+        place = np.arange(len(local)) - np.searchsorted(local, local)  # within its row
+        keep = ok & (place < k)
+        search.found.mentors[at[local[keep]], place[keep]] = mentors[keep]
+        search.found.scores[at[local[keep]], place[keep]] = exact[keep]
+
+    def _pick(
+        self, group: _Group, rows: Ints, scores: NDArray[np.float32], k: int
+    ) -> tuple[Ints, NDArray[np.float32], NDArray[np.float32]]:
+        """Each row's k best columns by the product, none under `min_topic_fit` (see the module
+        docstring): rows whose picks fail it are swept, the failing picks struck, and picked again.
+        With their scores and the chunks' maxima (see `_select`) after all that."""
+        chunk_max = scores.reshape(len(rows), CHUNK, group.width // CHUNK).max(axis=1)
+        picked, approx = _select(scores, chunk_max, k)
+        if self.minimum <= 0:
+            return picked, approx, chunk_max
+        swept = np.zeros(len(rows), dtype=bool)
+        todo = np.arange(len(rows))
+        while len(todo):
+            mentors = group.cols[np.minimum(picked[todo], len(group.cols) - 1)]
+            fit = self.topic_fit(rows[todo, None], mentors)
+            failing = (approx[todo] > self.threshold) & ~criteria.fits_topics(fit, self.minimum)
+            hit = failing.any(axis=1)
+            todo, failing = todo[hit], failing[hit]
+            if not len(todo):
+                break
+            fresh = todo[~swept[todo]]
+            if len(fresh):
+                self._sweep(group, rows, scores, fresh)
+                swept[fresh] = True
+            row, slot = np.nonzero(failing)  # near the minimum: the sweep could not tell
+            scores[todo[row], picked[todo[row], slot]] = -np.inf
+            again = scores[todo]
+            chunk_max[todo] = again.reshape(len(todo), CHUNK, group.width // CHUNK).max(axis=1)
+            picked[todo], approx[todo] = _select(again, chunk_max[todo], k)
+        return picked, approx, chunk_max
+
+    def _sweep(self, group: _Group, rows: Ints, scores: NDArray[np.float32], at: Ints) -> None:
+        """Sink, in rows `at` of the block, every pair whose topic fit is surely under the minimum:
+        the goal part of the product alone, in float32 (a fit of 0 is exactly 0 there)."""
+        fit = self.mentee_features[rows[at], : self.goal_columns] @ group.coverage
+        under = (fit <= 0) | (fit < self.minimum - FIT_TOLERANCE)
+        scores[at] -= np.float32(self.penalty) * under
+
+    def _strike(self, scores: NDArray[np.float32], rows: Ints, column_of: Ints, keys: Ints) -> None:
+        """The pairs of these mentees among `keys` (sorted mentee row x pool size + mentor row:
+        self, own manager, excluded, or a caller's) can never be picked."""
+        m = len(self.pool)
+        starts = np.searchsorted(keys, rows * m)
+        counts = np.searchsorted(keys, (rows + 1) * m) - starts
         if not counts.any():
             return
         local = np.repeat(np.arange(len(rows)), counts)
         flat = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts - starts, counts)
-        column = column_of[self.forbidden[flat] % len(self.pool)]
+        column = column_of[keys[flat] % m]
         keep = column >= 0
         scores[local[keep], column[keep]] = -np.inf
 
     def _build_features(self) -> None:
         """The float32 feature matrices of the product (see the module docstring)."""
         pool, rules, w, n = self.pool, self.config.rules, self.weights, len(self.mentees)
-        offered = self.goal_topic < len(self.expertise) - 1  # goals some mentor has expertise in
-        used, column = np.unique(self.goal_topic[offered], return_inverse=True)
-        goal_share = np.zeros((n, len(used)))
-        mentee_rows = np.nonzero(offered)[0]
-        shares = self.goal_weight[offered] / self.goal_total[mentee_rows]
-        np.add.at(goal_share, (mentee_rows, column.reshape(-1)), shares)
-        mentor_parts = [w["topic_fit"] * self.expertise[used]]
+        goal_share = _shares(
+            self.goal_row, self.goal_weight / self.goal_total[:, None], len(self.coverage) - 1
+        )
+        offer_share = _shares(
+            self.offer_row,
+            np.broadcast_to(1 / self.offer_count[:, None], self.offer_row.shape),
+            len(self.wanted) - 1,
+        )
+        self.goal_columns = goal_share.shape[1]
+        mentor_parts = [
+            w["topic_fit"] * self.coverage[:-1],
+            w["mutual_learning"] * self.wanted[:-1],
+        ]
         categories = []  # (category of each mentee, how many categories) per one-hot part
 
         zones, zone_of = np.unique(self.offset, return_inverse=True)
@@ -387,15 +567,67 @@ class BatchScorer:
         mentor_parts.append(department_rows)
         categories.append((department_of.reshape(n), len(departments)))
 
-        width = goal_share.shape[1] + sum(count for _, count in categories) + 1
+        shares = np.hstack([goal_share, offer_share])
+        width = shares.shape[1] + sum(count for _, count in categories) + 1
         self.mentee_features = np.zeros((n, width), dtype=np.float32)
-        self.mentee_features[:, : goal_share.shape[1]] = goal_share
-        start = goal_share.shape[1]
+        self.mentee_features[:, : shares.shape[1]] = shares
+        start = shares.shape[1]
         for category, count in categories:
             self.mentee_features[np.arange(n), start + category] = 1.0
             start += count
         self.mentee_features[:, -1] = 1.0  # times the group's row: languages, reputation, load
         self.mentor_features = np.vstack(mentor_parts).astype(np.float32)
+
+
+def _distinct(
+    items: Iterable[tuple[int, str, int]],
+    mentees: int,
+    row_of: Callable[[str], Floats],
+    key: Callable[[str], str],
+    mentors: int,
+) -> tuple[Floats, Ints, Ints]:
+    """A table of per-mentor rows, one per distinct topic (by taxonomy `key`) that some mentor has
+    a value for, then a row of zeros; and, from (mentee row, topic as typed, weight) items in
+    mentee order, each mentee's topics as rows of it and their weights, padded with the zero row
+    and weight 0. Rows are `row_of(name)` for the first name of each topic: the very floats
+    `criteria_values` reads. (Flat lists, not one per mentee: fewer objects for the collector.)"""
+    rows: list[Floats] = []
+    by_key: dict[str, int] = {}
+    by_name: dict[str, int] = {}
+    mentee, found, weights = [], [], []
+    for i, name, weight in items:
+        row = by_name.get(name)
+        if row is None:
+            topic = key(name)
+            row = by_key.get(topic)
+            if row is None:
+                value = row_of(name)
+                row = by_key[topic] = len(rows) if value.any() else -1
+                if row >= 0:
+                    rows.append(value)
+            by_name[name] = row
+        mentee.append(i)
+        found.append(row)
+        weights.append(weight)
+    flat = np.array(mentee, dtype=np.int64)
+    starts = np.searchsorted(flat, np.arange(mentees))
+    position = np.arange(len(flat)) - starts[flat]  # the topic's place among its mentee's
+    width = int(position.max()) + 1 if len(flat) else 0
+    table = np.vstack([*rows, np.zeros(mentors)])
+    index = np.full((mentees, width), len(rows), dtype=np.int64)
+    index[flat, position] = np.where(np.array(found, dtype=np.int64) < 0, len(rows), found)
+    weighed = np.zeros((mentees, width), dtype=np.int64)
+    weighed[flat, position] = weights
+    return table, index, weighed
+
+
+def _shares(index: Ints, share: Floats, columns: int) -> Floats:
+    """Per mentee, the share each of the first `columns` table rows (not the last, zero, one)
+    gets: summed over the mentee's topics pointing at it."""
+    out = np.zeros((len(index), columns))
+    used = index < columns
+    np.add.at(out, (np.nonzero(used)[0], index[used]), share[used])
+    return out
 
 
 class _BestMentees:

@@ -1,4 +1,4 @@
-"""The seven criteria and the hard rules, each defined once.
+"""The eight criteria and the hard rules, each defined once.
 
 Each criterion is a value in 0..1 computed element-wise on numpy arrays of (mentee, mentor)
 pairs, so the mentee-by-mentee scorer (`scoring`) and the cohort's batch scorer (`candidates`)
@@ -46,6 +46,7 @@ class Values:
     department: Floats
     reputation: Floats
     load: Floats
+    mutual_learning: Floats
     shared_languages: Floats  # how many of the mentee's languages the mentor speaks
     gap_hours: Floats  # between their time zones, now
     seniority_gap: Floats  # the mentor's level minus the mentee's, NaN when either is not known
@@ -90,12 +91,38 @@ def total_weight(weight_sum: Ints | int) -> Ints:
 def topic_fit(
     goals: Iterable[tuple[Ints | int, Floats]], total: Ints, shape: tuple[int, ...]
 ) -> Floats:
-    """Each goal's weight times the mentor's `expertise_value` in its topic (0 without), summed in
-    the goals' order and divided by the mentee's `total_weight`."""
+    """Each goal's weight times the mentor's coverage of it (`expertise_value` times the topics'
+    credit, the best of the mentor's topics; 0 without), summed in the goals' order and divided by
+    the mentee's `total_weight`."""
     fit: Floats = np.zeros(shape)
-    for weight, expertise in goals:
-        fit = fit + weight * expertise
+    for weight, coverage in goals:
+        fit = fit + weight * coverage
     return np.asarray(fit / total)
+
+
+def fits_topics(fit: Floats, minimum: float) -> Bools:
+    """The hard rule `min_topic_fit`: above 0, at least one goal covered and the fit that high."""
+    if minimum <= 0:
+        return np.ones(np.shape(fit), dtype=bool)
+    return np.asarray((fit > 0) & (fit >= minimum))
+
+
+# --- mutual learning: what the mentee can share against what the mentor would learn ------------
+
+
+def offer_count(offers: Sequence[str]) -> int:
+    """What the offers' credits are divided by (a mentee offering nothing counts as one)."""
+    return max(len(offers), 1)
+
+
+def mutual_learning(wanted: Iterable[Floats], count: Ints | int, shape: tuple[int, ...]) -> Floats:
+    """For each of the mentee's offers, how much the mentor wants to learn it (the best credit
+    of the mentor's learning interests it covers, 0 without), summed in the offers' order and
+    divided by the mentee's `offer_count`: 1 when the mentor wants all the mentee can share."""
+    value: Floats = np.zeros(shape)
+    for credit in wanted:
+        value = value + credit
+    return np.asarray(value / count)
 
 
 # --- languages -----------------------------------------------------------------------------------
@@ -197,9 +224,15 @@ def load(taken: Ints, capacity: Ints) -> Floats:
 
 
 def allowed(values: Values, rules: ProgramRules) -> Bools:
-    """Language and the program's rules. Capacity and the pairs a mentee may never get (self,
-    manager, past refusals) are each scorer's own: they know them in different shapes."""
-    ok = speaks_with(values.shared_languages)
+    """Language, topics and the program's rules. Capacity and the pairs a mentee may never get
+    (self, manager, past refusals) are each scorer's own: they know them in different shapes."""
+    ok = speaks_with(values.shared_languages) & fits_topics(values.topic_fit, rules.min_topic_fit)
+    return ok & program_allows(values, rules)
+
+
+def program_allows(values: Values, rules: ProgramRules) -> Bools:
+    """The program's own rules: time zones, departments, seniority."""
+    ok = np.ones(np.shape(values.gap_hours), dtype=bool)
     if rules.max_timezone_difference_hours is not None:
         ok &= within_timezone_limit(values.gap_hours, rules.max_timezone_difference_hours)
     if rules.department != "any":

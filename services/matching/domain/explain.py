@@ -14,7 +14,7 @@ from typing import Any
 from services.matching.domain import criteria
 from services.matching.domain.config import CRITERIA, ProgramConfig
 from services.matching.domain.scoring import Candidate, Mentee
-from services.matching.domain.topics import normalise_topic
+from services.matching.domain.topics import Taxonomy
 from shared.contract.events import ExplanationItem
 
 LANGUAGE_NAMES = {
@@ -47,7 +47,7 @@ def explain(
     for criterion in CRITERIA:
         weight = round(weights[criterion], 4)
         contribution = round(weights[criterion] * candidate.values[criterion], 4)
-        facts = _FACTS[criterion](candidate, mentee, now)
+        facts = _FACTS[criterion](candidate, mentee, config.taxonomy, now)
         items.append(
             ExplanationItem(
                 criterion=criterion,
@@ -65,12 +65,36 @@ def explain(
 Facts = dict[str, Any]
 
 
-def _topic_facts(c: Candidate, mentee: Mentee, _: datetime) -> Facts:
-    offered = {normalise_topic(t) for t, _ in c.mentor.expertise}
-    goals = [
-        {"topic": t, "priority": p, "covered": normalise_topic(t) in offered}
-        for t, p in criteria.by_importance(mentee.goals)
-    ]
+def best_cover(
+    wanted: str, offered: Sequence[tuple[str, float]], taxonomy: Taxonomy
+) -> tuple[str | None, float]:
+    """The offered topic (as typed, with its value in 0..1) covering `wanted` best, and how well
+    (value times the topics' credit): (None, 0) when none does. Ties go to the first offered."""
+    best: tuple[str | None, float] = (None, 0.0)
+    for topic, value in offered:
+        cover = taxonomy.credit(wanted, topic) * value
+        if cover > best[1]:
+            best = (topic, cover)
+    return best
+
+
+def _topic_facts(c: Candidate, mentee: Mentee, taxonomy: Taxonomy, _: datetime) -> Facts:
+    """Each goal, and how it is covered: `through` names the mentor's topic when it is another
+    topic than the goal (related, broader or narrower), `credit` is that relation's credit."""
+    offered = [(t, criteria.expertise_value(level)) for t, level in c.mentor.expertise]
+    goals = []
+    for topic, priority in criteria.by_importance(mentee.goals):
+        through, _cover = best_cover(topic, offered, taxonomy)
+        same = through is not None and taxonomy.key(through) == taxonomy.key(topic)
+        goals.append(
+            {
+                "topic": topic,
+                "priority": priority,
+                "covered": through is not None,
+                "through": None if through is None or same else through,
+                "credit": 0.0 if through is None else round(taxonomy.credit(topic, through), 4),
+            }
+        )
     return {
         "goals": goals,
         "covered": [g["topic"] for g in goals if g["covered"]],
@@ -78,11 +102,29 @@ def _topic_facts(c: Candidate, mentee: Mentee, _: datetime) -> Facts:
     }
 
 
-def _language_facts(c: Candidate, mentee: Mentee, _: datetime) -> Facts:
+def _mutual_facts(c: Candidate, mentee: Mentee, taxonomy: Taxonomy, _: datetime) -> Facts:
+    """What the mentee offers that the mentor would like to learn (`shared`, each with the
+    mentor's interest it answers), and the other offers."""
+    shared, others = [], []
+    for offer in mentee.offers:
+        # the interest this offer covers best: as if the interest were a goal, the offer expertise
+        interest, _cover = max(
+            ((t, taxonomy.credit(t, offer)) for t in c.mentor.learning_interests),
+            key=lambda pair: pair[1],
+            default=(None, 0.0),
+        )
+        if interest is None or _cover <= 0:
+            others.append(offer)
+        else:
+            shared.append({"topic": offer, "interest": interest})
+    return {"shared": shared, "not_wanted": others}
+
+
+def _language_facts(c: Candidate, mentee: Mentee, _: Taxonomy, __: datetime) -> Facts:
     return {"shared": [code for code in mentee.languages if code in c.mentor.languages]}
 
 
-def _timezone_facts(c: Candidate, mentee: Mentee, now: datetime) -> Facts:
+def _timezone_facts(c: Candidate, mentee: Mentee, _: Taxonomy, now: datetime) -> Facts:
     gap = criteria.gap_hours(
         criteria.utc_offset_hours(c.mentor.timezone, now),
         criteria.utc_offset_hours(mentee.timezone, now),
@@ -90,19 +132,19 @@ def _timezone_facts(c: Candidate, mentee: Mentee, now: datetime) -> Facts:
     return {"hours_apart": float(gap)}
 
 
-def _seniority_facts(c: Candidate, mentee: Mentee, _: datetime) -> Facts:
+def _seniority_facts(c: Candidate, mentee: Mentee, _: Taxonomy, __: datetime) -> Facts:
     if c.mentor.seniority is None or mentee.seniority is None:
         return {"gap": None}
     return {"gap": c.mentor.seniority - mentee.seniority}
 
 
-def _department_facts(c: Candidate, mentee: Mentee, _: datetime) -> Facts:
+def _department_facts(c: Candidate, mentee: Mentee, _: Taxonomy, __: datetime) -> Facts:
     if c.mentor.department is None or mentee.department is None:
         return {"relation": "unknown"}
     return {"relation": "same" if c.mentor.department == mentee.department else "different"}
 
 
-def _reputation_facts(c: Candidate, _: Mentee, __: datetime) -> Facts:
+def _reputation_facts(c: Candidate, _: Mentee, __: Taxonomy, ___: datetime) -> Facts:
     count = c.mentor.rating_count
     return {
         "rating_mean": round(c.mentor.rating_sum / count, 2) if count else None,
@@ -111,11 +153,11 @@ def _reputation_facts(c: Candidate, _: Mentee, __: datetime) -> Facts:
     }
 
 
-def _load_facts(c: Candidate, _: Mentee, __: datetime) -> Facts:
+def _load_facts(c: Candidate, _: Mentee, __: Taxonomy, ___: datetime) -> Facts:
     return {"free_places": c.mentor.capacity - c.load, "capacity": c.mentor.capacity}
 
 
-_FACTS: dict[str, Callable[[Candidate, Mentee, datetime], Facts]] = {
+_FACTS: dict[str, Callable[[Candidate, Mentee, Taxonomy, datetime], Facts]] = {
     "topic_fit": _topic_facts,
     "languages": _language_facts,
     "timezone": _timezone_facts,
@@ -123,6 +165,7 @@ _FACTS: dict[str, Callable[[Candidate, Mentee, datetime], Facts]] = {
     "department": _department_facts,
     "reputation": _reputation_facts,
     "load": _load_facts,
+    "mutual_learning": _mutual_facts,
 }
 
 
@@ -131,7 +174,7 @@ _FACTS: dict[str, Callable[[Candidate, Mentee, datetime], Facts]] = {
 
 def _topic_fit(f: Facts) -> str:
     goals = [g["topic"] for g in f["goals"]]
-    covered = f["covered"]
+    covered = [_how(g) for g in f["goals"] if g["covered"]]
     if not covered:
         return (
             f"Does not cover your goal: {goals[0]}"
@@ -141,6 +184,19 @@ def _topic_fit(f: Facts) -> str:
     if len(covered) == len(goals) == 1:
         return f"Covers your goal: {covered[0]}"
     return f"Covers {len(covered)} of your {len(goals)} goals: {', '.join(covered)}"
+
+
+def _how(goal: Facts) -> str:
+    """A covered goal, and through which topic when another: "python (through django)"."""
+    through = goal.get("through")
+    return f"{goal['topic']} (through {through})" if through else str(goal["topic"])
+
+
+def _mutual_learning(f: Facts) -> str:
+    shared = [s["topic"] for s in f["shared"]]
+    if not shared:
+        return "Nothing you offer is on your mentor's wish list yet"
+    return f"You can share {', '.join(shared)}: your mentor would like to learn it"
 
 
 def _languages(f: Facts) -> str:
@@ -195,6 +251,7 @@ _REASONS: dict[str, Callable[[Facts], str]] = {
     "department": _department,
     "reputation": _reputation,
     "load": _load,
+    "mutual_learning": _mutual_learning,
 }
 
 

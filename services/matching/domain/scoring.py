@@ -8,7 +8,7 @@ before ranking.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,7 +17,10 @@ import numpy as np
 from services.matching.domain import criteria
 from services.matching.domain.config import CRITERIA, ProgramConfig
 from services.matching.domain.criteria import Bools, Floats, Ints, Values
-from services.matching.domain.topics import normalise_topic
+from services.matching.domain.topics import Taxonomy, normalise_topic
+from shared.contract.events import WaitingReason
+
+COVERAGE_CACHE = 4096  # goals and offers whose coverage a pool keeps (per taxonomy)
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,15 @@ class Mentor(Person):
     load: int = 0
     rating_sum: int = 0
     rating_count: int = 0
+    learning_interests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Mentee(Person):
     goals: tuple[tuple[str, int], ...] = ()  # (topic, priority 1..3)
     waiting_since: datetime | None = None
+    offers: tuple[str, ...] = ()
+    waiting_reason: str | None = None  # why the last try found no mentor (None: not tried)
 
 
 @dataclass
@@ -62,7 +68,9 @@ class MentorPool:
     capacity: Ints = field(init=False)
     load: Ints = field(init=False)
     reputation: Floats = field(init=False)
-    expertise: dict[str, tuple[Ints, Floats]] = field(init=False)  # topic -> (rows, values)
+    expertise: dict[str, tuple[Ints, Floats]] = field(init=False)  # name -> (rows, values)
+    interests: dict[str, Ints] = field(init=False)  # name -> rows of mentors wanting to learn it
+    _covered: dict[tuple[str, str, str], Floats] = field(init=False)  # see `coverage`
 
     def __post_init__(self) -> None:
         n = len(self.mentors)
@@ -87,6 +95,7 @@ class MentorPool:
         )
         self.languages = {}
         topics: dict[str, tuple[list[int], list[float]]] = {}
+        interests: dict[str, list[int]] = {}
         for i, m in enumerate(self.mentors):
             for code in m.languages:
                 self.languages.setdefault(code, np.zeros(n, dtype=bool))[i] = True
@@ -94,10 +103,14 @@ class MentorPool:
                 rows, values = topics.setdefault(normalise_topic(topic), ([], []))
                 rows.append(i)
                 values.append(criteria.expertise_value(level))
+            for topic in dict.fromkeys(map(normalise_topic, m.learning_interests)):
+                interests.setdefault(topic, []).append(i)
         self.expertise = {
             t: (np.array(rows, dtype=np.int64), np.array(values))
             for t, (rows, values) in topics.items()
         }
+        self.interests = {t: np.array(rows, dtype=np.int64) for t, rows in interests.items()}
+        self._covered = {}
 
     def __len__(self) -> int:
         return len(self.mentors)
@@ -109,12 +122,32 @@ class MentorPool:
             return criteria.NO_DEPARTMENT
         return self.department_codes.get(department, len(self.department_codes))
 
-    def expertise_in(self, topic: str) -> Floats:
-        """Each mentor's `criteria.expertise_value` in `topic` (as typed), 0 without."""
+    def coverage(self, goal: str, taxonomy: Taxonomy) -> Floats:
+        """How well each mentor covers a goal (as typed): the best, over the mentor's topics, of
+        `criteria.expertise_value` times the topics' credit; 0 without. Kept for the next mentee
+        with the same goal (read-only: callers must not change it)."""
+        return self._cached(("goal", goal, taxonomy.version), taxonomy.credits_by_name(goal))
+
+    def wants(self, offer: str, taxonomy: Taxonomy) -> Floats:
+        """How much each mentor wants to learn what a mentee offers (as typed): the best credit
+        of the offer for the mentor's learning interests; 0 without."""
+        return self._cached(("offer", offer, taxonomy.version), taxonomy.covering_by_name(offer))
+
+    def _cached(self, key: tuple[str, str, str], credits: dict[str, float]) -> Floats:
+        found = self._covered.get(key)
+        if found is not None:
+            return found
         value = np.zeros(len(self))
-        if (offered := self.expertise.get(normalise_topic(topic))) is not None:
-            rows, values = offered
-            value[rows] = values
+        for name, credit in credits.items():
+            if key[0] == "goal" and (offered := self.expertise.get(name)) is not None:
+                rows, levels = offered
+                np.maximum.at(value, rows, credit * levels)
+            elif key[0] == "offer" and (wanting := self.interests.get(name)) is not None:
+                np.maximum.at(value, wanting, credit)
+        if len(self._covered) >= COVERAGE_CACHE:
+            self._covered.clear()
+        value.flags.writeable = False
+        self._covered[key] = value
         return value
 
     def take_slot(self, mentor_id: str) -> None:
@@ -133,9 +166,15 @@ def criteria_values(pool: MentorPool, mentee: Mentee, config: ProgramConfig) -> 
     """Each criterion's value for every mentor of the pool, in 0..1."""
     n = len(pool)
     weights = [criteria.goal_weight(priority) for _, priority in mentee.goals]
+    taxonomy = config.taxonomy
     fit = criteria.topic_fit(
-        zip(weights, (pool.expertise_in(topic) for topic, _ in mentee.goals), strict=True),
+        zip(weights, (pool.coverage(topic, taxonomy) for topic, _ in mentee.goals), strict=True),
         criteria.total_weight(sum(weights)),
+        (n,),
+    )
+    mutual = criteria.mutual_learning(
+        (pool.wants(offer, taxonomy) for offer in mentee.offers),
+        criteria.offer_count(mentee.offers),
         (n,),
     )
     shared = np.zeros(n)
@@ -155,6 +194,7 @@ def criteria_values(pool: MentorPool, mentee: Mentee, config: ProgramConfig) -> 
         ),
         reputation=pool.reputation,
         load=criteria.load(pool.load, pool.capacity),
+        mutual_learning=mutual,
         shared_languages=shared,
         gap_hours=gap,
         seniority_gap=seniority_gap,
@@ -170,12 +210,15 @@ def eligible(
     values: Values,
     excluded: Iterable[str] = (),
 ) -> Bools:
-    """The hard rules, never broken: language, self, manager, past refusals, capacity, program rules."""
+    """The hard rules, never broken: language, topics, self, manager, past refusals, capacity,
+    program rules."""
     ok = criteria.allowed(values, config.rules) & (pool.load < pool.capacity)
-    for person in (mentee.person_id, mentee.manager_id, *excluded):
-        if person is not None and person in pool.index:
-            ok[pool.index[person]] = False
+    ok[_rows(pool, (mentee.person_id, mentee.manager_id, *excluded))] = False
     return ok
+
+
+def _rows(pool: MentorPool, people: Iterable[str | None]) -> list[int]:
+    return [pool.index[p] for p in people if p is not None and p in pool.index]
 
 
 def rank(
@@ -189,7 +232,52 @@ def rank(
     if not len(pool):
         return []
     values = criteria_values(pool, mentee, config)
-    ok = eligible(pool, mentee, config, values, excluded)
+    return _ranked(pool, config, values, eligible(pool, mentee, config, values, excluded), limit)
+
+
+def best_or_reason(
+    pool: MentorPool, mentee: Mentee, config: ProgramConfig, excluded: Iterable[str] = ()
+) -> Candidate | WaitingReason:
+    """The mentee's best eligible mentor, or why there is none (`waiting_reason`)."""
+    if not len(pool):
+        return "no_mentor"
+    excluded = tuple(excluded)
+    values = criteria_values(pool, mentee, config)
+    best = _ranked(pool, config, values, eligible(pool, mentee, config, values, excluded), 1)
+    return best[0] if best else waiting_reason(pool, mentee, config, values, excluded)
+
+
+def waiting_reason(
+    pool: MentorPool,
+    mentee: Mentee,
+    config: ProgramConfig,
+    values: Values,
+    excluded: Sequence[str] = (),
+) -> WaitingReason:
+    """Why no mentor can be proposed: the first rule, in this order, that leaves none (the
+    contract's `mentee-waiting` lists them): a common language, a goal covered, the program's
+    rules (the mentee's manager and themself included), pairs not proposed before, a free place."""
+    ok = np.ones(len(pool), dtype=bool)
+    ok[_rows(pool, (mentee.person_id,))] = False
+    steps: list[tuple[WaitingReason, Bools]] = [
+        ("no_common_language", criteria.speaks_with(values.shared_languages)),
+        ("no_topic", criteria.fits_topics(values.topic_fit, config.rules.min_topic_fit)),
+        ("program_rule", criteria.program_allows(values, config.rules)),
+        ("already_proposed", np.ones(len(pool), dtype=bool)),
+        ("no_free_place", pool.load < pool.capacity),
+    ]
+    steps[2][1][_rows(pool, (mentee.manager_id,))] = False
+    steps[3][1][_rows(pool, excluded)] = False
+    for reason, passes in steps:
+        ok &= passes
+        if not ok.any():
+            return reason
+    return "no_free_place"  # unreachable while `eligible` applies the same rules
+
+
+def _ranked(
+    pool: MentorPool, config: ProgramConfig, values: Values, ok: Bools, limit: int | None
+) -> list[Candidate]:
     scores = values.score(config.normalised_weights())
     rows = np.flatnonzero(ok)
     k = min(limit or config.candidates, len(rows))

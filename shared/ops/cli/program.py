@@ -47,6 +47,8 @@ from shared.ops.programs import (
     show_value,
     validate,
     wait_in_force,
+    waiting_words,
+    weights_words,
 )
 from shared.runtime.settings import KafkaSettings, ServiceSettings
 
@@ -180,8 +182,9 @@ def show_command(
     ] = TOP_MENTORS,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Where a program stands: configuration in force, mentors and places, waiting mentees,
-    open proposals and relationships (from matching's tables)."""
+    """Where a program stands: configuration and weights in force (configured, or learned from
+    its outcomes), mentors and places, waiting mentees and why they wait, open proposals and
+    relationships (from matching's tables)."""
 
     async def go() -> Overview:
         async with connect(_database(database_url)) as conn:
@@ -201,18 +204,26 @@ def show_command(
 
 
 def _print_overview(out: Console, o: Overview, now: datetime) -> None:
-    config = o.in_force.config
+    config = o.config
     out.print(_state(o.program_id, o.tenant, o.in_force), soft_wrap=True)
-    shares = config.normalised_weights()
+    shares, in_force = config.normalised_weights(), config.weights_in_force()
+    # bounds matter only to learning: shown when it is on, or when the program set some
+    bounds = config.learning == "on" or bool(config.weight_bounds)
     settings = Table(box=box.SIMPLE_HEAD)
     settings.add_column("setting", no_wrap=True)
     settings.add_column("value", overflow="fold")
-    for name, value in settings_of(config).items():
+    for name, value in settings_of(config, o.in_force.topics).items():
+        if name.startswith("weight_bounds.") and not bounds:
+            continue
         shown = show_value(value)
         if name.startswith("weights."):
-            shown += f" ({shares[name.removeprefix('weights.')]:.0%} of the score)"
+            criterion = name.removeprefix("weights.")
+            learned = f"learned {in_force[criterion]:.3g}: " if config.learns else ""
+            shown += f" ({learned}{shares[criterion]:.0%} of the score)"
         settings.add_row(name, escape(shown))
     out.print(settings)
+    learned_at = f"; learned {_when(o.learned_at, now)}" if config.learns else ""
+    out.print(weights_words(config) + learned_at, soft_wrap=True)
 
     m = o.mentors
     held = m["free"] - m["free_not_paused"]
@@ -240,6 +251,7 @@ def _print_overview(out: Console, o: Overview, now: datetime) -> None:
         f"{e['matched']} matched, {e['done']} done)"
     )
     if e["waiting"]:
+        out.print(f"  {waiting_words(o.waiting_reasons)}")
         out.print(f"  waiting the longest since {_when(e['oldest_waiting_since'], now)}")
     p = o.matches
     out.print(f"open proposals: {p['open_proposals']}")
