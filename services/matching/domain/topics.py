@@ -19,9 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
 
 from services.matching.domain.default_topics import DEFAULT_TOPICS
 from shared.contract.events import TopicDefinition
@@ -34,6 +33,7 @@ BROADER = 0.5  # one level broader: a python expert knows some django
 RELATED = 0.6
 SIBLING = 0.3
 MAX_DEPTH = 3  # levels followed up and down
+EXTENSIONS_KEPT = 256  # programs' taxonomies kept built (each program's topics, as configured)
 
 
 def normalise_topic(name: str) -> str:
@@ -68,6 +68,7 @@ class Taxonomy:
                 self._related.setdefault(topic.key, set()).add(other)
                 self._related.setdefault(other, set()).add(topic.key)
         self._credits: dict[tuple[str, bool], dict[str, float]] = {}
+        self._extensions: dict[str, Taxonomy] = {}  # by the programs' topics, as JSON
 
     def __len__(self) -> int:
         return len(self._topics)
@@ -122,7 +123,7 @@ class Taxonomy:
         for parent in parents:
             for sibling in self._narrower.get(parent, ()):
                 give(sibling, SIBLING)
-        for depth, level in enumerate(self._levels(key, self._narrower.get), start=1):
+        for depth, level in enumerate(self._levels(key, self._narrower_of), start=1):
             for other in level:
                 give(other, down**depth)
         for depth, level in enumerate(self._levels(key, self._broader), start=1):
@@ -132,16 +133,19 @@ class Taxonomy:
         self._credits[(key, towards_goal)] = found
         return found
 
-    def _broader(self, key: str) -> frozenset[str]:
+    def _broader(self, key: str) -> Iterable[str]:
         topic = self._topics.get(key)
-        return topic.broader if topic else frozenset()
+        return topic.broader if topic else ()
+
+    def _narrower_of(self, key: str) -> Iterable[str]:
+        return self._narrower.get(key, ())
 
     @staticmethod
-    def _levels(key: str, step: object) -> list[set[str]]:
+    def _levels(key: str, step: Callable[[str], Iterable[str]]) -> list[set[str]]:
         """The topics 1, 2, ... MAX_DEPTH steps away from `key` along `step` (narrower or broader)."""
         levels, seen, frontier = [], {key}, {key}
         for _ in range(MAX_DEPTH):
-            nxt = {o for k in frontier for o in (step(k) or ())} - seen  # type: ignore[operator]
+            nxt = {o for k in frontier for o in step(k)} - seen
             if not nxt:
                 break
             levels.append(nxt)
@@ -151,48 +155,40 @@ class Taxonomy:
 
     def extended(self, definitions: Sequence[TopicDefinition]) -> Taxonomy:
         """This taxonomy with a program's topics: a new topic, or more names and relations for
-        one it has (named by any of its names)."""
+        one it has (named by any of its names). Built once per content."""
         if not definitions:
             return self
-        return _extended(self, _canonical(definitions))
+        text = json.dumps([d.model_dump(mode="json") for d in definitions], sort_keys=True)
+        if text not in self._extensions:
+            if len(self._extensions) >= EXTENSIONS_KEPT:
+                self._extensions.clear()
+            self._extensions[text] = self._with(definitions, text)
+        return self._extensions[text]
 
-
-def _canonical(definitions: Sequence[TopicDefinition]) -> str:
-    return json.dumps([d.model_dump(mode="json") for d in definitions], sort_keys=True)
-
-
-@cache
-def _extended_cache(base_version: str, text: str) -> Taxonomy:
-    base = DEFAULT if base_version == DEFAULT.version else None
-    assert base is not None, "programs extend the shipped taxonomy"
-    topics = {t.key: t for t in base._topics.values()}
-    key_of = dict(base._key_of)
-    for raw in json.loads(text):
-        definition = TopicDefinition.model_validate(raw)
-        name = normalise_topic(definition.topic)
-        key = key_of.get(name, name)
-        old = topics.get(key)
-        added = [name, *map(normalise_topic, definition.names.values())]
-        added += map(normalise_topic, definition.aliases)
-        names = tuple(dict.fromkeys([*(old.names if old else (key,)), *added]))
-        for n in names:
-            key_of.setdefault(n, key)
+    def _with(self, definitions: Sequence[TopicDefinition], text: str) -> Taxonomy:
+        topics = dict(self._topics)
+        key_of = dict(self._key_of)
 
         def keys(values: Iterable[str]) -> frozenset[str]:
             return frozenset(key_of.get(normalise_topic(v), normalise_topic(v)) for v in values)
 
-        topics[key] = _Topic(
-            key,
-            names,
-            (old.broader if old else frozenset()) | keys(definition.broader) - {key},
-            (old.related if old else frozenset()) | keys(definition.related) - {key},
-        )
-    version = hashlib.sha256(f"{base_version}|{text}".encode()).hexdigest()[:16]
-    return Taxonomy(topics.values(), version)
-
-
-def _extended(base: Taxonomy, text: str) -> Taxonomy:
-    return _extended_cache(base.version, text)
+        for definition in definitions:
+            name = normalise_topic(definition.topic)
+            key = key_of.get(name, name)
+            old = topics.get(key)
+            added = [name, *map(normalise_topic, definition.names.values())]
+            added += map(normalise_topic, definition.aliases)
+            names = tuple(dict.fromkeys([*(old.names if old else (key,)), *added]))
+            for n in names:
+                key_of.setdefault(n, key)
+            topics[key] = _Topic(
+                key,
+                names,
+                ((old.broader if old else frozenset()) | keys(definition.broader)) - {key},
+                ((old.related if old else frozenset()) | keys(definition.related)) - {key},
+            )
+        version = hashlib.sha256(f"{self.version}|{text}".encode()).hexdigest()[:16]
+        return Taxonomy(topics.values(), version)
 
 
 def _shipped() -> Taxonomy:
