@@ -20,7 +20,9 @@ from services.matching.domain.criteria import Bools, Floats, Ints, Values
 from services.matching.domain.topics import Taxonomy, normalise_topic
 from shared.contract.events import WaitingReason
 
-COVERAGE_CACHE = 4096  # goals and offers whose coverage a pool keeps (per taxonomy)
+# A pool keeps the coverage of the goals and offers it has seen, up to this many floats (16 MB):
+# the next mentee with the same goal reads it instead of computing it again.
+COVERAGE_FLOATS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class MentorPool:
                 np.maximum.at(value, rows, credit * levels)
             elif key[0] == "offer" and (wanting := self.interests.get(name)) is not None:
                 np.maximum.at(value, wanting, credit)
-        if len(self._covered) >= COVERAGE_CACHE:
+        if (len(self._covered) + 1) * len(self) > COVERAGE_FLOATS:
             self._covered.clear()
         value.flags.writeable = False
         self._covered[key] = value
