@@ -41,7 +41,7 @@ from scipy.stats import spearmanr
 
 from benchmarks._common import arguments, emit, machine
 from services.matching.domain.config import CRITERIA, DEFAULT_WEIGHTS, ProgramConfig
-from services.matching.domain.criteria import Floats, Ints, reputation
+from services.matching.domain.criteria import Bools, Floats, Ints, reputation
 from services.matching.domain.default_topics import DEFAULT_TOPICS
 from services.matching.domain.learning import Outcome, learn, succeeded
 from services.matching.domain.scoring import (
@@ -54,8 +54,7 @@ from services.matching.domain.scoring import (
 )
 from services.matching.domain.topics import Taxonomy, normalise_topic
 from shared.contract.events import ProgramRules
-
-Bools = np.ndarray[Any, np.dtype[np.bool_]]
+from shared.ops.analytics import both_won, gini
 
 START = datetime(2026, 1, 5, 9, tzinfo=UTC)  # a Monday; day d of the program is START + d days
 RULES = ProgramRules(max_timezone_difference_hours=10, min_seniority_gap=1)  # min_topic_fit 0.01
@@ -735,12 +734,12 @@ class Closing:
 
     @property
     def win_win(self) -> bool:
-        """docs/analytics-guide.md: a goal reached at least partly and rated >= 4 by the mentee,
-        and rated >= 4 by the mentor or the mentor learned something."""
-        return bool(
-            self.goal_reached
-            and (self.mentee_rating or 0) >= 4
-            and ((self.mentor_rating or 0) >= 4 or self.learned)
+        """As the report counts it (an unanswered side counts as not won)."""
+        return both_won(
+            bool(self.goal_reached),
+            self.mentee_rating or 0,
+            self.mentor_rating or 0,
+            bool(self.learned),
         )
 
 
@@ -1037,15 +1036,6 @@ def best_assignment(pop: Population, months: int) -> dict[str, Any]:
 # --- the figures ---------------------------------------------------------------------------------
 
 
-def gini(values: Floats) -> float:
-    """0 when every mentor carries the same share of their places, towards 1 when a few carry all."""
-    ordered = np.sort(values)
-    if not len(ordered) or not ordered.sum():
-        return 0.0
-    ranks = np.arange(1, len(ordered) + 1)
-    return float((2 * ranks - len(ordered) - 1) @ ordered / (len(ordered) * ordered.sum()))
-
-
 def rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -1097,7 +1087,7 @@ def figures(world: World, best: float) -> dict[str, Any]:
         },
         "mentees_matched_share": rate(int((world.matched_day >= 0).sum()), len(world.pop.mentees)),
         "mentees_gave_up": world.gave_up,
-        "mentor_load_gini": round(gini(np.mean(world.load_share, axis=0)), 4),
+        "mentor_load_gini": round(gini(np.mean(world.load_share, axis=0).tolist()) or 0.0, 4),
         "violations": world.checker.report(),
         "days_simulated": world.days,
     }

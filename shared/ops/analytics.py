@@ -398,11 +398,14 @@ class _Match:
         mentee, mentor = self.closing.get("mentee"), self.closing.get("mentor")
         if not self.closed or mentee is None or mentor is None:
             return None
-        return (
-            any(goal in REACHED for goal in mentee.goals)
-            and mentee.rating >= WIN_RATING
-            and (mentor.rating >= WIN_RATING or mentor.learned)
-        )
+        reached = any(goal in REACHED for goal in mentee.goals)
+        return both_won(reached, mentee.rating, mentor.rating, mentor.learned)
+
+
+def both_won(goal_reached: bool, mentee_rating: int, mentor_rating: int, learned: bool) -> bool:
+    """A win/win: the mentee reached a goal at least partly and rated it 4+, and the mentor rated
+    it 4+ or learned something (docs/analytics-guide.md)."""
+    return goal_reached and mentee_rating >= WIN_RATING and (mentor_rating >= WIN_RATING or learned)
 
 
 def _earliest(current: datetime | None, candidate: datetime) -> datetime:
