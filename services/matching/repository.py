@@ -71,8 +71,8 @@ _SHARED_COLUMNS = {
     "manager_id": "text",
 }
 _ROLE_COLUMNS = {
-    "mentor": {"expertise": "jsonb", "capacity": "int", "learning_interests": "jsonb"},
-    "mentee": {"goals": "jsonb", "offers": "jsonb"},
+    "mentor": {"expertise": "jsonb", "capacity": "int", "learning_interests": "text[]"},
+    "mentee": {"goals": "jsonb", "offers": "text[]"},
 }
 
 

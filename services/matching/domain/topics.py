@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from services.matching.domain.default_topics import DEFAULT_TOPICS
 from shared.contract.events import TopicDefinition
@@ -36,6 +37,7 @@ MAX_DEPTH = 3  # levels followed up and down
 EXTENSIONS_KEPT = 256  # programs' taxonomies kept built (each program's topics, as configured)
 
 
+@lru_cache(maxsize=1 << 16)  # the same few names come back for every pair explained
 def normalise_topic(name: str) -> str:
     """'  Public-Speaking ' and 'public speaking' are one name."""
     return _SEPARATORS.sub(" ", name.strip().lower()).strip(" .")

@@ -1,6 +1,6 @@
 -- Two-sided fit, waiting reasons and weights learned from outcomes (docs/matching.md).
-ALTER TABLE mentors ADD COLUMN learning_interests jsonb NOT NULL DEFAULT '[]';  -- topics, as typed
-ALTER TABLE mentees ADD COLUMN offers jsonb NOT NULL DEFAULT '[]',  -- topics, as typed
+ALTER TABLE mentors ADD COLUMN learning_interests text[] NOT NULL DEFAULT '{}';  -- topics, as typed
+ALTER TABLE mentees ADD COLUMN offers text[] NOT NULL DEFAULT '{}',  -- topics, as typed
                     ADD COLUMN waiting_reason text;  -- why the last try found no mentor (mentee-waiting)
 
 -- Each criterion's value when the pair was proposed: what the weights are learned from.
