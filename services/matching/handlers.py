@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -51,6 +52,7 @@ from shared.contract.events import (
     WaitingReason,
     WeightsLearned,
 )
+from shared.runtime import heap
 from shared.runtime.db import inbox
 from shared.runtime.db.outbox import OutboxRecord, enqueue
 from shared.runtime.db.pool import transaction
@@ -404,7 +406,14 @@ async def on_cohort_requested(
     conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, incoming: Incoming
 ) -> None:
     event, request = incoming.event, incoming.event.data
-    tenant_id, program_id = event.tenantid, request.program_id
+    with heap.long_lived():  # a full garbage collection would stall every thread (see heap)
+        await _match_cohort(conn, replica, work, event, request.program_id)
+
+
+async def _match_cohort(
+    conn: asyncpg.Connection, replica: Replica, work: UnitOfWork, event: CloudEvent, program_id: str
+) -> None:
+    tenant_id = event.tenantid
     config = await repo.load_config(conn, tenant_id, program_id)
     mentees = await repo.waiting_mentees(conn, tenant_id, program_id, limit=COHORT_MAX)
     if not mentees:
@@ -419,6 +428,7 @@ async def on_cohort_requested(
     # the thread runs on (a pool returns to the cache only when the block ends well).
     async with replica.pools.borrow(conn, tenant_id, program_id, work.now) as pool:
         cohort = Cohort(pool, mentees, config, excluded)
+        heap.keep()  # the mentees and the pool live until the proposals are written
         proposals = await asyncio.to_thread(
             _solve_cohort, cohort, replica.flows, event, program_id, work.now
         )
@@ -534,12 +544,12 @@ def _proposals(
     """Each pair's proposal, explained, and its `match-proposed` event (computation only)."""
     expires_at = now + timedelta(hours=config.response_deadline_hours)
     made = Proposals([], [], [])
-    for mentee, candidate in pairs:
+    for (mentee, candidate), match_id in zip(pairs, _random_ids(len(pairs)), strict=True):
         score, items = explain(candidate, mentee, config, now)
         if mentee.waiting_since is not None:
             made.waited_seconds.append((now - mentee.waiting_since).total_seconds())
         proposal = repo.NewProposal(
-            match_id=str(uuid.uuid4()),
+            match_id=match_id,
             tenant_id=tenant_id,
             program_id=program_id,
             mentee_id=mentee.person_id,
@@ -559,9 +569,27 @@ def _proposals(
             explanation=items,
             expires_at=expires_at,
         )
-        event = CloudEvent.new("match-proposed", SOURCE, tenant_id, proposed, cause=cause)
+        event = CloudEvent.new(
+            "match-proposed",
+            SOURCE,
+            tenant_id,
+            proposed,
+            cause=cause,
+            id=str(uuid.uuid5(_IDS, f"{tenant_id}|{match_id}|match-proposed")),
+        )
         made.events.append(OutboxRecord.of_event("match-proposed", proposal.match_id, event))
     return made
+
+
+def _random_ids(count: int) -> Iterator[str]:
+    """`count` random (version 4) UUIDs, from one read of the system's random source.
+
+    A cohort's solve makes thousands of proposals in a worker thread: uuid4 reads the random
+    source once per id, and each read releases the GIL, which the same thread takes back before
+    the event loop's thread wakes up to it. Measured: the event loop then stalls for hundreds
+    of milliseconds at a time (a /healthz answer later than a second on a slower machine)."""
+    entropy = os.urandom(16 * count)
+    return (str(uuid.UUID(bytes=entropy[i : i + 16], version=4)) for i in range(0, 16 * count, 16))
 
 
 async def _propose(
