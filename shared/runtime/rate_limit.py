@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+ROUNDING = 1e-6  # seconds: a shorter wait is the rounding of floats (clock readings of months)
+
 
 class TokenBucket:
     """`rate` tokens a second, at most `burst` saved up; rate 0 means no limit.
@@ -31,8 +33,10 @@ class TokenBucket:
         if not self.interval:
             return 0.0
         now = self.clock()
-        paid = max(self._paid_until, now)
-        return max(0.0, paid + tokens * self.interval - now - self.burst * self.interval)
+        # Differences of clock readings first: `now + 1000 - now` is not always 1000 in floats,
+        # and a wait of a few picoseconds would refuse a full burst to a fresh bucket.
+        wait = (max(self._paid_until, now) - now) + (tokens - self.burst) * self.interval
+        return wait if wait > ROUNDING else 0.0
 
     def try_acquire(self, max_wait: float, tokens: int = 1) -> float | None:
         """Take `tokens` tokens usable after the returned delay, or None (nothing taken) when

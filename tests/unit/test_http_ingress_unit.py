@@ -53,6 +53,18 @@ def test_a_bucket_gives_a_batch_all_its_tokens_or_none() -> None:
     assert bucket.try_acquire(0.0, tokens=1) is None
 
 
+@pytest.mark.parametrize("start", [0.0, 32190.632693748, 1_000_003.25, 31_536_000.7])
+def test_a_fresh_bucket_gives_a_full_burst_whatever_the_clock_reads(start: float) -> None:
+    """Seen in CI: at monotonic() = 32190.632693748, `now + 1000 - now - 1000` is 3.6e-12 in
+    floats, and a full batch to a fresh bucket was refused ("retry in 0 s")."""
+    now = [start]
+    bucket = TokenBucket(rate=1, burst=1000, clock=lambda: now[0])
+    assert bucket.try_acquire(0.0, tokens=1000) == 0.0
+    assert bucket.try_acquire(0.0, tokens=1) is None
+    now[0] += 1.0
+    assert bucket.try_acquire(0.0, tokens=1) == 0.0  # one a second again
+
+
 class _Down:
     """A pool or producer whose dependency does not answer."""
 
