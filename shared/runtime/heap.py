@@ -4,8 +4,8 @@ A full collection walks every tracked object and holds the GIL while it does. Wi
 tens of thousands of mentees, a program's pool and the process's own modules in memory, one
 takes hundreds of milliseconds, and it can start in any thread that allocates (a solve's worker
 thread too): meanwhile no thread runs, so the event loop answers no probe and sends no
-heartbeat. Measured in the cohort responsiveness test: 1.2 s of full collections in the solve's
-thread alone, the longest single stall of the event loop 0.4 s.
+heartbeat. Measured in the cohort responsiveness test (50,000 mentees, 10,000 mentors): full
+collections of 0.1-0.17 s each, several per cohort, none once the data is kept out.
 
 Inside `long_lived()`, `keep()` moves every object alive at that moment out of the collector's
 sight (gc.freeze): later passes walk only what was allocated since. When the last block ends,
@@ -20,7 +20,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_open = 0  # blocks inside `long_lived` now: the last one to leave hands the objects back
+_open = 0  # blocks inside `long_lived` now (entered from the event loop's thread only)
 
 
 def keep() -> None:
