@@ -699,7 +699,7 @@ async def _follow(
             program_id=match.program_id,
             mentee_id=match.mentee_id,
             mentor_id=match.mentor_id,
-            days_since_last_session=round(step.stalled_days, 6),
+            days_since_last_session=step.stalled_days,
         )
         event = _derived(
             "relationship-stalled", match, stalled, f"stalled:{relationship.last_activity}"
