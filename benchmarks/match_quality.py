@@ -896,7 +896,7 @@ class World:
 
     def release(self, proposal: Proposal) -> None:
         self.held[proposal.mentor] -= 1
-        self.pool.load[proposal.mentor] -= 1
+        self.pool.free_slot(self.pop.mentors[proposal.mentor].person_id)
         self.checker.released(proposal.mentee, proposal.mentor)
 
     def on_declined(self, proposal: Proposal, day: int, _: int) -> None:
@@ -962,7 +962,7 @@ class World:
         self.release(proposal)
         if mentor_busy:  # the mentor steps back from one place
             self.capacity[j] -= 1
-            self.pool.capacity[j] -= 1
+            self.pool.change_capacity(self.pop.mentors[j].person_id, -1)
             self.checker.capacity_lowered(j)
         if reason == "not_a_fit" or mentor_busy:
             self.waiting[i] = day  # matched again at once, never with the same mentor

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from services.matching.domain import criteria
 from services.matching.domain.config import ProgramConfig
 from services.matching.domain.explain import explain
-from services.matching.domain.scoring import Mentee, Mentor, MentorPool, rank
+from services.matching.domain.scoring import (
+    Candidate,
+    Mentee,
+    Mentor,
+    MentorPool,
+    best_or_reason,
+    rank,
+)
 from services.matching.domain.topics import DEFAULT
 from shared.contract.events import ProgramConfigured, ProgramRules
 
@@ -272,3 +279,70 @@ def test_program_weights_change_the_ranking() -> None:
 )
 def test_topic_names_are_normalised(typed: str, canonical: str) -> None:
     assert DEFAULT.key(typed) == canonical
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(mentors, min_size=1, max_size=12).map(unique_by_id),
+    st.lists(mentees, min_size=1, max_size=6),
+    rules,
+    st.lists(st.sampled_from(["keep", "free", "fewer places"]), min_size=6, max_size=6),
+)
+def test_a_pool_that_served_other_mentees_and_changed_places_scores_like_a_fresh_one(
+    pool: list[Mentor], waiting: list[Mentee], rule: ProgramRules, changes: list[str]
+) -> None:
+    """What a pool keeps between mentees (each fact's criteria, loads as places are taken or
+    given back, capacities as they change) never changes a result: the same candidates, scores
+    and values, to the last bit, as a pool just read with those loads and capacities."""
+    config = ProgramConfig(rules=rule)
+    kept = MentorPool(pool, NOW)
+    load = {m.person_id: m.load for m in pool}
+    capacity = {m.person_id: m.capacity for m in pool}
+    for mentee, change in zip(waiting, changes, strict=False):
+        fresh = MentorPool(
+            [replace(m, load=load[m.person_id], capacity=capacity[m.person_id]) for m in pool], NOW
+        )
+        got = best_or_reason(kept, mentee, config)
+        assert seen(got) == seen(best_or_reason(fresh, mentee, config))
+        ranked = rank(kept, mentee, config, limit=50)
+        assert [seen(c) for c in ranked] == [seen(c) for c in rank(fresh, mentee, config, limit=50)]
+        if isinstance(got, Candidate):
+            mentor = got.mentor.person_id
+            kept.take_slot(mentor)
+            load[mentor] += 1
+            if change == "free":
+                kept.free_slot(mentor)
+                load[mentor] -= 1
+            elif change == "fewer places":
+                kept.change_capacity(mentor, -1)
+                capacity[mentor] -= 1
+        assert kept.load_value.tobytes() == fresh_load(kept).tobytes()
+
+
+def seen(result: Candidate | str) -> object:
+    """What a result says (the mentor by id: the fresh pool's records carry the new load)."""
+    if isinstance(result, str):
+        return result
+    return result.mentor.person_id, result.score, result.values, result.load
+
+
+def fresh_load(pool: MentorPool) -> np.ndarray:
+    return criteria.load(pool.load, pool.capacity)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_ties_go_to_the_smallest_mentor_id_whatever_the_pool_order(limit: int) -> None:
+    """Equal mentors score alike: the first `limit` by id are chosen, wherever they sit."""
+    twins = [
+        Mentor(person_id=f"m{i}", languages=("en",), timezone="Europe/Paris",
+               expertise=(("python", 4),), capacity=2)
+        for i in (5, 3, 9, 1, 7)
+    ]  # fmt: skip
+    mentee = Mentee(person_id="n1", languages=("en",), timezone="Europe/Paris",
+                    goals=(("python", 1),))  # fmt: skip
+    config = ProgramConfig()
+    for order in (twins, twins[::-1], twins[2:] + twins[:2]):
+        ranked = rank(MentorPool(order, NOW), mentee, config, limit=limit)
+        assert [c.mentor.person_id for c in ranked] == ["m1", "m3", "m5"][:limit]
+        best = best_or_reason(MentorPool(order, NOW), mentee, config)
+        assert isinstance(best, Candidate) and best.mentor.person_id == "m1"

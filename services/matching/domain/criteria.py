@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import overload
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -60,10 +61,12 @@ class Values:
 
     def score(self, weights: Mapping[str, float]) -> Floats:
         """The weighted sum, always added up in CRITERIA order (so every scorer gets the same bits)."""
-        total: Floats | int = 0
+        shape = np.broadcast(*(self.of(c) for c in CRITERIA)).shape
+        total, term = np.zeros(shape), np.empty(shape)  # in place: no array made per criterion
         for criterion in CRITERIA:
-            total = total + weights[criterion] * self.of(criterion)
-        return np.asarray(total, dtype=float)
+            np.multiply(weights[criterion], self.of(criterion), out=term)
+            np.add(total, term, out=total)
+        return total
 
 
 # --- topic fit: the mentee's goals against the mentor's expertise --------------------------------
@@ -83,13 +86,19 @@ def expertise_value(level: int) -> float:
     return level / HIGHEST_LEVEL
 
 
-def total_weight(weight_sum: Ints | int) -> Ints:
+@overload
+def total_weight(weight_sum: int) -> int: ...
+@overload
+def total_weight(weight_sum: Ints) -> Ints: ...
+def total_weight(weight_sum: Ints | int) -> Ints | int:
     """What goal weights are divided by: their sum, 1 for a mentee without goals."""
+    if isinstance(weight_sum, int):  # one mentee's: the same number, without numpy's cost
+        return weight_sum or 1
     return np.where(np.equal(weight_sum, 0), 1, weight_sum)
 
 
 def topic_fit(
-    goals: Iterable[tuple[Ints | int, Floats]], total: Ints, shape: tuple[int, ...]
+    goals: Iterable[tuple[Ints | int, Floats]], total: Ints | int, shape: tuple[int, ...]
 ) -> Floats:
     """Each goal's weight times the mentor's coverage of it (`expertise_value` times the topics'
     credit, the best of the mentor's topics; 0 without), summed in the goals' order and divided by

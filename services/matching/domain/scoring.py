@@ -8,11 +8,13 @@ before ranking.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from services.matching.domain import criteria
 from services.matching.domain.config import CRITERIA, ProgramConfig
@@ -20,8 +22,10 @@ from services.matching.domain.criteria import Bools, Floats, Ints, Values
 from services.matching.domain.topics import Taxonomy, normalise_topic
 from shared.contract.events import WaitingReason
 
-# A pool keeps the coverage of the goals and offers it has seen, up to this many floats (16 MB):
-# the next mentee with the same goal reads it instead of computing it again.
+# A pool keeps what it computed for the mentees it has seen (the coverage of each goal and offer,
+# the time zone gap from each UTC offset, ...), up to this many values (16 MB): the next mentee
+# with the same goal, time zone, seniority, department or languages reads it instead of
+# computing it again. Mentees share these facts far more than they differ.
 COVERAGE_FLOATS = 2_000_000
 
 
@@ -52,6 +56,7 @@ class Mentee(Person):
     goals: tuple[tuple[str, int], ...] = ()  # (topic, priority 1..3)
     waiting_since: datetime | None = None
     offers: tuple[str, ...] = ()
+    past_mentors: tuple[str, ...] = ()  # never proposed to this mentee again (see `eligible`)
     waiting_reason: str | None = None  # why the last try found no mentor (None: not tried)
 
 
@@ -68,11 +73,13 @@ class MentorPool:
     department_codes: dict[str, int] = field(init=False)
     department_code: Ints = field(init=False)  # criteria.NO_DEPARTMENT when not known
     capacity: Ints = field(init=False)
-    load: Ints = field(init=False)
+    load: Ints = field(init=False)  # loads and capacities change through `_changed` only
+    free: Bools = field(init=False)  # load below capacity
+    load_value: Floats = field(init=False)  # the `load` criterion, kept as places are taken
     reputation: Floats = field(init=False)
     expertise: dict[str, tuple[Ints, Floats]] = field(init=False)  # name -> (rows, values)
     interests: dict[str, Ints] = field(init=False)  # name -> rows of mentors wanting to learn it
-    _covered: dict[tuple[str, str, str], Floats] = field(init=False)  # see `coverage`
+    _memo: dict[tuple[object, ...], NDArray[Any]] = field(init=False)  # see `memo`
 
     def __post_init__(self) -> None:
         n = len(self.mentors)
@@ -91,6 +98,8 @@ class MentorPool:
         )
         self.capacity = np.array([m.capacity for m in self.mentors], dtype=np.int64)
         self.load = np.array([m.load for m in self.mentors], dtype=np.int64)
+        self.free = self.load < self.capacity
+        self.load_value = criteria.load(self.load, self.capacity)
         self.reputation = criteria.reputation(
             np.array([m.rating_sum for m in self.mentors], dtype=float),
             np.array([m.rating_count for m in self.mentors], dtype=float),
@@ -112,7 +121,7 @@ class MentorPool:
             for t, (rows, values) in topics.items()
         }
         self.interests = {t: np.array(rows, dtype=np.int64) for t, rows in interests.items()}
-        self._covered = {}
+        self._memo = {}
 
     def __len__(self) -> int:
         return len(self.mentors)
@@ -126,34 +135,61 @@ class MentorPool:
 
     def coverage(self, goal: str, taxonomy: Taxonomy) -> Floats:
         """How well each mentor covers a goal (as typed): the best, over the mentor's topics, of
-        `criteria.expertise_value` times the topics' credit; 0 without. Kept for the next mentee
-        with the same goal (read-only: callers must not change it)."""
-        return self._cached(("goal", goal, taxonomy.version), taxonomy.credits_by_name(goal))
+        `criteria.expertise_value` times the topics' credit; 0 without."""
+        return self.memo(
+            ("goal", goal, taxonomy.version),
+            lambda: self._best_credit("goal", taxonomy.credits_by_name(goal)),
+        )
 
     def wants(self, offer: str, taxonomy: Taxonomy) -> Floats:
         """How much each mentor wants to learn what a mentee offers (as typed): the best credit
         of the offer for the mentor's learning interests; 0 without."""
-        return self._cached(("offer", offer, taxonomy.version), taxonomy.covering_by_name(offer))
+        return self.memo(
+            ("offer", offer, taxonomy.version),
+            lambda: self._best_credit("offer", taxonomy.covering_by_name(offer)),
+        )
 
-    def _cached(self, key: tuple[str, str, str], credits: dict[str, float]) -> Floats:
-        found = self._covered.get(key)
+    def memo(self, key: tuple[object, ...], compute: Callable[[], NDArray[Any]]) -> NDArray[Any]:
+        """`compute()` for one fact of a mentee (`key`), once per pool: read-only, because the
+        next mentee with the same fact reads the same array."""
+        found = self._memo.pop(key, None)
         if found is not None:
+            self._memo[key] = found  # kept last: the least recently used goes first
             return found
+        value = compute()
+        if self._memo and (len(self._memo) + 1) * len(self) > COVERAGE_FLOATS:
+            del self._memo[next(iter(self._memo))]
+        value.flags.writeable = False
+        self._memo[key] = value
+        return value
+
+    def _best_credit(self, kind: str, credits: dict[str, float]) -> Floats:
         value = np.zeros(len(self))
         for name, credit in credits.items():
-            if key[0] == "goal" and (offered := self.expertise.get(name)) is not None:
+            if kind == "goal" and (offered := self.expertise.get(name)) is not None:
                 rows, levels = offered
                 np.maximum.at(value, rows, credit * levels)
-            elif key[0] == "offer" and (wanting := self.interests.get(name)) is not None:
+            elif kind == "offer" and (wanting := self.interests.get(name)) is not None:
                 np.maximum.at(value, wanting, credit)
-        if (len(self._covered) + 1) * len(self) > COVERAGE_FLOATS:
-            self._covered.clear()
-        value.flags.writeable = False
-        self._covered[key] = value
         return value
 
     def take_slot(self, mentor_id: str) -> None:
-        self.load[self.index[mentor_id]] += 1
+        self._changed(self.index[mentor_id], load=1)
+
+    def free_slot(self, mentor_id: str) -> None:
+        self._changed(self.index[mentor_id], load=-1)
+
+    def change_capacity(self, mentor_id: str, by: int) -> None:
+        self._changed(self.index[mentor_id], capacity=by)
+
+    def _changed(self, row: int, load: int = 0, capacity: int = 0) -> None:
+        """The one way a load or capacity changes: `free` and the `load` criterion follow it
+        (computed by the same function on the one mentor: the same floats as on the whole pool)."""
+        self.load[row] += load
+        self.capacity[row] += capacity
+        self.free[row] = self.load[row] < self.capacity[row]
+        one = slice(row, row + 1)
+        self.load_value[row] = criteria.load(self.load[one], self.capacity[one])[0]
 
 
 @dataclass(frozen=True)
@@ -165,41 +201,66 @@ class Candidate:
 
 
 def criteria_values(pool: MentorPool, mentee: Mentee, config: ProgramConfig) -> Values:
-    """Each criterion's value for every mentor of the pool, in 0..1."""
+    """Each criterion's value for every mentor of the pool, in 0..1.
+
+    Each array depends on one fact of the mentee (goals, offers, languages, time zone,
+    seniority, department), so the pool computes it once per distinct fact (`memo`)."""
     n = len(pool)
-    weights = [criteria.goal_weight(priority) for _, priority in mentee.goals]
     taxonomy = config.taxonomy
-    fit = criteria.topic_fit(
-        zip(weights, (pool.coverage(topic, taxonomy) for topic, _ in mentee.goals), strict=True),
-        criteria.total_weight(sum(weights)),
-        (n,),
-    )
-    mutual = criteria.mutual_learning(
-        (pool.wants(offer, taxonomy) for offer in mentee.offers),
-        criteria.offer_count(mentee.offers),
-        (n,),
-    )
-    shared = np.zeros(n)
-    for code in mentee.languages:
-        if code in pool.languages:
-            shared += pool.languages[code]
-    gap = criteria.gap_hours(pool.utc_offset, criteria.utc_offset_hours(mentee.timezone, pool.now))
-    seniority_gap = pool.seniority - (np.nan if mentee.seniority is None else mentee.seniority)
-    mentee_department = np.broadcast_to(np.int64(pool.department_of(mentee.department)), (n,))
+
+    def fit() -> Floats:
+        weights = [criteria.goal_weight(priority) for _, priority in mentee.goals]
+        return criteria.topic_fit(
+            zip(weights, (pool.coverage(t, taxonomy) for t, _ in mentee.goals), strict=True),
+            criteria.total_weight(sum(weights)),
+            (n,),
+        )
+
+    def shared() -> Floats:
+        spoken = np.zeros(n)
+        for code in mentee.languages:
+            if code in pool.languages:
+                spoken += pool.languages[code]
+        return spoken
+
+    def gap() -> Floats:
+        offset = criteria.utc_offset_hours(mentee.timezone, pool.now)
+        return criteria.gap_hours(pool.utc_offset, offset)
+
+    def seniority_gap() -> Floats:
+        return pool.seniority - (np.nan if mentee.seniority is None else mentee.seniority)
+
+    languages = pool.memo(("shared", mentee.languages), shared)
+    hours = pool.memo(("gap", mentee.timezone), gap)
+    levels = pool.memo(("seniority_gap", mentee.seniority), seniority_gap)
+    code = pool.department_of(mentee.department)
+    prefers_same = config.rules.department == "same"
+    mentee_department = np.broadcast_to(np.int64(code), (n,))
     return Values(
-        topic_fit=fit,
-        languages=criteria.languages(shared, criteria.spoken_count(mentee.languages)),
-        timezone=criteria.timezone(gap),
-        seniority=criteria.seniority(seniority_gap),
-        department=criteria.department(
-            mentee_department, pool.department_code, config.rules.department == "same"
+        topic_fit=fit(),  # goals vary most: each goal's coverage is what the pool keeps
+        languages=pool.memo(
+            ("languages", mentee.languages),
+            lambda: criteria.languages(languages, criteria.spoken_count(mentee.languages)),
+        ),
+        timezone=pool.memo(("timezone", mentee.timezone), lambda: criteria.timezone(hours)),
+        seniority=pool.memo(("seniority", mentee.seniority), lambda: criteria.seniority(levels)),
+        department=pool.memo(
+            ("department", code, prefers_same),
+            lambda: criteria.department(mentee_department, pool.department_code, prefers_same),
         ),
         reputation=pool.reputation,
-        load=criteria.load(pool.load, pool.capacity),
-        mutual_learning=mutual,
-        shared_languages=shared,
-        gap_hours=gap,
-        seniority_gap=seniority_gap,
+        load=pool.load_value.copy(),  # the pool's own changes as places are taken
+        mutual_learning=pool.memo(
+            ("mutual", mentee.offers, taxonomy.version),
+            lambda: criteria.mutual_learning(
+                (pool.wants(offer, taxonomy) for offer in mentee.offers),
+                criteria.offer_count(mentee.offers),
+                (n,),
+            ),
+        ),
+        shared_languages=languages,
+        gap_hours=hours,
+        seniority_gap=levels,
         mentee_department=mentee_department,
         mentor_department=pool.department_code,
     )
@@ -214,7 +275,7 @@ def eligible(
 ) -> Bools:
     """The hard rules, never broken: language, topics, self, manager, past refusals, capacity,
     program rules."""
-    ok = criteria.allowed(values, config.rules) & (pool.load < pool.capacity)
+    ok = criteria.allowed(values, config.rules) & pool.free
     ok[_rows(pool, (mentee.person_id, mentee.manager_id, *excluded))] = False
     return ok
 
@@ -266,7 +327,7 @@ def waiting_reason(
         ("no_topic", criteria.fits_topics(values.topic_fit, config.rules.min_topic_fit)),
         ("program_rule", criteria.program_allows(values, config.rules)),
         ("already_proposed", np.ones(len(pool), dtype=bool)),
-        ("no_free_place", pool.load < pool.capacity),
+        ("no_free_place", pool.free.copy()),
     ]
     steps[2][1][_rows(pool, (mentee.manager_id,))] = False
     steps[3][1][_rows(pool, excluded)] = False
@@ -285,9 +346,11 @@ def _ranked(
     k = min(limit or config.candidates, len(rows))
     if k == 0:
         return []
-    if k < len(rows):
-        rows = rows[np.argpartition(-scores[rows], k - 1)[:k]]
-    ordered = sorted(rows, key=lambda i: (-scores[i], pool.mentors[i].person_id))
+    if k < len(rows):  # the k best, and every mentor tied with the last, for the id to decide
+        best = scores[rows]
+        cut = best.max() if k == 1 else np.partition(best, len(rows) - k)[len(rows) - k]
+        rows = rows[best >= cut]
+    ordered = sorted(rows, key=lambda i: (-scores[i], pool.mentors[i].person_id))[:k]
     return [
         Candidate(
             pool.mentors[i],
