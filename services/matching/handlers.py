@@ -418,7 +418,7 @@ async def _match_cohort(
     mentees = await repo.waiting_mentees(conn, tenant_id, program_id, limit=COHORT_MAX)
     if not mentees:
         return
-    excluded = await repo.past_pairs(conn, tenant_id, program_id, [m.person_id for m in mentees])
+    excluded = {m.person_id: set(m.past_mentors) for m in mentees if m.past_mentors}
     # The solve takes seconds for a big cohort: it runs in a worker thread (numpy releases the
     # GIL) and its flows in a child process (OR-Tools does not: see flows.py), so the event loop
     # keeps answering probes and sending Kafka heartbeats while this transaction and the program
@@ -466,7 +466,7 @@ def _solve_cohort(
 async def rematch(conn: asyncpg.Connection, replica: Replica, work: UnitOfWork) -> None:
     """Continuous mode: each waiting mentee gets the best eligible mentor with a free slot."""
     for (tenant_id, program_id), only in sorted(work.rematch.items(), key=lambda kv: kv[0]):
-        config = await repo.load_config(conn, tenant_id, program_id)
+        config, version = await repo.load_program(conn, tenant_id, program_id)
         if config.mode != "continuous":
             continue
         mentees = await repo.waiting_mentees(
@@ -474,14 +474,11 @@ async def rematch(conn: asyncpg.Connection, replica: Replica, work: UnitOfWork) 
         )
         if not mentees:
             continue
-        pool = await replica.pools.get(conn, tenant_id, program_id, work.now)
-        excluded = await repo.past_pairs(
-            conn, tenant_id, program_id, [m.person_id for m in mentees]
-        )
+        pool = await replica.pools.get(conn, tenant_id, program_id, work.now, version)
         pairs: Pairs = []
         reasons: list[tuple[Mentee, WaitingReason]] = []
         for mentee in mentees:
-            best = best_or_reason(pool, mentee, config, excluded.get(mentee.person_id, ()))
+            best = best_or_reason(pool, mentee, config, mentee.past_mentors)
             if isinstance(best, Candidate):
                 pool.take_slot(best.mentor.person_id)
                 pairs.append((mentee, best))

@@ -35,11 +35,17 @@ class PoolCache:
         self._lent: dict[Key, Entry] = {}  # pools out of the cache while `borrow` blocks run
 
     async def get(
-        self, conn: asyncpg.Connection, tenant_id: str, program_id: str, now: datetime
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        program_id: str,
+        now: datetime,
+        version: int | None = None,
     ) -> MentorPool:
-        """The program's pool, read under the program lock (the caller holds it)."""
+        """The program's pool, read under the program lock (the caller holds it); `version`:
+        the pool's version, when the caller already read it in this transaction."""
         key = (tenant_id, program_id)
-        version, pool = await self._current(conn, key, now)
+        version, pool = await self._current(conn, key, now, version)
         self._keep(key, version, pool)
         return pool
 
@@ -83,8 +89,11 @@ class PoolCache:
         (A lent pool is its own transaction's: dropped if that one fails, see `borrow`.)"""
         self._pools.clear()
 
-    async def _current(self, conn: asyncpg.Connection, key: Key, now: datetime) -> Entry:
-        version = await repo.pool_version(conn, *key)
+    async def _current(
+        self, conn: asyncpg.Connection, key: Key, now: datetime, version: int | None = None
+    ) -> Entry:
+        if version is None:
+            version = await repo.pool_version(conn, *key)
         cached = self._pools.get(key)
         if cached is not None and cached[0] == version:
             return cached

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
+from pydantic import TypeAdapter
 
 from services.matching.domain.config import LearnedWeights, ProgramConfig
 from services.matching.domain.learning import Outcome, succeeded
@@ -20,24 +21,38 @@ from shared.runtime.db.columns import columns
 
 
 async def lock_programs(conn: asyncpg.Connection, programs: Sequence[tuple[str, str]]) -> None:
-    """Serialise all work on these programs across replicas; sorted, so no deadlock."""
-    for tenant_id, program_id in sorted(set(programs)):
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))", f"matching:{tenant_id}:{program_id}"
-        )
+    """Serialise all work on these programs across replicas; sorted, so no deadlock (one
+    statement takes them all, one after the other in that order)."""
+    if not programs:
+        return
+    await conn.execute(
+        """SELECT pg_advisory_xact_lock(hashtext(k))
+           FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted""",
+        sorted({f"matching:{tenant_id}:{program_id}" for tenant_id, program_id in programs}),
+    )
 
 
 async def load_config(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> ProgramConfig:
     """The program's configuration with the weights its outcomes taught (see `learned_of`)."""
+    config, _ = await load_program(conn, tenant_id, program_id)
+    return config
+
+
+async def load_program(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str
+) -> tuple[ProgramConfig, int]:
+    """The program's configuration (as `load_config`) and its pool's version, in one round trip."""
     row = await conn.fetchrow(
-        f"""SELECT p.config, {_LEARNED}
+        f"""SELECT p.config, {_LEARNED}, coalesce(v.version, 0) AS pool_version
             FROM (VALUES ($1::text, $2::text)) AS k(tenant_id, program_id)
             LEFT JOIN programs p USING (tenant_id, program_id)
-            LEFT JOIN learned_weights l USING (tenant_id, program_id)""",
+            LEFT JOIN learned_weights l USING (tenant_id, program_id)
+            LEFT JOIN pool_versions v USING (tenant_id, program_id)""",
         tenant_id,
         program_id,
     )
-    return ProgramConfig.from_json(row["config"]).with_learned(learned_of(row))
+    config = ProgramConfig.from_json(row["config"]).with_learned(learned_of(row))
+    return config, int(row["pool_version"])
 
 
 async def save_config(
@@ -199,6 +214,14 @@ async def load_mentors(conn: asyncpg.Connection, tenant_id: str, program_id: str
 READ_CHUNK = 5000  # rows read per round trip when there may be many
 
 
+# Mentors a mentee was already proposed to and never will be again: after a no, a silence, or a
+# relationship that ran (to its end or not). Read with the mentee, in the same round trip.
+_PAST_MENTORS = """ARRAY(SELECT x.mentor_id FROM matches x
+                         WHERE x.tenant_id = m.tenant_id AND x.program_id = m.program_id
+                           AND x.mentee_id = m.person_id
+                           AND x.status IN ('declined', 'expired', 'completed', 'ended_early'))"""
+
+
 async def waiting_mentees(
     conn: asyncpg.Connection,
     tenant_id: str,
@@ -208,54 +231,36 @@ async def waiting_mentees(
 ) -> list[Mentee]:
     """Waiting mentees, longest-waiting first; `only` narrows to mentees that just arrived.
 
-    Read READ_CHUNK at a time (a cohort may have 100,000): between two chunks the event loop
-    runs, instead of stalling while every row is decoded at once."""
-    cursor = await conn.cursor(
-        """SELECT person_id, languages, timezone, department, seniority, manager_id, goals, offers,
-                  waiting_since, waiting_reason
-           FROM mentees
-           WHERE tenant_id = $1 AND program_id = $2 AND status = 'waiting'
-             AND ($3::text[] IS NULL OR person_id = ANY($3::text[]))
-           ORDER BY waiting_since, person_id LIMIT $4""",
-        tenant_id,
-        program_id,
-        list(only) if only is not None else None,
-        limit,
-    )
+    The whole waitlist is read READ_CHUNK at a time (a cohort may have 100,000): between two
+    chunks the event loop runs, instead of stalling while every row is decoded at once. The
+    mentees who just arrived are a few: one round trip, without a cursor."""
+    query = f"""SELECT person_id, languages, timezone, department, seniority, manager_id, goals,
+                       offers, waiting_since, waiting_reason, {_PAST_MENTORS} AS past_mentors
+                FROM mentees m
+                WHERE tenant_id = $1 AND program_id = $2 AND status = 'waiting'
+                  AND ($3::text[] IS NULL OR person_id = ANY($3::text[]))
+                ORDER BY waiting_since, person_id LIMIT $4"""
+    arguments = (tenant_id, program_id, list(only) if only is not None else None, limit)
+    if only is not None and len(only) <= READ_CHUNK:
+        return [_mentee(r) for r in await conn.fetch(query, *arguments)]
+    cursor = await conn.cursor(query, *arguments)
     mentees: list[Mentee] = []
     while True:
         rows = await cursor.fetch(READ_CHUNK)
-        mentees += [
-            Mentee(
-                **_person_fields(r),
-                goals=tuple((g["topic"], g["priority"]) for g in r["goals"]),
-                waiting_since=r["waiting_since"],
-                offers=tuple(r["offers"]),
-                waiting_reason=r["waiting_reason"],
-            )
-            for r in rows
-        ]
+        mentees += [_mentee(r) for r in rows]
         if len(rows) < READ_CHUNK:
             return mentees
 
 
-async def past_pairs(
-    conn: asyncpg.Connection, tenant_id: str, program_id: str, mentee_ids: Sequence[str]
-) -> dict[str, set[str]]:
-    """Mentors each mentee was already proposed to and never will be again: after a no, a
-    silence, or a relationship that ran (to its end or not)."""
-    rows = await conn.fetch(
-        """SELECT mentee_id, mentor_id FROM matches
-           WHERE tenant_id = $1 AND program_id = $2 AND mentee_id = ANY($3::text[])
-             AND status IN ('declined', 'expired', 'completed', 'ended_early')""",
-        tenant_id,
-        program_id,
-        list(mentee_ids),
+def _mentee(r: asyncpg.Record) -> Mentee:
+    return Mentee(
+        **_person_fields(r),
+        goals=tuple((g["topic"], g["priority"]) for g in r["goals"]),
+        waiting_since=r["waiting_since"],
+        offers=tuple(r["offers"]),
+        waiting_reason=r["waiting_reason"],
+        past_mentors=tuple(r["past_mentors"]),
     )
-    pairs: dict[str, set[str]] = {}
-    for r in rows:
-        pairs.setdefault(r["mentee_id"], set()).add(r["mentor_id"])
-    return pairs
 
 
 async def record_waiting_reasons(
@@ -285,8 +290,11 @@ class NewProposal:
     criteria: str | None = None  # JSON text: each criterion's value, what learning reads
 
 
-def explanation_json(items: Sequence[ExplanationItem]) -> str:
-    return json.dumps([i.model_dump(mode="json") for i in items])
+_EXPLANATION = TypeAdapter(list[ExplanationItem])
+
+
+def explanation_json(items: list[ExplanationItem]) -> str:
+    return _EXPLANATION.dump_json(items).decode()  # one call for all items (the pipe is hot)
 
 
 class StalePool(Exception):
