@@ -14,8 +14,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.partitioner import murmur2
 
-from shared.contract.topics import read_by
+from shared.contract.topics import TOPICS, read_by
 from shared.local.probes import NotReady, wait_until
 
 RawRecord = tuple[str, bytes | None, bytes | None]  # topic, key, value
@@ -175,3 +177,20 @@ async def wait_group_stable(bootstrap: str, group: str, timeout: float = 60.0) -
         await wait_until(stable, timeout)
     except NotReady:
         raise NotReady(f"consumer group {group} not stable in {timeout}s") from None
+
+
+async def partition_owners(bootstrap: str, group: str) -> dict[tuple[str, int], str]:
+    """(topic, partition) -> the member of `group` it is assigned to, once the group is stable."""
+    state, members = await group_members(bootstrap, group)
+    if state != "Stable":
+        return {}
+    return {
+        (tp.topic, tp.partition): member[0]
+        for member in members
+        for tp in ConsumerProtocolMemberAssignment.decode(member[-1]).partitions()
+    }
+
+
+def partition_of(topic: str, key: str) -> tuple[str, int]:
+    """Where Kafka's default partitioner puts `key` (murmur2, as every producer here)."""
+    return topic, (murmur2(key.encode()) & 0x7FFFFFFF) % TOPICS[topic].partitions

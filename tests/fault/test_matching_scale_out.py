@@ -15,12 +15,9 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.partitioner import murmur2
 
-from shared.contract.topics import TOPICS
 from shared.local.infra import Endpoints
-from shared.local.kafka import RawRecord, group_members
+from shared.local.kafka import RawRecord, partition_of, partition_owners
 from shared.local.probes import wait_until
 from tests.support import (
     ServiceProcess,
@@ -232,23 +229,6 @@ async def alone_on_the_broker(bootstrap: str, group: str, timeout: float = 60) -
         if time.monotonic() > deadline:
             pytest.fail(f"another matching consumes this broker's topics: {others}")
         await asyncio.sleep(1)
-
-
-async def partition_owners(bootstrap: str, group: str) -> dict[tuple[str, int], str]:
-    """(topic, partition) -> the member of `group` it is assigned to, once the group is stable."""
-    state, members = await group_members(bootstrap, group)
-    if state != "Stable":
-        return {}
-    return {
-        (tp.topic, tp.partition): member[0]
-        for member in members
-        for tp in ConsumerProtocolMemberAssignment.decode(member[-1]).partitions()
-    }
-
-
-def partition_of(topic: str, key: str) -> tuple[str, int]:
-    """Where Kafka's default partitioner puts `key` (murmur2, as every producer here)."""
-    return topic, (murmur2(key.encode()) & 0x7FFFFFFF) % TOPICS[topic].partitions
 
 
 def configured(tenant: str, program: str, **settings: Any) -> RawRecord:
