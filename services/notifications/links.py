@@ -88,3 +88,8 @@ class LinkSigner:
     def url(self, base_url: str, link: Link, **query: str) -> str:
         """The page's address for this link, e.g. https://mentoring.example.org/answer?t=..."""
         return f"{base_url.rstrip('/')}/answer?" + urlencode({"t": self.token(link), **query})
+
+    def choices(self, base_url: str, link: Link, choices: Sequence[str]) -> dict[str, str]:
+        """One address per choice (accept, decline), all with the same token: signed once."""
+        page = f"{base_url.rstrip('/')}/answer?" + urlencode({"t": self.token(link)})
+        return {choice: f"{page}&{urlencode({'choice': choice})}" for choice in choices}

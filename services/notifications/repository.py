@@ -614,7 +614,7 @@ async def seconds_until_due(pool: asyncpg.Pool, tenants: Sequence[str] | None) -
 
 async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> list[Finished]:
     """Write a batch of outcomes in one statement and release the leases; returns the rows
-    that just became sent or failed. The `state = 'pending'` guard makes this idempotent.
+    that just became sent or failed. The guard on finished states makes this idempotent.
 
     A row the worker found "waiting for contact" is retried at once if the contacts arrived
     meanwhile: their arrival woke only rows already marked waiting. Both sides take the
@@ -631,6 +631,11 @@ async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome])
                    WHERE d.id = ANY($1::uuid[]) AND p IS NOT NULL ORDER BY k) AS sorted""",
             waiting,
         )
+    # Not `d.state = 'pending'`, although it means the same (the CHECK allows four states): that
+    # matches the pending-only indexes, and with statistics taken while little was pending
+    # (a log of 500,000 finished rows is analysed again only after 50,000 changes) the planner
+    # read every pending row through one of them to join 200 outcomes: 140 ms a batch with
+    # 47,000 pending, where the primary key takes 2 ms.
     rows = await conn.fetch(
         """UPDATE deliveries d SET
                state = u.state,
@@ -643,7 +648,7 @@ async def record_outcomes(conn: asyncpg.Connection, outcomes: Sequence[Outcome])
                sent_at = CASE WHEN u.state = 'sent' THEN now() END
            FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::text[],
                        $6::bool[]) AS u(id, state, attempted, next_attempt_at, error, waiting)
-           WHERE d.id = u.id AND d.state = 'pending'
+           WHERE d.id = u.id AND d.state NOT IN ('sent', 'failed', 'cancelled')
            RETURNING d.id, d.state, d.tenant_id, d.recipient_id, d.channel, d.kind,
                      d.source_event_id, d.attempts, d.last_error, d.correlation_id""",
         *columns(

