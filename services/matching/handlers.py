@@ -181,16 +181,17 @@ async def on_enrolments_updated(
 ) -> None:
     """Enrolment updates of distinct people: store each one newer than what is known, unless the
     person left the program after it was registered."""
-    departed = await repo.departures(conn, [_person(i) for i in run])
-    run = [
-        i
-        for i in run  # an update older than the person's departure, read after it, is ignored
-        if _person(i) not in departed or i.event.data.registered_at > departed[_person(i)]
-    ]
+    known = await repo.standing(conn, [_person(i) for i in run])
+
+    def current(i: Incoming) -> bool:  # an update older than a departure read after it: ignored
+        left_at = known[_person(i)].left_at
+        return left_at is None or i.event.data.registered_at > left_at
+
+    run = [i for i in run if current(i)]
     for role, other in (("mentor", "mentee"), ("mentee", "mentor")):
         mine = [i for i in run if i.event.data.role == role]
-        switching = await repo.enrolled(conn, other, [_person(i) for i in mine])
-        for incoming in (i for i in mine if _person(i) in switching):  # rare: a change of role
+        switching = [i for i in mine if other in known[_person(i)].roles]
+        for incoming in switching:  # rare: a change of role
             with bind_event(incoming.event):
                 await repo.delete_enrolment(conn, other, _person(incoming))
                 await _end_relations(conn, replica, work, incoming.event, _person(incoming))

@@ -91,17 +91,6 @@ _ROLE_COLUMNS = {
 }
 
 
-async def departures(conn: asyncpg.Connection, people: Sequence[Person]) -> dict[Person, datetime]:
-    """When each of these people last left their program (absent: never)."""
-    rows = await conn.fetch(
-        """SELECT d.tenant_id, d.program_id, d.person_id, d.ended_at
-           FROM departures d JOIN unnest($1::text[], $2::text[], $3::text[]) AS p(t, g, i)
-             ON d.tenant_id = p.t AND d.program_id = p.g AND d.person_id = p.i""",
-        *columns(people, 3),
-    )
-    return {(r["tenant_id"], r["program_id"], r["person_id"]): r["ended_at"] for r in rows}
-
-
 async def record_departure(conn: asyncpg.Connection, person: Person, at: datetime) -> None:
     """Remember that the person left the program at `at` (the latest departure wins)."""
     await conn.execute(
@@ -113,18 +102,35 @@ async def record_departure(conn: asyncpg.Connection, person: Person, at: datetim
     )
 
 
-async def enrolled(conn: asyncpg.Connection, role: str, people: Sequence[Person]) -> set[Person]:
-    """Which of these people are enrolled in `role` now."""
+@dataclass(frozen=True)
+class Standing:
+    """Where a person stands in a program before an update of their enrolment."""
+
+    left_at: datetime | None  # when they last left the program (None: never)
+    roles: frozenset[str]  # the roles they are enrolled in now ("mentor", "mentee")
+
+
+async def standing(conn: asyncpg.Connection, people: Sequence[Person]) -> dict[Person, Standing]:
+    """Each person's departure and current roles, in one round trip."""
     if not people:
-        return set()
-    table = "mentors" if role == "mentor" else "mentees"
+        return {}
     rows = await conn.fetch(
-        f"""SELECT m.tenant_id, m.program_id, m.person_id
-            FROM {table} m JOIN unnest($1::text[], $2::text[], $3::text[]) AS p(t, g, i)
-              ON m.tenant_id = p.t AND m.program_id = p.g AND m.person_id = p.i""",
+        """SELECT p.t, p.g, p.i, d.ended_at,
+                  EXISTS (SELECT 1 FROM mentors m WHERE (m.tenant_id, m.program_id, m.person_id)
+                                                        = (p.t, p.g, p.i)) AS mentor,
+                  EXISTS (SELECT 1 FROM mentees m WHERE (m.tenant_id, m.program_id, m.person_id)
+                                                        = (p.t, p.g, p.i)) AS mentee
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS p(t, g, i)
+           LEFT JOIN departures d
+             ON d.tenant_id = p.t AND d.program_id = p.g AND d.person_id = p.i""",
         *columns(people, 3),
     )
-    return {(r["tenant_id"], r["program_id"], r["person_id"]) for r in rows}
+    return {
+        (r["t"], r["g"], r["i"]): Standing(
+            r["ended_at"], frozenset(role for role in ("mentor", "mentee") if r[role])
+        )
+        for r in rows
+    }
 
 
 async def upsert_enrolments(
