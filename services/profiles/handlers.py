@@ -20,16 +20,18 @@ REGISTRATIONS = frozenset({"mentor-registered", "mentee-registered"})
 async def apply_events(conn: asyncpg.Connection, batch: list[Incoming]) -> list[OutboxRecord]:
     """Registrations are stored in bulk (latest time wins); offboardings erase, then end."""
     registrations = latest_registrations(i.event for i in batch if i.event.type in REGISTRATIONS)
-    rows = [EnrolmentRow.of(event) for event in registrations]
+    # one clock reading per batch: applied in this transaction
+    received_at = datetime.now(UTC).isoformat()
+    rows = [(row, row.updated_data(received_at)) for row in map(EnrolmentRow.of, registrations)]
     stored = await repository.upsert_enrolments(conn, rows)
-    received_at = datetime.now(UTC)  # one clock reading per batch: applied in this transaction
     out = [
-        OutboxRecord.of_event(
+        OutboxRecord(
             "enrolment-updated",
-            program_key(row.tenant_id, row.registration.program_id),
-            row.updated_event(received_at),
+            program_key(row.tenant_id, row.registration.program_id).encode(),
+            row.updated_bytes(data),
+            row.updated_headers(),
         )
-        for row in rows
+        for row, data in rows
         if row.cause.id in stored
     ]
     for incoming in batch:

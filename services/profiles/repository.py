@@ -9,23 +9,24 @@ from datetime import datetime
 import asyncpg
 
 from services.profiles.domain import EnrolmentRow
-from shared.runtime.db.columns import columns
 
+# The rows come as one JSON array: each the canonical payload of the registration (see
+# EnrolmentRow.updated_data, serialised once for the event anyway) plus the tenant and the
+# event's id. PostgreSQL reads the columns by name; the payload's extra fields are ignored.
+# Sixteen column arrays cost the Python side more than the rest of the statement.
 _UPSERT = """
 INSERT INTO enrolments AS e (
     tenant_id, program_id, person_id, role, display_name, email, languages, timezone,
     department, seniority, manager_id, expertise, goals, capacity, event_time, event_id)
-SELECT n.tenant_id, n.program_id, n.person_id, n.role, n.display_name, n.email,
-       n.languages::text[], n.timezone, n.department, n.seniority, n.manager_id, n.expertise::jsonb,
-       n.goals::jsonb, n.capacity, n.event_time, n.event_id
-FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::int[], $11::text[], $12::text[], $13::text[], $14::int[],
-    $15::timestamptz[], $16::text[]
-) AS n(tenant_id, program_id, person_id, role, display_name, email, languages, timezone,
-       department, seniority, manager_id, expertise, goals, capacity, event_time, event_id)
+SELECT n.tenant_id, n.program_id, n.person_id, n.role, n.display_name, n.email, n.languages,
+       n.timezone, n.department, n.seniority, n.manager_id, COALESCE(n.expertise, '[]'),
+       COALESCE(n.goals, '[]'), COALESCE(n.capacity, 0), n.registered_at, n.event_id
+FROM jsonb_to_recordset($1::text::jsonb) AS n(
+    tenant_id text, program_id text, person_id text, role text, display_name text, email text,
+    languages text[], timezone text, department text, seniority int, manager_id text,
+    expertise jsonb, goals jsonb, capacity int, registered_at timestamptz, event_id text)
 LEFT JOIN offboardings o ON o.tenant_id = n.tenant_id AND o.person_id = n.person_id
-WHERE o.offboarded_at IS NULL OR o.offboarded_at < n.event_time
+WHERE o.offboarded_at IS NULL OR o.offboarded_at < n.registered_at
 ON CONFLICT (tenant_id, person_id, program_id) DO UPDATE SET
     role = EXCLUDED.role, display_name = EXCLUDED.display_name, email = EXCLUDED.email,
     languages = EXCLUDED.languages, timezone = EXCLUDED.timezone,
@@ -35,35 +36,21 @@ ON CONFLICT (tenant_id, person_id, program_id) DO UPDATE SET
 WHERE (e.event_time, e.event_id) < (EXCLUDED.event_time, EXCLUDED.event_id)
 RETURNING event_id
 """
+_text = json.JSONEncoder(ensure_ascii=False).encode
 
 
-async def upsert_enrolments(conn: asyncpg.Connection, rows: Sequence[EnrolmentRow]) -> set[str]:
-    """Store the rows that are newer than what is stored; returns the ids of their events."""
+async def upsert_enrolments(
+    conn: asyncpg.Connection, rows: Sequence[tuple[EnrolmentRow, str]]
+) -> set[str]:
+    """Store the rows that are newer than what is stored; returns the ids of their events.
+    Each row comes with its canonical payload (`EnrolmentRow.updated_data`)."""
     if not rows:
         return set()
-
-    def values(row: EnrolmentRow) -> tuple[object, ...]:
-        r = row.registration
-        return (
-            row.tenant_id,
-            r.program_id,
-            r.person_id,
-            row.role,
-            r.display_name,
-            r.email,
-            "{" + ",".join(r.languages) + "}",
-            r.timezone,
-            r.department,
-            r.seniority,
-            r.manager_id,
-            json.dumps([e.model_dump() for e in getattr(r, "expertise", [])]),
-            json.dumps([g.model_dump() for g in getattr(r, "goals", [])]),
-            getattr(r, "capacity", 0),
-            row.cause.time,
-            row.cause.id,
-        )
-
-    stored = await conn.fetch(_UPSERT, *columns(map(values, rows), 16))
+    batch = ",".join(
+        f'{data[:-1]},"tenant_id":{_text(row.tenant_id)},"event_id":{_text(row.cause.id)}}}'
+        for row, data in rows
+    )
+    stored = await conn.fetch(_UPSERT, f"[{batch}]")
     return {r["event_id"] for r in stored}
 
 

@@ -7,11 +7,14 @@ use it because they forward bytes and headers exactly as they are.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLScram512
 from prometheus_client import CollectorRegistry
@@ -106,10 +109,23 @@ def make_broker(
     )
 
 
+_key_hash = functools.lru_cache(maxsize=16_384)(murmur2)
+
+
+def by_key(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
+    """aiokafka's default partitioner (the Java client's murmur2 of the key), with the hash
+    cached: aiokafka computes it in pure Python, and a relay sends many records with few keys
+    (a program's canonical events share its key)."""
+    if key is None:
+        return int(DefaultPartitioner()(key, all_partitions, available))
+    return all_partitions[(_key_hash(key) & 0x7FFFFFFF) % len(all_partitions)]
+
+
 def make_producer(kafka: KafkaSettings, service: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         **client_options(kafka),
         client_id=f"mentornet-{service}-relay",
+        partitioner=by_key,
         acks="all",
         enable_idempotence=True,
         linger_ms=5,

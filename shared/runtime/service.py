@@ -31,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import EVENT_MODELS
 from shared.contract.topics import TOPICS, published_by, read_by
+from shared.runtime import heap
 from shared.runtime.db.outbox import OutboxRelay
 from shared.runtime.db.pool import create_pool
 from shared.runtime.db.retention import INBOX, Purge
@@ -434,6 +435,7 @@ def serve(service: ServiceSpec, settings: ServiceSettings | None = None) -> None
     settings = settings or service.settings()
     configure_logging(service.name, settings.log_level, settings.log_format)
     configure_tracing(service.name, settings.traces_file)
+    heap.tune_for_batches()
     app = service.build(settings)
     uvicorn.run(
         app,
