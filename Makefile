@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test up down status install lock lint typecheck bench-quick clean schemas-snapshot
+.PHONY: demo test up down status install lock lint typecheck bench-quick bench-readme clean schemas-snapshot
 
 # Every dependency at the version in requirements.lock (CI and the image install the same).
 $(STAMP): pyproject.toml requirements.lock
@@ -66,6 +66,10 @@ schemas-snapshot: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.kafka_baseline --quick
 	$(BIN)/python -m benchmarks.http_ingest --quick
+
+## bench-readme: regenerate README.md's "last measured" table from benchmarks/results/ (written by --record)
+bench-readme: $(STAMP)
+	$(BIN)/python -m benchmarks.readme
 
 clean:
 	rm -rf .stack/test .stack/test-logs .pytest_cache .mypy_cache .ruff_cache

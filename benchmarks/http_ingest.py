@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from benchmarks._common import arguments, emit, machine
+from benchmarks._common import arguments, cpu_seconds, emit, machine
 from benchmarks.ingest import (
     PROGRAMS,
     forget,
@@ -42,7 +42,6 @@ from benchmarks.ingest import (
     wait_ingested,
 )
 from benchmarks.kafka_baseline import measure as kafka_baseline
-from benchmarks.notify import cpu_seconds
 from shared.local.infra import Endpoints, real_infrastructure
 from shared.local.kafka import fresh_group
 from shared.local.processes import ServiceProcess
