@@ -19,9 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks._common import arguments, emit, machine, peak_rss_mb
+from benchmarks._common import arguments, cpu_seconds, emit, machine, peak_rss_mb
 from benchmarks.kafka_baseline import measure as kafka_baseline
-from benchmarks.notify import cpu_seconds
 from shared.local.infra import Endpoints, real_infrastructure
 from shared.local.kafka import fresh_group, publish_raw
 from shared.local.processes import ServiceProcess

@@ -1,84 +1,38 @@
-"""Webhooks: a signed JSON POST per notification to the tenant's endpoint, over shared
-keep-alive connections (httpx), only where the webhook rules allow (webhook_urls.py)."""
+"""Webhooks: a signed JSON POST per notification to the tenant's endpoint, over kept-alive
+connections (aiohttp), only where the webhook rules allow (webhook_urls.py).
+
+aiohttp rather than httpx: httpx and httpcore (anyio cancel scopes, h11 events, a pool that
+re-checks every connection) cost ~0.7 ms of CPU a request, more than rendering and SMTP
+together. Redirects are never followed: a redirect could carry a signed payload elsewhere, past
+the webhook rules.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import ipaddress
 import socket
 import ssl
-import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from services.notifications.errors import PermanentError, TransientError
 from services.notifications.settings import NotificationSettings
 from services.notifications.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from services.notifications.webhook_urls import IPAddress, WebhookRules
+from services.notifications.webhook_urls import IPAddress, WebhookRules, normalised
 
 RETRYABLE_4XX = frozenset({408, 429})
-
-if importlib.util.find_spec("sniffio") is None:
-    # httpcore tries `import sniffio` on every request and, when it is missing, searches the
-    # whole sys.path each time (a failed import is not cached): ~40% of the CPU at 1,000
-    # requests/s. A None entry makes the import fail at once; httpcore then assumes asyncio.
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
+KEEPALIVE_SECONDS = 5.0  # an idle connection older than this is closed, not reused (as httpx)
 
 
 class RefusedDestination(PermanentError):
     """The webhook URL, or an address its host resolves to, is one we may not post to. Trying
     again cannot help until the configuration changes."""
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Opens webhook connections to addresses the rules allow, and only those. The host is
-    resolved here and the connection made to the very address checked, so an answer that
-    changes between the check and the connection (DNS rebinding) cannot slip through. TLS
-    still verifies the certificate against the host name (httpcore passes it as SNI)."""
-
-    def __init__(self, rules: WebhookRules) -> None:
-        self.rules = rules
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        if self.rules.allows(host):
-            targets = [host]
-        else:
-            addresses = await resolve(host, port)
-            for address in addresses:  # one refused address refuses the host: no lottery
-                problem = self.rules.address_problem(host, address)
-                if problem:
-                    raise RefusedDestination(f"webhook refused: {problem}")
-            targets = [str(a) for a in addresses]
-        error: httpcore.ConnectError | None = None
-        for target in targets:
-            try:
-                return await self._inner.connect_tcp(
-                    target,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except httpcore.ConnectError as exc:
-                error = exc
-        assert error is not None
-        raise error
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
@@ -87,28 +41,50 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        raise TransientError(f"ConnectError: cannot resolve {host}: {exc}") from exc
     found: dict[IPAddress, None] = {}
     for *_, sockaddr in infos:
         found[ipaddress.ip_address(str(sockaddr[0]).split("%")[0])] = None
     return list(found)
 
 
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport on one keep-alive connection opened through `backend` (httpx takes
-    no network backend of its own, so its connection pool is replaced by the same pool with
-    the backend)."""
+class GuardedResolver(AbstractResolver):
+    """aiohttp connects only to the addresses this returns: the host's addresses, each checked
+    against the rules, so the connection goes to the very address checked and an answer that
+    changes between the check and the connection (DNS rebinding) cannot slip through. TLS still
+    verifies the certificate against the host name (aiohttp takes it from the URL). aiohttp
+    never asks about an address written in the URL: `WebhookSender.send` checks those."""
 
-    def __init__(self, tls: ssl.SSLContext, backend: httpcore.AsyncNetworkBackend) -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        super().__init__(verify=tls, limits=limits)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=tls,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
-        )
+    def __init__(self, rules: WebhookRules) -> None:
+        self.rules = rules
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[ResolveResult]:
+        addresses = await resolve(host, port)
+        for address in addresses:  # one refused address refuses the host: no lottery
+            problem = self.rules.address_problem(host, address)
+            if problem:
+                raise RefusedDestination(f"webhook refused: {problem}")
+        found: list[ResolveResult] = [
+            {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": socket.AF_INET if address.version == 4 else socket.AF_INET6,
+                "proto": socket.IPPROTO_TCP,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
+        if family != socket.AF_UNSPEC:
+            found = [f for f in found if f["family"] == family]
+        if not found:
+            raise TransientError(f"ConnectError: no {family.name} address for {host}")
+        return found
+
+    async def close(self) -> None:
+        pass
 
 
 def origin(url: str) -> str:
@@ -118,31 +94,37 @@ def origin(url: str) -> str:
 
 
 class WebhookSender:
-    """Up to `webhook_connections` keep-alive connections per endpoint origin, each its own
-    one-connection httpx transport handed out through a queue (like the SMTP sessions).
-
-    Why not one `httpx.AsyncClient`: its pool re-checks every connection for every request, so
-    at 16+ connections the bookkeeping cost ~1.5 ms of CPU a request, three times the cost of
-    this layout, and a slow endpoint could hold a shared pool. Redirects are not followed: a
-    redirect could carry a signed payload elsewhere, past the webhook rules."""
+    """One aiohttp session for all endpoints, with up to `webhook_connections` kept-alive
+    connections per endpoint origin (no limit over all of them): a slow endpoint holds only its
+    own."""
 
     def __init__(self, settings: NotificationSettings) -> None:
         self.seconds = settings.webhook_timeout
-        self.timeout = httpx.Timeout(settings.webhook_timeout)
         self.connections = settings.webhook_connections
         self.rules = settings.webhook_rules
-        self._backend = GuardedBackend(self.rules)
-        self._pools: dict[str, asyncio.Queue[httpx.AsyncHTTPTransport]] = {}
         self._tls = ssl.create_default_context()  # loading the CA store once: ~20 ms each
+        self._session: aiohttp.ClientSession | None = None
 
-    def _pool(self, url: str) -> asyncio.Queue[httpx.AsyncHTTPTransport]:
-        key = origin(url)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = asyncio.Queue()
-            for _ in range(self.connections):
-                pool.put_nowait(_GuardedTransport(self._tls, self._backend))
-        return pool
+    def _client(self) -> aiohttp.ClientSession:
+        """Made at the first send: aiohttp wants a running event loop."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                ssl=self._tls,
+                resolver=GuardedResolver(self.rules),
+                limit=0,
+                limit_per_host=self.connections,
+                keepalive_timeout=KEEPALIVE_SECONDS,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # one timeout for all of a send, waiting for a connection too: ends before the lease
+                timeout=aiohttp.ClientTimeout(total=self.seconds),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,  # the answer's body is thrown away: never compressed
+                skip_auto_headers=("Accept-Encoding",),
+                trust_env=False,  # no proxy from the environment
+            )
+        return self._session
 
     async def send(self, url: str, secret: str, notification_id: str, body: bytes) -> None:
         """POST `body`; raises TransientError (network, 408, 429, 5xx) or PermanentError
@@ -150,46 +132,66 @@ class WebhookSender:
         problem = self.rules.url_problem(url)  # rows written straight into tenant_channels too
         if problem:
             raise RefusedDestination(f"webhook refused: {problem}")
+        target = _as_checked(url)
+        if any(c < " " for c in notification_id):
+            raise PermanentError("a header value with control characters")
         timestamp = int(time.time())
-        request = httpx.Request(
-            "POST",
-            url,
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": "mentornet-notifications/1",
-                SIGNATURE_HEADER: sign(secret, timestamp, body),
-                TIMESTAMP_HEADER: str(timestamp),
-                "Idempotency-Key": notification_id,
-            },
-            extensions={"timeout": self.timeout.as_dict()},
-        )
-        pool = self._pool(url)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "mentornet-notifications/1",
+            SIGNATURE_HEADER: sign(secret, timestamp, body),
+            TIMESTAMP_HEADER: str(timestamp),
+            "Idempotency-Key": notification_id,
+        }
         try:
-            async with asyncio.timeout(self.seconds):  # all told, so it ends before the lease
-                transport = await pool.get()
-                try:
-                    response = await transport.handle_async_request(request)
-                    await response.aread()
-                    await response.aclose()
-                finally:
-                    pool.put_nowait(transport)
-        except (httpx.HTTPError, TimeoutError) as exc:
+            async with self._client().post(
+                target, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                async for _ in response.content.iter_chunked(65536):  # discarded, to the end
+                    pass
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too: caught first
+            raise TransientError(f"TimeoutError: no answer within {self.seconds}s") from exc
+        except aiohttp.ClientConnectorError as exc:  # refused, unreachable, TLS handshake...
+            raise TransientError(f"ConnectError: {exc}") from exc
+        except aiohttp.ClientResponseError as exc:  # no status to judge: not an HTTP answer
+            raise TransientError(f"ProtocolError: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:  # the endpoint hung up mid-answer...
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             return
         message = f"HTTP {status}"
         if status >= 500 or status in RETRYABLE_4XX:
-            raise TransientError(message, retry_after=_retry_after(response))
+            raise TransientError(message, retry_after=_retry_after(response.headers))
         raise PermanentError(message)
 
     async def close(self) -> None:
-        for pool in self._pools.values():
-            while not pool.empty():
-                await pool.get_nowait().aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
+def _as_checked(url: str) -> URL:
+    """`url` as aiohttp will read it, refused unless that names the scheme, host and port the
+    rules just checked (read by urlsplit): two parsers must not see two destinations. aiohttp
+    connects to an address written in the URL without asking the resolver."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        target = URL(url.strip())
+    except ValueError:
+        raise RefusedDestination("webhook refused: not a valid URL") from None
+    ours, theirs = parts.hostname or "", target.raw_host or ""
+    same = (
+        target.scheme == scheme
+        and target.port == (parts.port or (443 if scheme == "https" else 80))
+        and (ours == theirs or normalised(ours) == normalised(theirs))  # the first: fast
+    )
+    if not same:
+        raise RefusedDestination("webhook refused: not a valid URL")
+    return target
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After", "")
     return float(value) if value.isdigit() else None

@@ -273,6 +273,16 @@ async def test_a_literal_refused_address_is_refused_at_send_time(sink: WebhookSi
     assert sum(sink.counts.values()) == 1
 
 
+async def test_a_url_read_two_ways_is_refused(sink: WebhookSink) -> None:
+    """The rules read the URL with urlsplit (host 127.0.0.1 here, allowed), aiohttp with yarl
+    (which refuses it): a URL whose destination depends on the parser is refused for good."""
+    hooks = sender("127.0.0.1")
+    with pytest.raises(RefusedDestination, match="not a valid URL"):
+        await hooks.send(f"http://hooks.example.com\\@127.0.0.1:{sink.port}/", "s", "n-1", b"{}")
+    await hooks.close()
+    assert sum(sink.counts.values()) == 0
+
+
 async def test_an_allowed_name_is_reached_as_it_resolves(sink: WebhookSink) -> None:
     hooks = sender("localhost")
     await hooks.send(f"http://localhost:{sink.port}/hooks", "s", "n-1", b"{}")
