@@ -321,6 +321,17 @@ def matching_continuous(r: Mapping[str, Any]) -> Row:
         p50 = " / ".join(number(run.get("latency_ms_p50")) for run in runs)
         p99 = " / ".join(number(run.get("latency_ms_p99")) for run in runs)
         at_200 = f"at 200/s, {len(runs)} runs: p50 {p50} ms, p99 {p99} ms"
+    curves = []  # each sweep's p99 at each rate
+    steps = r.get("steps")
+    for replicas, name in ((1, "one process"), (2, "two")):
+        points = [
+            f"{number(st.get('latency_ms_p99'))} ms at {number(st.get('rate_per_s'))}/s"
+            for st in (steps if isinstance(steps, list) else [])
+            if isinstance(st, Mapping) and st.get("replicas") == replicas
+        ]
+        if points:
+            curves.append(f"{name} {', '.join(points)}")
+    curve = f"p99 by rate: {'; '.join(curves)}" if curves else None
     peaks = r.get("peak_rss_mb")  # by replica count, then by process
     peak = None
     if isinstance(peaks, Mapping) and peaks:
@@ -348,6 +359,7 @@ def matching_continuous(r: Mapping[str, Any]) -> Row:
                 r.get("max_rate_per_s_2_replicas"),
                 r.get("replicas_ratio"),
             ),
+            curve,
             peak,
         ),
         target=targets(

@@ -56,6 +56,11 @@ CONTINUOUS = {
     "max_rate_per_s": 450,
     "max_rate_per_s_2_replicas": 830,
     "peak_rss_mb": {"1_replicas": {"matching-1": 160.2}, "2_replicas": {"profiles": 90.0}},
+    "steps": [
+        {"replicas": 1, "rate_per_s": 200.0, "latency_ms_p99": 120.0},
+        {"replicas": 1, "rate_per_s": 400.0, "latency_ms_p99": 140.5},
+        {"replicas": 2, "rate_per_s": 800.0, "latency_ms_p99": 149.0},
+    ],
     "runs_at_200": [
         {"latency_ms_p50": 40.5, "latency_ms_p99": 120.0},
         {"latency_ms_p50": 41.0, "latency_ms_p99": 131.2},
@@ -141,7 +146,9 @@ def test_each_result_is_one_row_with_its_figures_targets_verdict_and_date(tmp_pa
         "| `matching_continuous` 10,000 mentors in each of 2 programs, 20.0 s of arrivals"
         " per rate | one matching process: **450 mentees/s** at most within the p99 target,"
         " at 200/s, 3 runs: p50 40.5 / 41.0 / 39.9 ms, p99 120.0 / 131.2 / 1,170.0 ms,"
-        " two replicas: 830 mentees/s, **1.85 \u00d7 one**, peak 160.2 MB per process"
+        " two replicas: 830 mentees/s, **1.85 \u00d7 one**, p99 by rate: one process"
+        " 120.0 ms at 200.0/s, 140.5 ms at 400.0/s; two 149.0 ms at 800.0/s,"
+        " peak 160.2 MB per process"
         " | ≥ 400 mentees/s, p99 ≤ 150 ms, two replicas ≥ 1.8 \u00d7 one | not stated"
         " | 2026-12-06, machine A |",
         "| `notify` 50,000 notifications, 1 replica"
