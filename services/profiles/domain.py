@@ -7,9 +7,8 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
-from shared.contract.envelope import STRUCTURED, CloudEvent, RawJson
+from shared.contract.envelope import STRUCTURED, CloudEvent
 from shared.contract.events import (
     EnrolmentEnded,
     MenteeRegistered,
@@ -71,24 +70,9 @@ class EnrolmentRow:
             f',"received_at":"{received_at}"}}'
         )
 
-    def updated_event(self, received_at: datetime) -> CloudEvent:
-        """The canonical event (`updated_bytes` is the same event, already serialised)."""
-        return CloudEvent.model_construct(
-            id=derived_id(self.cause, "enrolment-updated"),
-            source=SOURCE,
-            type="enrolment-updated",
-            time=self.cause.time,
-            tenantid=self.tenant_id,
-            correlationid=self.cause.correlation_id,
-            traceparent=self.cause.traceparent,
-            specversion="1.0",
-            datacontenttype="application/json",
-            data=RawJson(self.updated_data(received_at.isoformat())),
-        )
-
     def updated_bytes(self, data: str) -> bytes:
-        """`updated_event(received_at).to_bytes()` around its payload `data` (`updated_data`),
-        written directly: this runs for every record of a bulk sync, and a model built only to
+        """The canonical `enrolment-updated` event, as `CloudEvent.to_bytes` would serialise it,
+        around its payload `data` (`updated_data`), written directly: this runs for every record of a bulk sync, and a model built only to
         be serialised cost more than the rest of the event's handling in Python."""
         cause = self.cause
         head = (

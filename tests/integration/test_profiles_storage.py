@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from services.profiles import repository
-from services.profiles.domain import EnrolmentRow
-from shared.contract.envelope import decode_record
+from services.profiles.domain import SOURCE, EnrolmentRow, derived_id
+from shared.contract.envelope import CloudEvent, RawJson, decode_record
 from shared.runtime.db.outbox import OutboxRecord
 from tests.support import cloud_event, mentor_data, unique
 
@@ -113,10 +113,27 @@ async def test_each_column_holds_what_the_registration_says(conn: asyncpg.Connec
     assert again == set()
 
 
+def canonical_event(row: EnrolmentRow, received_at: datetime) -> CloudEvent:
+    """The canonical event as a model, which the contract serialises: what the bytes must be."""
+    cause = row.cause
+    return CloudEvent.model_construct(
+        id=derived_id(cause, "enrolment-updated"),
+        source=SOURCE,
+        type="enrolment-updated",
+        time=cause.time,
+        tenantid=row.tenant_id,
+        correlationid=cause.correlation_id,
+        traceparent=cause.traceparent,
+        specversion="1.0",
+        datacontenttype="application/json",
+        data=RawJson(row.updated_data(received_at.isoformat())),
+    )
+
+
 def test_the_canonical_record_is_the_canonical_event_serialised() -> None:
     received_at = datetime.now(UTC)
     for row in registrations("acme"):
-        event = row.updated_event(received_at)
+        event = canonical_event(row, received_at)
         reference = OutboxRecord.of_event("enrolment-updated", "k", event)
         assert row.updated_bytes(row.updated_data(received_at.isoformat())) == reference.value
         assert row.updated_headers() == reference.headers
